@@ -1,0 +1,153 @@
+"""`egt <stage> [POSITIONAL] [--config x.yaml] [key=value | --key value ...]`.
+
+The CLI only parses and dispatches: each stage is `run(cfg) -> Path` in its
+module, with `Config` beside it. `egt <stage> --help` lists every config key.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from dataclasses import dataclass
+
+import click
+
+from egt.errors import EgtError
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str
+    module: str
+    summary: str
+    positional: tuple[str, ...] = ()
+    config: str = "Config"
+    run: str = "run"
+
+    def load(self):
+        mod = importlib.import_module(self.module)
+        return getattr(mod, self.config), getattr(mod, self.run)
+
+
+DATA = [
+    Stage("convert", "egt.data.convert", "Convert a benchmark or dataset to the egt pairs format."),
+    Stage("inspect", "egt.data.inspect", "Counts, lengths and image checks for a pairs file.", ("input",)),
+    Stage("synth", "egt.data.synth", "Generate the synthetic multimodal preference benchmark."),
+]
+MODEL = [
+    Stage("tiny", "egt.models", "Build the tiny Qwen2-VL judge (tokenizer, processor, model).",
+          config="TinyConfig", run="build_tiny"),
+]
+TOP = [
+    Stage("distill", "egt.distill", "Stage 1: teacher reasoning traces with the fidelity filter."),
+    Stage("sft", "egt.sft", "Stage 1: supervised fine-tuning of the judge on the traces."),
+    Stage("score", "egt.score", "Stage 2: K sampled judgements per pair and their entropies."),
+    Stage("analyze", "egt.analyze", "Stage 2: entropy bins, AUROC, Spearman, figures, report.", ("scores",)),
+    Stage("curate", "egt.curate", "Stage 2: select pairs by entropy (or baselines) and order them.", ("scores",)),
+    Stage("rl", "egt.rl", "Stage 3: GRPO on curated pairs in curriculum order."),
+    Stage("eval", "egt.evaluate", "Evaluate a judge on reward benchmarks (both orders, voting)."),
+    Stage("demo", "egt.demo", "Run the whole EGT recipe on the tiny judge and write a report."),
+]
+
+
+def _describe_config(cfg_cls) -> str:
+    lines = ["Config keys (YAML or key=value / --key value):"]
+    for name, field in cfg_cls.model_fields.items():
+        ann = getattr(field.annotation, "__name__", None) or str(field.annotation).replace("typing.", "")
+        default = "required" if field.is_required() else repr(field.get_default(call_default_factory=True))
+        desc = f"  {field.description}" if field.description else ""
+        lines.append(f"  {name} ({ann}, default {default}){desc}")
+    return "\n".join(lines)
+
+
+class StageCommand(click.Command):
+    def __init__(self, stage: Stage):
+        self.stage = stage
+        super().__init__(
+            name=stage.name, callback=self._invoke, help=stage.summary, short_help=stage.summary,
+            params=[
+                click.Option(["--config", "config_path"], type=click.Path(dir_okay=False),
+                             help="YAML config file; later key=value arguments override it."),
+                click.Argument(["args"], nargs=-1, type=click.UNPROCESSED),
+            ],
+            context_settings={"ignore_unknown_options": True, "allow_extra_args": True,
+                              "help_option_names": ["-h", "--help"]},
+        )
+
+    def format_help(self, ctx, formatter):
+        super().format_help(ctx, formatter)
+        try:
+            cfg_cls, _ = self.stage.load()
+        except ImportError as exc:  # pragma: no cover
+            formatter.write(f"\n(config unavailable: {exc})\n")
+            return
+        if self.stage.positional:
+            formatter.write(f"\nPositional: {' '.join(p.upper() for p in self.stage.positional)}\n")
+        formatter.write("\n" + _describe_config(cfg_cls) + "\n")
+
+    def _invoke(self, config_path, args):
+        from egt.config import load_config, parse_overrides
+
+        args = list(args)
+        positional = []
+        while args and not args[0].startswith("-") and "=" not in args[0]:
+            positional.append(args.pop(0))
+        if len(positional) > len(self.stage.positional):
+            raise EgtError(f"egt {self.stage.name}: unexpected argument '{positional[len(self.stage.positional)]}'")
+        overrides = parse_overrides(args)
+        for key, value in zip(self.stage.positional, positional):
+            overrides[key] = value
+        cfg_cls, run = self.stage.load()
+        cfg = load_config(cfg_cls, config_path, overrides)
+        out = run(cfg)
+        if out is not None:
+            click.echo(str(out))
+
+
+def _group(name: str, help_text: str, stages: list[Stage]) -> click.Group:
+    group = click.Group(name=name, help=help_text, context_settings={"help_option_names": ["-h", "--help"]})
+    for stage in stages:
+        group.add_command(StageCommand(stage))
+    return group
+
+
+def build_cli() -> click.Group:
+    root = click.Group(name="egt", help=__import__("egt").__doc__.split("\n\n")[0],
+                       context_settings={"help_option_names": ["-h", "--help"]})
+    root.add_command(_group("data", "Data: convert benchmarks, inspect files, synthesize pairs.", DATA))
+    root.add_command(_group("model", "Models: build the embedded tiny judge.", MODEL))
+    for stage in TOP:
+        root.add_command(StageCommand(stage))
+    root = click.version_option(__import__("egt").__version__, "--version")(root)
+    return root
+
+
+cli = build_cli()
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        cli.main(args=argv, prog_name="egt", standalone_mode=False)
+    except EgtError as exc:
+        click.echo(f"error: {exc}", err=True)
+        return 1
+    except click.exceptions.Exit as exc:
+        return exc.exit_code
+    except click.ClickException as exc:
+        exc.show()
+        return exc.exit_code
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        return 130
+    except KeyboardInterrupt:
+        click.echo("interrupted", err=True)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
+
+
+def _entry() -> None:
+    sys.exit(main())

@@ -1,0 +1,270 @@
+"""The one record type that flows through every stage: a preference pair.
+
+`PreferencePair(id, images, question, response_1, response_2, label, source,
+category, meta)`; stages add columns (traces, entropies, order, ...), which
+live in `extra` in memory and as top-level columns on disk, so the type stays
+one. Files are Parquet (default) or JSONL, chosen by suffix.
+
+On disk `images` is a list of `{path, bytes}` structs (the Hugging Face
+`Image` convention); `meta` is a JSON string in Parquet and an object in JSONL.
+Relative image paths are resolved against the pairs file's folder on read.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+
+from egt.errors import DataError
+
+CORE_FIELDS = ("id", "images", "question", "response_1", "response_2", "label",
+               "source", "category", "meta")
+
+
+@dataclass(frozen=True)
+class ImageRef:
+    """An image given by a file path or by its encoded bytes; decoded lazily."""
+
+    path: str | None = None
+    data: bytes | None = None
+
+    def open(self):
+        """Decode to an RGB PIL image (raises DataError naming the image)."""
+        from PIL import Image, UnidentifiedImageError
+
+        try:
+            if self.data is not None:
+                img = Image.open(io.BytesIO(self.data))
+            else:
+                img = Image.open(self.path)
+            img.load()
+        except FileNotFoundError:
+            raise DataError(self.path or "<bytes>", None, "images", "image file not found") from None
+        except (UnidentifiedImageError, OSError, ValueError) as exc:
+            raise DataError(self.path or "<embedded bytes>", None, "images",
+                            f"image cannot be decoded ({exc.__class__.__name__})") from None
+        return img.convert("RGB")
+
+    def to_row(self) -> dict:
+        return {"path": self.path, "bytes": self.data}
+
+    @staticmethod
+    def from_row(value: Any, base_dir: Path | None = None) -> "ImageRef":
+        if isinstance(value, ImageRef):
+            return value
+        if isinstance(value, str):
+            value = {"path": value}
+        if not isinstance(value, dict):
+            raise TypeError(f"image must be a path or {{path, bytes}} object, got {type(value).__name__}")
+        data = value.get("bytes")
+        if data is None and value.get("bytes_base64"):
+            data = base64.b64decode(value["bytes_base64"])
+        path = value.get("path")
+        if path and data is None and base_dir is not None and not os.path.isabs(path):
+            path = str((base_dir / path).resolve())
+        return ImageRef(path=path, data=data)
+
+
+@dataclass
+class PreferencePair:
+    id: str
+    images: list[ImageRef]
+    question: str
+    response_1: str
+    response_2: str
+    label: int  # 1 or 2: which response is better
+    source: str = ""
+    category: str = ""
+    meta: dict = field(default_factory=dict)
+    extra: dict = field(default_factory=dict)  # columns added by stages
+
+    @property
+    def chosen(self) -> str:
+        return self.response_1 if self.label == 1 else self.response_2
+
+    @property
+    def rejected(self) -> str:
+        return self.response_2 if self.label == 1 else self.response_1
+
+    def swapped(self, suffix: str = "::swap") -> "PreferencePair":
+        """The same pair with the responses in the other order (label flipped)."""
+        return PreferencePair(
+            id=self.id + suffix, images=list(self.images), question=self.question,
+            response_1=self.response_2, response_2=self.response_1, label=3 - self.label,
+            source=self.source, category=self.category,
+            meta={**self.meta, "swapped_from": self.id}, extra=dict(self.extra))
+
+    def open_images(self):
+        return [ref.open() for ref in self.images]
+
+    def validate(self, file: str = "<memory>", line: int | None = None) -> list[str]:
+        """Raise DataError on a broken record; return warnings (e.g. identical responses)."""
+        if not isinstance(self.id, str) or not self.id:
+            raise DataError(file, line, "id", "must be a non-empty string")
+        for name in ("question", "response_1", "response_2"):
+            value = getattr(self, name)
+            if not isinstance(value, str):
+                raise DataError(file, line, name, f"must be a string, got {type(value).__name__}")
+        for name in ("response_1", "response_2"):
+            if not getattr(self, name).strip():
+                raise DataError(file, line, name, "response is empty")
+        if self.label not in (1, 2) or isinstance(self.label, bool):
+            raise DataError(file, line, "label", f"must be 1 or 2, got {self.label!r}")
+        if not isinstance(self.meta, dict):
+            raise DataError(file, line, "meta", "must be an object")
+        warnings = []
+        if self.response_1.strip() == self.response_2.strip():
+            warnings.append(f"{file}:{line}: pair '{self.id}' has identical responses")
+        return warnings
+
+    def to_row(self) -> dict:
+        row = {
+            "id": self.id, "images": [ref.to_row() for ref in self.images],
+            "question": self.question, "response_1": self.response_1,
+            "response_2": self.response_2, "label": int(self.label),
+            "source": self.source, "category": self.category, "meta": self.meta,
+        }
+        for key, value in self.extra.items():
+            if key in row:
+                raise ValueError(f"extra column '{key}' clashes with a core field")
+            row[key] = value
+        return row
+
+    @staticmethod
+    def from_row(row: dict, file: str = "<memory>", line: int | None = None,
+                 base_dir: Path | None = None) -> "PreferencePair":
+        missing = [name for name in ("id", "question", "response_1", "response_2", "label") if name not in row]
+        if missing:
+            raise DataError(file, line, missing[0], "missing required field")
+        meta = row.get("meta") or {}
+        if isinstance(meta, str):
+            try:
+                meta = json.loads(meta)
+            except json.JSONDecodeError:
+                raise DataError(file, line, "meta", "is not valid JSON") from None
+        try:
+            images = [ImageRef.from_row(v, base_dir) for v in (row.get("images") or [])]
+        except TypeError as exc:
+            raise DataError(file, line, "images", str(exc)) from None
+        label = row["label"]
+        if isinstance(label, float) and label.is_integer():
+            label = int(label)
+        pair = PreferencePair(
+            id=str(row["id"]) if isinstance(row["id"], (int, str)) else row["id"], images=images,
+            question=row["question"], response_1=row["response_1"], response_2=row["response_2"],
+            label=label, source=row.get("source") or "", category=row.get("category") or "",
+            meta=meta, extra={k: v for k, v in row.items() if k not in CORE_FIELDS})
+        pair.validate(file, line)
+        return pair
+
+
+# ---------------------------------------------------------------- file I/O
+
+def _is_jsonl(path: Path) -> bool:
+    return path.suffix.lower() in (".jsonl", ".json", ".ndjson")
+
+
+def _json_default(value):
+    if isinstance(value, bytes):
+        return base64.b64encode(value).decode("ascii")
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    raise TypeError(f"cannot write {type(value).__name__} to JSON")
+
+
+def _row_for_jsonl(row: dict) -> dict:
+    row = dict(row)
+    row["images"] = [
+        {"path": im["path"]} if im.get("bytes") is None
+        else {"bytes_base64": base64.b64encode(im["bytes"]).decode("ascii")}
+        for im in row.get("images", [])
+    ]
+    return row
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+
+
+def write_rows(rows: list[dict], path: str | Path) -> Path:
+    """Write plain rows (dicts) to Parquet or JSONL, atomically."""
+    path = Path(path)
+    if _is_jsonl(path):
+        text = "".join(json.dumps(r, ensure_ascii=False, default=_json_default) + "\n" for r in rows)
+        atomic_write_bytes(path, text.encode("utf-8"))
+        return path
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rows = [{k: (json.dumps(v, ensure_ascii=False, default=_json_default) if k == "meta" else v)
+             for k, v in r.items()} for r in rows]
+    table = pa.Table.from_pylist(rows) if rows else pa.table({})
+    buffer = pa.BufferOutputStream()
+    pq.write_table(table, buffer)
+    atomic_write_bytes(path, buffer.getvalue().to_pybytes())
+    return path
+
+
+def read_rows(path: str | Path) -> list[dict]:
+    """Read plain rows from Parquet or JSONL (JSONL errors name the line)."""
+    path = Path(path)
+    if not path.exists():
+        raise DataError(str(path), None, None, "file not found")
+    if _is_jsonl(path):
+        rows = []
+        with open(path, "rb") as handle:
+            for lineno, raw in enumerate(handle, start=1):
+                try:
+                    text = raw.decode("utf-8")
+                except UnicodeDecodeError:
+                    raise DataError(str(path), lineno, None, "line is not valid UTF-8") from None
+                if not text.strip():
+                    continue
+                try:
+                    rows.append(json.loads(text))
+                except json.JSONDecodeError as exc:
+                    raise DataError(str(path), lineno, None, f"invalid JSON ({exc.msg})") from None
+        return rows
+    import pyarrow.parquet as pq
+
+    try:
+        table = pq.read_table(path)
+    except Exception as exc:  # pyarrow raises several types for corrupt files
+        raise DataError(str(path), None, None, f"not a readable Parquet file ({exc})") from None
+    rows = table.to_pylist()
+    for row in rows:
+        if isinstance(row.get("meta"), str):
+            try:
+                row["meta"] = json.loads(row["meta"])
+            except json.JSONDecodeError:
+                pass
+    return rows
+
+
+def write_pairs(pairs: Iterable[PreferencePair], path: str | Path) -> Path:
+    path = Path(path)
+    rows = [p.to_row() for p in pairs]
+    if _is_jsonl(path):
+        rows = [_row_for_jsonl(r) for r in rows]
+    return write_rows(rows, path)
+
+
+def read_pairs(path: str | Path) -> list[PreferencePair]:
+    """Read a pairs file written by egt; errors name the file and line/row."""
+    path = Path(path)
+    rows = read_rows(path)
+    offset = 1 if _is_jsonl(path) else 0
+    return [PreferencePair.from_row(row, str(path), i + offset, base_dir=path.parent.resolve())
+            for i, row in enumerate(rows)]
