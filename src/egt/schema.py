@@ -191,6 +191,7 @@ def _row_for_jsonl(row: dict) -> dict:
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    os.fchmod(fd, 0o644)  # mkstemp creates 0600; outputs are ordinary files
     with os.fdopen(fd, "wb") as handle:
         handle.write(data)
         handle.flush()
