@@ -53,7 +53,8 @@ TOP = [
 def _describe_config(cfg_cls) -> str:
     lines = ["Config keys (YAML or key=value / --key value):"]
     for name, field in cfg_cls.model_fields.items():
-        ann = getattr(field.annotation, "__name__", None) or str(field.annotation).replace("typing.", "")
+        ann = (field.annotation.__name__ if isinstance(field.annotation, type)
+               else str(field.annotation).replace("typing.", "").replace("pathlib.", ""))
         default = "required" if field.is_required() else repr(field.get_default(call_default_factory=True))
         desc = f"  {field.description}" if field.description else ""
         lines.append(f"  {name} ({ann}, default {default}){desc}")

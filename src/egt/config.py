@@ -8,6 +8,7 @@ types are errors that name the key, the value and what was expected:
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -42,8 +43,14 @@ def _set_dotted(target: dict, dotted: str, value: Any) -> None:
     target[keys[-1]] = value
 
 
+_KEY_VALUE = re.compile(r"^[A-Za-z_][\w.-]*=")
+
+
 def parse_overrides(args: list[str]) -> dict:
-    """Turn `key=value`, `--key value`, `--key=value` and `--flag` into a nested dict."""
+    """Turn `key=value`, `--key value`, `--key=value` and `--flag` into a nested dict.
+
+    `--flag` followed by a `key=value` argument is a flag: `--swap samples=2`.
+    """
     out: dict = {}
     i = 0
     while i < len(args):
@@ -53,7 +60,7 @@ def parse_overrides(args: list[str]) -> dict:
             if "=" in body:
                 key, value = body.split("=", 1)
                 _set_dotted(out, key, _parse_value(value))
-            elif i + 1 < len(args) and not args[i + 1].startswith("--"):
+            elif i + 1 < len(args) and not args[i + 1].startswith("--") and not _KEY_VALUE.match(args[i + 1]):
                 _set_dotted(out, body, _parse_value(args[i + 1]))
                 i += 1
             else:

@@ -209,8 +209,10 @@ def write_rows(rows: list[dict], path: str | Path) -> Path:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    rows = [{k: (json.dumps(v, ensure_ascii=False, default=_json_default) if k == "meta" else v)
-             for k, v in r.items()} for r in rows]
+    # every row gets every column (pyarrow would infer the columns from the first row only)
+    names = list(dict.fromkeys(k for r in rows for k in r))
+    rows = [{k: (json.dumps(r.get(k), ensure_ascii=False, default=_json_default) if k == "meta" else r.get(k))
+             for k in names} for r in rows]
     table = pa.Table.from_pylist(rows) if rows else pa.table({})
     buffer = pa.BufferOutputStream()
     pq.write_table(table, buffer)
@@ -220,7 +222,11 @@ def write_rows(rows: list[dict], path: str | Path) -> Path:
 
 def read_rows(path: str | Path) -> list[dict]:
     """Read plain rows from Parquet or JSONL (JSONL errors name the line)."""
-    path = Path(path)
+    return [row for _, row in _read_numbered_rows(Path(path))]
+
+
+def _read_numbered_rows(path: Path) -> list[tuple[int, dict]]:
+    """(JSONL line number, or 0-based Parquet row index, row) for every row."""
     if not path.exists():
         raise DataError(str(path), None, None, "file not found")
     if _is_jsonl(path):
@@ -234,7 +240,7 @@ def read_rows(path: str | Path) -> list[dict]:
                 if not text.strip():
                     continue
                 try:
-                    rows.append(json.loads(text))
+                    rows.append((lineno, json.loads(text)))
                 except json.JSONDecodeError as exc:
                     raise DataError(str(path), lineno, None, f"invalid JSON ({exc.msg})") from None
         return rows
@@ -251,7 +257,7 @@ def read_rows(path: str | Path) -> list[dict]:
                 row["meta"] = json.loads(row["meta"])
             except json.JSONDecodeError:
                 pass
-    return rows
+    return list(enumerate(rows))
 
 
 def write_pairs(pairs: Iterable[PreferencePair], path: str | Path) -> Path:
@@ -265,7 +271,5 @@ def write_pairs(pairs: Iterable[PreferencePair], path: str | Path) -> Path:
 def read_pairs(path: str | Path) -> list[PreferencePair]:
     """Read a pairs file written by egt; errors name the file and line/row."""
     path = Path(path)
-    rows = read_rows(path)
-    offset = 1 if _is_jsonl(path) else 0
-    return [PreferencePair.from_row(row, str(path), i + offset, base_dir=path.parent.resolve())
-            for i, row in enumerate(rows)]
+    return [PreferencePair.from_row(row, str(path), line, base_dir=path.parent.resolve())
+            for line, row in _read_numbered_rows(path)]

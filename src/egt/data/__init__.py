@@ -1,0 +1,6 @@
+"""Data: benchmark readers (`readers.load_benchmark`), `egt data convert`,
+`egt data inspect`, and the synthetic benchmark (`egt data synth`)."""
+
+from egt.data.readers import FORMATS, LoadResult, load_benchmark
+
+__all__ = ["FORMATS", "LoadResult", "load_benchmark"]

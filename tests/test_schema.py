@@ -1,0 +1,126 @@
+"""The record type and its files: round trips, validation, errors with file:line."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import pytest
+from PIL import Image
+
+from egt.errors import DataError
+from egt.schema import ImageRef, PreferencePair, read_pairs, read_rows, write_pairs, write_rows
+
+
+def png(color=(1, 2, 3)) -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", (5, 4), color).save(buf, "PNG")
+    return buf.getvalue()
+
+
+def make_pair(i=0, **kw) -> PreferencePair:
+    fields = dict(id=f"p{i}", images=[ImageRef(data=png())], question="Q?", response_1="a", response_2="b",
+                  label=2, source="synth", category="count", meta={"difficulty": 0.5, "scene": {"n": 3}})
+    fields.update(kw)
+    return PreferencePair(**fields)
+
+
+@pytest.mark.parametrize("name", ["pairs.parquet", "pairs.jsonl"])
+def test_round_trip_with_extra_columns(tmp_path, name):
+    img = tmp_path / "img/x.png"
+    img.parent.mkdir()
+    img.write_bytes(png((9, 9, 9)))
+    pairs = [make_pair(0, extra={"trace": "<think>t</think><answer>2</answer>", "attempts": 2}),
+             make_pair(1, images=[ImageRef(path="img/x.png")], label=1, extra={"trace": "x", "attempts": 1})]
+    back = read_pairs(write_pairs(pairs, tmp_path / name))
+    assert [(p.id, p.label, p.meta, p.extra) for p in back] == [(p.id, p.label, p.meta, p.extra) for p in pairs]
+    assert back[0].images[0].data == png()
+    # relative paths resolve against the pairs file's folder
+    assert back[1].images[0].path == str(img.resolve())
+    assert back[1].open_images()[0].getpixel((0, 0)) == (9, 9, 9)
+
+
+def test_chosen_rejected_and_swapped():
+    pair = make_pair(label=2)
+    assert (pair.chosen, pair.rejected) == ("b", "a")
+    swapped = pair.swapped()
+    assert (swapped.id, swapped.response_1, swapped.label, swapped.chosen) == ("p0::swap", "b", 1, "b")
+    assert swapped.meta["swapped_from"] == "p0" and "swapped_from" not in pair.meta
+
+
+@pytest.mark.parametrize("change, field, reason", [
+    ({"id": ""}, "id", "non-empty"),
+    ({"response_1": "  "}, "response_1", "empty"),
+    ({"response_2": 5}, "response_2", "must be a string"),
+    ({"label": 3}, "label", "1 or 2"),
+    ({"label": True}, "label", "1 or 2"),
+    ({"meta": []}, "meta", "object"),
+])
+def test_validate_errors(change, field, reason):
+    with pytest.raises(DataError) as err:
+        make_pair(**change).validate("f.jsonl", 7)
+    assert (err.value.field, err.value.line) == (field, 7) and reason in err.value.reason
+    assert str(err.value).startswith("f.jsonl:7:")
+
+
+def test_identical_responses_warn():
+    assert "identical responses" in make_pair(response_2="a ").validate("f", 1)[0]
+
+
+def test_read_errors_name_file_and_line(tmp_path):
+    path = tmp_path / "p.jsonl"
+    path.write_bytes(b'{"id": "a"}\n{oops\n')
+    with pytest.raises(DataError, match=r"p.jsonl:2: invalid JSON"):
+        read_rows(path)
+    path.write_bytes(b'{"id": "a"}\n"\xff"\n')
+    with pytest.raises(DataError, match="p.jsonl:2: line is not valid UTF-8"):
+        read_rows(path)
+    row = make_pair().to_row()
+    del row["label"]
+    path.write_text(json.dumps({**row, "images": []}) + "\n")
+    with pytest.raises(DataError, match="p.jsonl:1: field 'label' missing required field"):
+        read_pairs(path)
+    with pytest.raises(DataError, match="file not found"):
+        read_rows(tmp_path / "none.parquet")
+    (tmp_path / "bad.parquet").write_bytes(b"not parquet")
+    with pytest.raises(DataError, match="not a readable Parquet file"):
+        read_rows(tmp_path / "bad.parquet")
+
+
+def test_image_ref_errors(tmp_path):
+    with pytest.raises(DataError, match="image file not found"):
+        ImageRef(path=str(tmp_path / "none.png")).open()
+    with pytest.raises(DataError, match="cannot be decoded"):
+        ImageRef(data=b"garbage").open()
+    assert ImageRef(data=png()).open().mode == "RGB"
+
+
+def test_write_rows_is_atomic_and_plain(tmp_path):
+    rows = [{"a": 1, "meta": {"k": [1, 2]}}, {"a": 2, "meta": {}}]
+    for name in ("r.parquet", "r.jsonl"):
+        assert read_rows(write_rows(rows, tmp_path / name)) == rows
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+def test_extra_column_clash():
+    with pytest.raises(ValueError, match="clashes"):
+        make_pair(extra={"label": 1}).to_row()
+
+
+def test_parquet_keeps_columns_missing_from_the_first_row(tmp_path):
+    rows = [{"a": 1}, {"a": 2, "b": "x"}]
+    assert read_rows(write_rows(rows, tmp_path / "r.parquet")) == [{"a": 1, "b": None}, {"a": 2, "b": "x"}]
+
+
+def test_read_pairs_error_line_counts_blank_lines(tmp_path):
+    good = json.dumps({**make_pair().to_row(), "images": []})
+    bad = json.dumps({**make_pair(1).to_row(), "images": [], "label": 5})
+    path = tmp_path / "p.jsonl"
+    path.write_text(f"{good}\n\n{bad}\n")
+    with pytest.raises(DataError, match=r"p.jsonl:3: field 'label'"):
+        read_pairs(path)
+    (tmp_path / "p.parquet").write_bytes(b"")
+    write_rows([{**make_pair().to_row(), "images": []}, {**make_pair(1).to_row(), "images": [], "label": 5}],
+               tmp_path / "p.parquet")
+    with pytest.raises(DataError, match=r"p.parquet:1: field 'label'"):  # 0-based Parquet row index
+        read_pairs(tmp_path / "p.parquet")
