@@ -91,3 +91,11 @@ def test_assignment_is_validated():
     cfg = load_config(Demo, None, {"output": "o"})
     with pytest.raises(Exception):
         cfg.samples = "many"
+
+
+def test_several_bare_values_after_one_key_make_a_list():
+    from egt.config import parse_overrides
+
+    assert parse_overrides(["--compare", "run1", "run2", "--samples", "3"]) == {
+        "compare": ["run1", "run2"], "samples": 3}
+    assert parse_overrides(["--temperature", "-1"]) == {"temperature": -1}

@@ -1,0 +1,442 @@
+"""`egt eval`: a judge on the reward benchmarks, in both orders, with voting.
+
+    egt eval --benchmark vlrewardbench --data vl_rewardbench.jsonl --image-root images/ \\
+             --model runs/x/rl/model --output runs/x/eval/vlrb          # both orders, greedy
+    egt eval ... --orders chosen-first                                   # the public scripts' protocol
+    egt eval ... --samples 5 --temperature 1.0                           # voting@5
+    egt eval --compare runs/a/eval/vlrb,runs/b/eval/vlrb                 # side-by-side table
+
+Benchmarks: vlrewardbench, mmrb (Multimodal RewardBench), mmrlhf
+(MM-RLHF-RewardBench), read by `egt.data.readers.load_benchmark`; synthetic and
+pairs read an egt pairs file. Each pair is judged with the judge prompt
+(`egt.prompts`), with the chosen response shown first, second (`--orders
+both`, the default), or in one order per pair picked by a seeded hash
+(`random`). `--samples K` draws K sampled judgements per order (K = 1 is
+greedy) and takes the plurality vote; the vote and metric rules are in
+`egt.metrics`.
+
+Output folder:
+- judgements.jsonl  append-only log, one line per judged (pair, order), written
+  after every batch; a rerun skips what it holds (a torn last line is redone).
+- predictions.jsonl one row per benchmark row, readable by the public accuracy
+  scripts: `rewards` = [score of chosen, score of rejected] (vote shares) from
+  the chosen-first judgement (the random one with `--orders random`), the ids
+  and category fields each script reads (VL-RewardBench `id`; Multimodal
+  RewardBench `ID`, `Category`, `Meta.Category`, `Label`, `output` "[[A]]" or
+  "[[B]]"; MM-RLHF `id` = the shared original id and `image`/`video` path), and
+  egt's own fields (per order: verdicts, choices, texts, token counts).
+- metrics.json, metrics.md   official metrics per view (chosen-first,
+  chosen-second, both orders, random), order metrics, format failures, tokens.
+
+Departures from the public scripts: a judgement with no readable verdict is
+wrong (rewards [0, 0]); R1-Reward's scripts instead read the last digit of the
+text and count anything but "1" as picking response 2. Other departures are
+listed in `egt.metrics`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Callable, Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from egt import metrics as M
+from egt.config import StageConfig, save_config
+from egt.errors import DataError, EgtError
+from egt.report import markdown_table, write_json, write_text
+from egt.schema import PreferencePair, read_pairs, write_rows
+
+# Where the chosen response is shown in each order (the judge's verdict is a position).
+CHOSEN_POSITION = {"chosen_first": 1, "chosen_second": 2}
+VIEW_TITLES = {"chosen_first": "chosen first", "chosen_second": "chosen second",
+               "both_orders": "both orders", "random": "random order"}
+LOG_NAME = "judgements.jsonl"
+SETTINGS_NAME = "eval_settings.json"
+
+
+class Config(StageConfig):
+    benchmark: Literal["vlrewardbench", "mmrb", "mmrlhf", "synthetic", "pairs"] | None = Field(
+        None, description="benchmark format of --data")
+    data: Path | None = Field(None, description="benchmark file (or egt pairs file for synthetic/pairs)")
+    image_root: Path | None = Field(None, description="folder that relative image paths start from")
+    model: Path | None = Field(None, description="judge checkpoint folder (HF format)")
+    orders: Literal["chosen-first", "both", "random"] = Field(
+        "both", description="chosen-first: public-script protocol; both: each pair twice; random: seeded per pair")
+    samples: int = Field(1, ge=1, description="judgements per order; K > 1 samples and takes the majority vote")
+    temperature: float = Field(1.0, gt=0, description="sampling temperature when samples > 1")
+    top_p: float = Field(1.0, gt=0, le=1, description="nucleus sampling when samples > 1")
+    max_new_tokens: int = Field(4096, ge=1,
+                                description="as the public R1-Reward scripts; a cut-off judgement has no verdict")
+    batch_size: int = Field(16, ge=1, description="judgements generated per batch")
+    seed: int = Field(0, description="seeds the sampled judgements and the random orders")
+    device: str = Field("auto", description="auto (cuda if available), cpu, cuda, cuda:1, ...")
+    dtype: str = Field("auto", description="model dtype: auto, bfloat16, float16, float32")
+    limit: int | None = Field(None, ge=1, description="judge only the first N pairs")
+    on_error: Literal["fail", "skip"] = Field("fail", description="bad benchmark rows: stop, or skip and count")
+    progress: bool = True
+    output: Path | None = Field(None, description="run folder (with --compare: where compare.md goes)")
+    compare: list[str] = Field(default_factory=list,
+                               description="eval run folders to show side by side (no model needed)")
+
+    @field_validator("compare", mode="before")
+    @classmethod
+    def _split_compare(cls, value):
+        if isinstance(value, str):  # `--compare a,b` arrives as one string
+            return [v for v in value.replace(",", " ").split() if v]
+        return value
+
+    @model_validator(mode="after")
+    def _needs_inputs(self):
+        if not self.compare:
+            missing = [k for k in ("benchmark", "data", "model", "output") if getattr(self, k) is None]
+            if missing:
+                raise ValueError(f"missing {', '.join('--' + k for k in missing)} (or give --compare RUN,RUN,...)")
+        return self
+
+
+# ------------------------------------------------------------------ pairs and units
+
+def load_pairs(cfg: Config) -> tuple[list[PreferencePair], list[dict]]:
+    """The benchmark rows as pairs, and the rows skipped as bad (on_error=skip)."""
+    if cfg.benchmark in ("synthetic", "pairs"):
+        pairs, skipped = read_pairs(cfg.data), []
+    else:
+        from egt.data.readers import load_benchmark
+
+        result = load_benchmark(cfg.benchmark, cfg.data, cfg.image_root, on_error=cfg.on_error)
+        for warning in result.warnings[:20]:
+            print(f"warning: {warning}", file=sys.stderr)
+        if len(result.warnings) > 20:
+            print(f"warning: ... and {len(result.warnings) - 20} more", file=sys.stderr)
+        pairs, skipped = result.pairs, result.skipped
+    seen: set[str] = set()
+    for index, pair in enumerate(pairs):
+        if pair.id in seen:
+            raise DataError(str(cfg.data), index + 1, "id", f"duplicate id '{pair.id}': ids must be unique")
+        seen.add(pair.id)
+    return (pairs[:cfg.limit] if cfg.limit else pairs), skipped
+
+
+def _hash_int(*parts) -> int:
+    digest = hashlib.sha256(":".join(str(p) for p in parts).encode("utf-8")).digest()
+    return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF
+
+
+def random_order(pair_id: str, seed: int) -> str:
+    """The one order of a pair under --orders random (stable across runs and machines)."""
+    return "chosen_first" if _hash_int("order", seed, pair_id) % 2 == 0 else "chosen_second"
+
+
+def orders_of(pair_id: str, orders: str, seed: int) -> list[str]:
+    if orders == "both":
+        return ["chosen_first", "chosen_second"]
+    if orders == "chosen-first":
+        return ["chosen_first"]
+    return [random_order(pair_id, seed)]
+
+
+def oriented(pair: PreferencePair, order: str) -> PreferencePair:
+    """The pair as the judge sees it: chosen response at CHOSEN_POSITION[order]."""
+    first, second = (pair.chosen, pair.rejected) if order == "chosen_first" else (pair.rejected, pair.chosen)
+    return PreferencePair(pair.id, pair.images, pair.question, first, second, CHOSEN_POSITION[order],
+                          pair.source, pair.category, pair.meta)
+
+
+def unit_key(pair_id: str, order: str) -> str:
+    return f"{pair_id}\t{order}"
+
+
+# ------------------------------------------------------------------ resumable log
+
+def read_log(path: Path) -> dict[str, dict]:
+    """Records of the judgement log by unit key; a torn last line is cut off (redone)."""
+    if not path.exists():
+        return {}
+    raw = path.read_bytes()
+    records, good_end = {}, 0
+    for lineno, line in enumerate(raw.splitlines(keepends=True), start=1):
+        if not line.endswith(b"\n"):
+            break
+        try:
+            record = json.loads(line)
+            records[record["key"]] = record
+        except (json.JSONDecodeError, KeyError, TypeError):
+            raise DataError(str(path), lineno, None,
+                            "corrupt judgement record; delete the file to judge again") from None
+        good_end += len(line)
+    if good_end < len(raw):
+        with open(path, "r+b") as handle:
+            handle.truncate(good_end)
+    return records
+
+
+def append_log(path: Path, records: list[dict]) -> None:
+    """One write per batch, flushed to disk before the next batch starts."""
+    data = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records).encode("utf-8")
+    with open(path, "ab") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def _settings(cfg: Config) -> dict:
+    """What decides a judgement's text: a rerun in the same folder must match it."""
+    sampled = cfg.samples > 1
+    return {"benchmark": cfg.benchmark, "data": str(Path(cfg.data).resolve()),
+            "model": str(Path(cfg.model).resolve()), "samples": cfg.samples,
+            "max_new_tokens": cfg.max_new_tokens, "temperature": cfg.temperature if sampled else None,
+            "top_p": cfg.top_p if sampled else None, "seed": cfg.seed if sampled else None}
+
+
+def _check_settings(out: Path, cfg: Config) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    path, settings = out / SETTINGS_NAME, _settings(cfg)
+    if path.exists() and (out / LOG_NAME).exists():
+        old = json.loads(path.read_text())
+        changed = [k for k in settings if old.get(k) != settings[k]]
+        if changed:
+            diffs = "; ".join(f"{k}: {old.get(k)!r} -> {settings[k]!r}" for k in changed)
+            raise EgtError(f"{out} holds judgements made with other settings ({diffs}); "
+                           f"use another --output or delete {out / LOG_NAME}")
+    write_json(settings, path)
+
+
+# ------------------------------------------------------------------ judging
+
+JudgeFn = Callable[[list], list]  # list[generation.JudgeRequest] -> list[generation.Judgement]
+
+
+def model_judge_fn(cfg: Config) -> JudgeFn:
+    """generation.judge on the loaded checkpoint, with this run's decoding settings."""
+    from egt.generation import judge
+    from egt.models import load_judge
+
+    device = cfg.device
+    if device == "auto":
+        import torch
+
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    model, processor = load_judge(cfg.model, device=device, dtype=cfg.dtype)
+
+    def judge_fn(requests):
+        return judge(model, processor, requests, temperature=cfg.temperature, top_p=cfg.top_p,
+                     max_new_tokens=cfg.max_new_tokens, batch_size=cfg.batch_size, progress=False)
+    return judge_fn
+
+
+def judge_pending(pairs: list[PreferencePair], cfg: Config, judge_fn: JudgeFn, log_path: Path) -> dict[str, dict]:
+    """Judge every (pair, order) not yet in the log, appending a batch at a time."""
+    from tqdm.auto import tqdm
+
+    from egt.generation import JudgeRequest, judgement_seed
+
+    done = read_log(log_path)
+    units = [(pair, order) for pair in pairs for order in orders_of(pair.id, cfg.orders, cfg.seed)]
+    todo = [(p, o) for p, o in units if unit_key(p.id, o) not in done]
+    k = cfg.samples
+    per_batch = max(1, cfg.batch_size // k)
+    bar = tqdm(total=len(units), initial=len(units) - len(todo), desc="eval", unit="pair-order",
+               disable=not cfg.progress)
+    for start in range(0, len(todo), per_batch):
+        batch = todo[start:start + per_batch]
+        requests = [JudgeRequest(oriented(p, o), None if k == 1 else judgement_seed(cfg.seed, unit_key(p.id, o), i))
+                    for p, o in batch for i in range(k)]
+        judgements = judge_fn(requests)
+        if len(judgements) != len(requests):
+            raise RuntimeError(f"judge returned {len(judgements)} judgements for {len(requests)} requests")
+        records = []
+        for j, (pair, order) in enumerate(batch):
+            group = judgements[j * k:(j + 1) * k]
+            records.append({"key": unit_key(pair.id, order), "id": pair.id, "order": order,
+                            "verdicts": [g.verdict.verdict or 0 for g in group],
+                            "format_ok": [bool(g.verdict.format_ok) for g in group],
+                            "n_tokens": [len(g.token_ids) for g in group],
+                            "texts": [g.text for g in group]})
+        append_log(log_path, records)
+        done.update((r["key"], r) for r in records)
+        bar.update(len(batch))
+    bar.close()
+    return done
+
+
+# ------------------------------------------------------------------ predictions
+
+def order_result(record: dict) -> dict:
+    """Choices, vote and official correctness of one judged (pair, order)."""
+    position = CHOSEN_POSITION[record["order"]]
+    choices = [M.choice_of(v or None, position) for v in record["verdicts"]]
+    choice, rewards = M.majority_vote(choices)
+    return {"verdicts": record["verdicts"], "choices": choices, "choice": choice, "rewards": rewards,
+            "correct": M.is_correct(rewards), "format_ok": record["format_ok"],
+            "n_tokens": record["n_tokens"], "texts": record["texts"]}
+
+
+def official_fields(pair: PreferencePair, benchmark: str, order: str, correct: bool) -> dict:
+    """The fields the benchmark's public accuracy script reads (besides `rewards`)."""
+    meta = pair.meta or {}
+    if benchmark == "mmrlhf":
+        media = meta.get("media") or "image"
+        path = meta.get("media_path") or ""
+        if M.mmrlhf_category(path) != pair.category:  # the script reads the category from this path
+            path = f"{pair.category}/{pair.id}"
+        return {"id": meta.get("group_id", pair.id), media: path}
+    if benchmark == "mmrb":
+        raw = (meta.get("mmrb_meta") or {}).get("Category") or pair.category.split("/")[0]
+        label = "A" if order == "chosen_first" else "B"
+        picked = label if correct else ("B" if label == "A" else "A")
+        return {"ID": meta.get("original_id", pair.id), "Category": raw, "Meta": {"Category": raw},
+                "Label": label, "output": f"[[{picked}]]"}
+    return {"id": meta.get("original_id", pair.id)}
+
+
+def build_predictions(pairs: list[PreferencePair], log: dict[str, dict], cfg: Config) -> list[dict]:
+    rows = []
+    for pair in pairs:
+        orders = orders_of(pair.id, cfg.orders, cfg.seed)
+        results = {o: order_result(log[unit_key(pair.id, o)]) for o in orders}
+        headline = orders[0]  # chosen_first, or the one random order
+        row = {**official_fields(pair, cfg.benchmark, headline, results[headline]["correct"]),
+               "egt_id": pair.id, "label": pair.label, "category": pair.category, "order": headline,
+               "rewards": results[headline]["rewards"], "correct": results[headline]["correct"]}
+        if len(orders) == 2:
+            first, second = results["chosen_first"]["choice"], results["chosen_second"]["choice"]
+            row["both_correct"] = first == M.CHOSEN and second == M.CHOSEN
+            row["position_consistent"] = first is not None and first == second
+        row["judgements"] = results
+        rows.append(row)
+    return rows
+
+
+# ------------------------------------------------------------------ metrics
+
+def benchmark_metrics(benchmark: str, rows: list[dict], correct: list[bool], has_verdict: list[bool]) -> dict:
+    """The benchmark's official metrics for one view (one correctness per row)."""
+    categories = [r["category"] for r in rows]
+    if benchmark == "vlrewardbench":
+        return M.vlrewardbench_metrics([r["id"] for r in rows], correct, has_verdict)
+    if benchmark == "mmrb":
+        return M.mmrb_metrics([r["ID"] for r in rows], categories, correct)
+    if benchmark == "mmrlhf":
+        return M.mmrlhf_metrics([r["id"] for r in rows], categories, correct)
+    return M.category_accuracy([c or "all" for c in categories], correct)
+
+
+def compute_metrics(rows: list[dict], cfg: Config, n_skipped: int = 0) -> dict:
+    views: dict[str, tuple[list[bool], list[bool]]] = {}
+    if cfg.orders == "random":
+        views["random"] = ([r["correct"] for r in rows],
+                           [r["judgements"][r["order"]]["choice"] is not None for r in rows])
+    else:
+        for order in ("chosen_first", "chosen_second") if cfg.orders == "both" else ("chosen_first",):
+            views[order] = ([r["judgements"][order]["correct"] for r in rows],
+                            [r["judgements"][order]["choice"] is not None for r in rows])
+    if cfg.orders == "both":
+        views["both_orders"] = ([r["both_correct"] for r in rows],
+                                [all(j["choice"] is not None for j in r["judgements"].values()) for r in rows])
+    per_view = {name: benchmark_metrics(cfg.benchmark, rows, c, v) for name, (c, v) in views.items()}
+    headline = "random" if cfg.orders == "random" else "chosen_first"
+    summary = {k: v for k, v in per_view[headline].items() if k not in ("categories", "n")}
+    if cfg.orders == "chosen-first":
+        summary["chosen_first_accuracy"] = per_view["chosen_first"]["accuracy"]
+    if cfg.orders == "both":
+        summary.update(M.order_metrics([r["judgements"]["chosen_first"]["choice"] for r in rows],
+                                       [r["judgements"]["chosen_second"]["choice"] for r in rows]))
+    judged = [j for r in rows for j in r["judgements"].values()]
+    summary.update(M.judgement_stats([ok for j in judged for ok in j["format_ok"]],
+                                     [v in (1, 2) for j in judged for v in j["verdicts"]],
+                                     [n for j in judged for n in j["n_tokens"]]))
+    return {"benchmark": cfg.benchmark, "data": str(cfg.data), "model": str(cfg.model), "orders": cfg.orders,
+            "samples": cfg.samples, "temperature": cfg.temperature if cfg.samples > 1 else None,
+            "n_pairs": len(rows), "n_skipped": n_skipped, "headline_view": headline,
+            "overall": summary, "views": per_view}
+
+
+def metrics_markdown(result: dict) -> str:
+    s = result["overall"]
+    lines = [f"# egt eval: {result['benchmark']}", "",
+             f"Model `{result['model']}` on `{result['data']}`: {result['n_pairs']} pairs "
+             f"({result['n_skipped']} skipped), orders {result['orders']}, "
+             + (f"voting@{result['samples']} (T={result['temperature']})" if result["samples"] > 1 else "greedy")
+             + f". Headline view: {VIEW_TITLES[result['headline_view']]}.", ""]
+    lines.append(markdown_table(["metric", "value"], [[k, v] for k, v in s.items()], digits=4))
+    views = result["views"]
+    names = list(views)
+    cats = list(dict.fromkeys(c for v in views.values() for c in v["categories"]))
+    if cats:
+        acc_plus = any("acc_plus" in views[n]["categories"].get(c, {}) for n in names for c in cats)
+        headers = ["category", "n"] + [VIEW_TITLES[n] for n in names] + (
+            [f"acc+ {VIEW_TITLES[n]}" for n in names] if acc_plus else [])
+        table = []
+        for c in cats:
+            first = next(views[n]["categories"][c] for n in names if c in views[n]["categories"])
+            table.append([c, first["n"]] + [views[n]["categories"].get(c, {}).get("accuracy") for n in names]
+                         + ([views[n]["categories"].get(c, {}).get("acc_plus") for n in names] if acc_plus else []))
+        lines += ["## Accuracy per category", "", markdown_table(headers, table, digits=4)]
+    lines += ["Correct = the judge picks the chosen response (`rewards[0] > rewards[1]`); no verdict is wrong.", ""]
+    return "\n".join(lines)
+
+
+# ------------------------------------------------------------------ compare
+
+def _load_run(run: str) -> dict:
+    path = Path(run)
+    path = path / "metrics.json" if path.is_dir() else path
+    if not path.exists():
+        raise EgtError(f"{run}: no metrics.json (expected an `egt eval` output folder)")
+    return json.loads(path.read_text())
+
+
+def compare_table(runs: list[str]) -> str:
+    """Headline metrics and per-category accuracy of several runs, one column per run."""
+    results = [_load_run(r) for r in runs]
+    names = [Path(r).name if Path(r).is_dir() else Path(r).parent.name for r in runs]
+    if len(set(names)) < len(names):
+        names = list(runs)
+    keys = list(dict.fromkeys(k for res in results for k in res["overall"]))
+    headers = ["metric"] + [f"{name} ({res['benchmark']})" for name, res in zip(names, results)]
+    table = [["pairs"] + [res["n_pairs"] for res in results]]
+    table += [[k] + [res["overall"].get(k) for res in results] for k in keys]
+    cats = list(dict.fromkeys(c for res in results for c in res["views"][res["headline_view"]]["categories"]))
+    for c in cats:
+        table.append([f"accuracy: {c}"] + [res["views"][res["headline_view"]]["categories"].get(c, {}).get("accuracy")
+                                           for res in results])
+    return markdown_table(headers, table, digits=4)
+
+
+# ------------------------------------------------------------------ entry point
+
+def evaluate_pairs(pairs: list[PreferencePair], judge_fn: JudgeFn, cfg: Config, n_skipped: int = 0) -> Path:
+    """Judge (resuming), then write predictions.jsonl, metrics.json and metrics.md."""
+    out = Path(cfg.output)
+    _check_settings(out, cfg)
+    save_config(cfg, out / "config.yaml")
+    log = judge_pending(pairs, cfg, judge_fn, out / LOG_NAME)
+    rows = build_predictions(pairs, log, cfg)
+    write_rows(rows, out / "predictions.jsonl")
+    result = compute_metrics(rows, cfg, n_skipped)
+    write_json(result, out / "metrics.json")
+    write_text(metrics_markdown(result), out / "metrics.md")
+    return out
+
+
+def run(cfg: Config) -> Path | None:
+    if cfg.compare:
+        table = compare_table(cfg.compare)
+        print(table)
+        if cfg.output is None:
+            return None
+        return write_text(table, Path(cfg.output) / "compare.md")
+    pairs, skipped = load_pairs(cfg)
+    if not pairs:
+        raise EgtError(f"{cfg.data}: no pairs to evaluate")
+    _check_settings(Path(cfg.output), cfg)  # refuse a mismatched folder before loading the model
+    needed = {unit_key(p.id, o) for p in pairs for o in orders_of(p.id, cfg.orders, cfg.seed)}
+    log_path = Path(cfg.output) / LOG_NAME
+    # Load the model only when something is left to judge (a finished run just recomputes metrics).
+    judge_fn = model_judge_fn(cfg) if not needed <= set(read_log(log_path)) else (lambda requests: [])
+    return evaluate_pairs(pairs, judge_fn, cfg, n_skipped=len(skipped))
