@@ -1,0 +1,441 @@
+"""Entropy of a judge's own token distributions, and the per-response / per-pair scores of EGT.
+
+Pure functions, no I/O. Definitions follow ../shared/DESIGN.md ("Definitions"):
+
+- `token_entropy(logits, temperature)`: H_t = -sum_v p_t(v) log p_t(v) over the FULL vocabulary,
+  in nats, computed chunk by chunk over positions in fp32 (fp64 for fp64 input), so a
+  [4096 x 152k] bf16 block never exists in fp32 at once (see benchmarks/bench_entropy.py).
+- `topk_entropy_bounds`: bounds on H when an engine (vLLM) returns only the top-k log-probs.
+- `token_char_spans` / `spans_from_offsets`: which characters of the completion each token wrote.
+- `response_entropies`: answer-token, sentence, mean-token and max-token entropy of one judgement.
+- `pair_entropies`: the K-sample means, vote entropy and K-sample accuracy of one pair.
+- `percentile_ranks` / `hybrid_score`: combine metrics by percentile rank.
+
+Choices made where the paper is silent (documented here and in the README):
+- A row whose logits are all -inf has entropy 0 (no outcome is possible, nothing is uncertain).
+  +inf or NaN logits give NaN.
+- Sentence and max-token entropy use the tokens inside `<think>...</think>`; when a response has
+  no closed think block they use all tokens.
+- A token belongs to the sentence that contains its first character; sentences split after
+  `.`, `!` or `?` followed by whitespace (or the end), and at newlines (`split_sentences`).
+- A byte-level token that ends inside a multi-byte character gets an empty span at that
+  character's start; the token that completes the character gets the character.
+- Vote entropy counts "no verdict" (None or 0) as an outcome of its own.
+
+Run the tests with `pytest tests/test_entropy.py`; the memory benchmark with
+`python benchmarks/bench_entropy.py`.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections import Counter
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from egt.prompts import parse_verdict
+
+# Score-file column of each metric name the CLI accepts (hybrid is a combination of these).
+METRIC_COLUMNS = {
+    "answer": "answer_entropy_nats",
+    "sentence": "sentence_entropy_nats",
+    "mean": "mean_token_entropy_nats",
+    "max": "max_token_entropy_nats",
+    "vote": "vote_entropy_nats",
+}
+
+# fp32 working memory of one chunk in token_entropy: two [rows, vocab] buffers.
+DEFAULT_CHUNK_WORKSPACE_BYTES = 256 * 2**20
+
+
+# ----------------------------------------------------------------------------- token entropy
+
+def default_chunk_size(vocab_size: int, workspace_bytes: int = DEFAULT_CHUNK_WORKSPACE_BYTES,
+                       itemsize: int = 4) -> int:
+    """Rows per chunk so that the two working buffers of a chunk fit in `workspace_bytes`."""
+    return max(1, workspace_bytes // (2 * itemsize * max(1, vocab_size)))
+
+
+def _entropy_rows(z: torch.Tensor, e: torch.Tensor) -> torch.Tensor:
+    """Entropy (nats) of each row of the scaled logits `z` [rows, vocab]; `z` and `e` are scratch.
+
+    H = log Z - sum_v e_v s_v / Z with s = z - max z, e = exp(s), Z = sum e. Writing
+    Z = 1 + rest (rest excludes the argmax) and log Z = log1p(rest) keeps peaked rows exact
+    (H ~ 1e-8 nats) where log(Z) in fp32 would round to 0.
+    """
+    max_z, argmax = z.max(dim=-1, keepdim=True)
+    max_z = max_z.masked_fill(max_z == float("-inf"), 0.0)  # all -inf row: H = 0, not NaN
+    z.sub_(max_z)
+    torch.exp(z, out=e)
+    e.scatter_(-1, argmax, 0.0)
+    rest = e.sum(dim=-1)
+    z.clamp_(min=-torch.finfo(z.dtype).max)  # -inf -> finite, so 0 * s = 0 and never NaN
+    weighted = e.mul_(z).sum(dim=-1)
+    return torch.log1p(rest) - weighted / (1.0 + rest)
+
+
+def token_entropy(logits: torch.Tensor, temperature: float = 1.0,
+                  chunk_size: int | None = None) -> torch.Tensor:
+    """Entropy in nats of softmax(logits / temperature) over the last axis.
+
+    Returns a tensor of shape `logits.shape[:-1]` (fp32; fp64 for fp64 input) on the same device.
+    fp16/bf16 logits are upcast one chunk of `chunk_size` positions at a time (default: the
+    chunk's fp32 workspace stays under 256 MiB). -inf logits contribute 0; an all -inf row is 0.
+    """
+    if not torch.is_tensor(logits):
+        logits = torch.as_tensor(logits)
+    if not logits.is_floating_point():
+        raise ValueError(f"token_entropy needs floating-point logits, got {logits.dtype}")
+    if logits.dim() == 0 or logits.shape[-1] == 0:
+        raise ValueError(f"token_entropy needs logits with a non-empty last (vocabulary) axis, got shape {tuple(logits.shape)}")
+    if not temperature > 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}")
+    vocab_size = logits.shape[-1]
+    work_dtype = torch.promote_types(logits.dtype, torch.float32)
+    rows = default_chunk_size(vocab_size, itemsize=torch.finfo(work_dtype).bits // 8) \
+        if chunk_size is None else int(chunk_size)
+    if rows < 1:
+        raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+    try:
+        flat = logits.unsqueeze(0) if logits.dim() == 1 else logits.view(-1, vocab_size)
+    except RuntimeError:
+        # A strided slice (e.g. logits[:, :-1]) cannot be flattened without copying the whole
+        # block; go one leading index at a time instead.
+        return torch.stack([token_entropy(part, temperature, rows) for part in logits.unbind(0)]) \
+            if logits.shape[0] else torch.empty(logits.shape[:-1], dtype=work_dtype, device=logits.device)
+    out = torch.empty(flat.shape[0], dtype=work_dtype, device=logits.device)
+    # Two scratch buffers reused by every chunk: the input is never written, and on CPU
+    # fresh allocations per chunk would cost a page fault per 4 KiB.
+    scratch_rows = min(rows, flat.shape[0])
+    z_buf = torch.empty(scratch_rows, vocab_size, dtype=work_dtype, device=logits.device)
+    e_buf = torch.empty_like(z_buf)
+    with torch.no_grad():
+        for start in range(0, flat.shape[0], rows):
+            chunk = flat[start:start + rows]
+            z, e = z_buf[:chunk.shape[0]], e_buf[:chunk.shape[0]]
+            z.copy_(chunk)
+            if temperature != 1.0:
+                z.div_(temperature)
+            out[start:start + rows] = _entropy_rows(z, e)
+    return out.reshape(logits.shape[:-1])
+
+
+def topk_entropy_bounds(topk_logprobs, vocab_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Lower and upper bounds (nats) on the full-vocabulary entropy from top-k log-probs.
+
+    `topk_logprobs` [..., k] are the (unrenormalised) log-probabilities of the k most likely
+    tokens. With H_k = -sum_i p_i log p_i over the kept tokens, r = 1 - sum_i p_i the missing
+    mass and p_k the smallest kept probability:
+
+        H_k + r log(1/p_k)  <=  H  <=  H_k + r log((V - k) / r)
+
+    The lower bound holds because every missing token has probability <= p_k; the upper bound
+    spreads r evenly over the V - k missing tokens. r is clamped to >= 0; r = 0 gives H_k twice.
+    The renormalised top-k entropy is NOT the entropy and is never returned. Computed in fp64.
+    """
+    logp = torch.as_tensor(topk_logprobs, dtype=torch.float64)
+    if logp.dim() == 0:
+        raise ValueError("topk_logprobs needs a last axis of k log-probabilities")
+    k = logp.shape[-1]
+    if k > vocab_size:
+        raise ValueError(f"k = {k} top log-probs exceed vocab_size = {vocab_size}")
+    p = torch.exp(logp)
+    kept_entropy = -torch.special.xlogy(p, p).sum(dim=-1)
+    smallest = p.min(dim=-1).values if k else torch.ones(logp.shape[:-1], dtype=torch.float64)
+    missing = (1.0 - p.sum(dim=-1)).clamp(min=0.0)
+    # Rounding noise in r when the top-k already hold everything (k = V, or a kept p = 0).
+    missing = torch.where((smallest > 0) & (vocab_size > k), missing, torch.zeros_like(missing))
+    lower = kept_entropy - torch.special.xlogy(missing, smallest.clamp(min=torch.finfo(torch.float64).tiny))
+    upper = kept_entropy + torch.special.xlogy(missing, torch.full_like(missing, float(max(vocab_size - k, 1)))) \
+        - torch.special.xlogy(missing, missing)
+    return lower, torch.maximum(upper, lower)
+
+
+# ----------------------------------------------------------------------------- token -> characters
+
+def _common_prefix_len(a: str, b: str) -> int:
+    n = min(len(a), len(b))
+    if a[:n] == b[:n]:
+        return n
+    lo, hi = 0, n  # a[:lo] == b[:lo], a[:hi] != b[:hi]
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if a[:mid] == b[:mid]:
+            lo = mid
+        else:
+            hi = mid
+    return lo
+
+
+def _spans_from_ends(ends: list[int], start: int = 0) -> list[tuple[int, int]]:
+    # Suffix minimum: a character belongs to a token only once every later prefix agrees on it.
+    for i in range(len(ends) - 2, -1, -1):
+        ends[i] = min(ends[i], ends[i + 1])
+    spans, prev = [], start
+    for end in ends:
+        end = max(end, prev)
+        spans.append((prev, end))
+        prev = end
+    return spans
+
+
+def _batch_decode(tokenizer, sequences: list[list[int]], kwargs: dict) -> list[str]:
+    if hasattr(tokenizer, "batch_decode"):  # transformers tokenizers and processors
+        return tokenizer.batch_decode(sequences, **kwargs)
+    return tokenizer.decode_batch(sequences, **kwargs)  # a raw `tokenizers.Tokenizer`
+
+
+def _token_ends(tokenizer, ids: list[int], full: str, kwargs: dict,
+                block: int = 64, context: int = 8) -> list[int]:
+    """Raw end char of each token: how far decode(ids[:i+1]) agrees with `full`.
+
+    Decoding every prefix costs O(n^2) tokens, so each block of `block` tokens is decoded from
+    `context` tokens before it, anchored at the known start of the first context token. The
+    anchor is trusted only if the context alone re-decodes to exactly the text already assigned
+    to it (true for byte-level BPE; not where decoding depends on the sequence start, as with
+    SentencePiece's leading space) and no decode holds U+FFFD (a character split over tokens,
+    which byte-fallback decoders group across the anchor); otherwise the block is decoded from
+    the start of the text.
+    """
+    ends = [0] * len(ids)
+    for b in range(0, len(ids), block):
+        e = min(len(ids), b + block)
+        c = max(0, b - context)
+        anchor = ends[c - 1] if c else 0
+        local = _batch_decode(tokenizer, [ids[c:i + 1] for i in range(b, e)] + [ids[c:b]], kwargs)
+        trusted = local[-1] == full[anchor:ends[b - 1] if b else 0] and not any("\ufffd" in t for t in local)
+        if trusted:
+            tail = full[anchor:]
+            ends[b:e] = [anchor + _common_prefix_len(text, tail) for text in local[:-1]]
+        else:
+            prefixes = _batch_decode(tokenizer, [ids[:i + 1] for i in range(b, e)], kwargs)
+            ends[b:e] = [_common_prefix_len(text, full) for text in prefixes]
+    ends[-1] = len(full)
+    return ends
+
+
+def token_char_spans(tokenizer, token_ids: Sequence[int], *,
+                     skip_special_tokens: bool = False) -> list[tuple[int, int]]:
+    """Char span (start, end) of each token in `tokenizer.decode(token_ids)`; the spans tile it.
+
+    Token i ends where decode(token_ids[:i+1]) stops agreeing with the full decode (computed
+    block-wise, see `_token_ends`). A byte-level token that ends inside a multi-byte character
+    (its prefix decodes to U+FFFD) gets an empty span; the token completing the character gets
+    the whole character. Works with transformers tokenizers/processors and raw `tokenizers`.
+    """
+    ids = [int(t) for t in token_ids]
+    if not ids:
+        return []
+    kwargs = {"skip_special_tokens": skip_special_tokens}
+    full = tokenizer.decode(ids, **kwargs)
+    return _spans_from_ends(_token_ends(tokenizer, ids, full, kwargs))
+
+
+def spans_from_offsets(offsets: Sequence[tuple[int, int]], text_start: int = 0,
+                       text_end: int | None = None) -> list[tuple[int, int]]:
+    """Tiling char spans, relative to `text_start`, from a tokenizer's offset mapping.
+
+    `offsets` are the (start, end) of each token in the tokenized string, e.g. from
+    `tokenizer(text, return_offsets_mapping=True)`; for teacher-forced text where the completion
+    starts at `text_start` (and ends at `text_end`, default: the last token's end). Gaps that
+    trimmed offsets leave (a word's leading space) go to the following token; when byte-level
+    tokens share one character's offsets, the last of them gets it (as `token_char_spans` does).
+    The spans tile [0, text_end - text_start].
+    """
+    if not len(offsets):
+        return []
+    starts = [int(s) - text_start for s, _ in offsets]
+    raw_ends = [int(e) - text_start for _, e in offsets]
+    last = (text_end - text_start) if text_end is not None else max(raw_ends)
+    ends = [min(e, starts[i + 1]) for i, e in enumerate(raw_ends[:-1])] + [last]
+    ends = [min(max(e, 0), last) for e in ends]
+    return _spans_from_ends(ends)
+
+
+# ----------------------------------------------------------------------------- sentences
+
+_SENTENCE_END = re.compile(r"[.!?]+(?=\s|$)\s*|\n\s*")
+
+
+def split_sentences(text: str) -> list[tuple[int, int]]:
+    """Char spans of the sentences of `text`; the spans tile the text (whitespace included).
+
+    A sentence ends after a run of `.`, `!` or `?` followed by whitespace or the end of the
+    text, or at a newline; the whitespace after the end belongs to the sentence. Deliberately
+    simple: "e.g. this" splits, "3.5" does not. Whitespace-only text has no sentences.
+    """
+    if not text.strip():
+        return []
+    bounds = [m.end() for m in _SENTENCE_END.finditer(text)]
+    spans, prev = [], 0
+    for end in bounds + [len(text)]:
+        if end <= prev:
+            continue
+        if text[prev:end].strip():
+            spans.append((prev, end))
+        elif spans:  # whitespace only: glue to the previous sentence
+            spans[-1] = (spans[-1][0], end)
+        else:
+            continue  # leading whitespace: goes to the first sentence below
+        prev = end
+    if spans and spans[0][0] != 0:
+        spans[0] = (0, spans[0][1])
+    return spans
+
+
+# ----------------------------------------------------------------------------- per response
+
+@dataclass(frozen=True)
+class ResponseEntropy:
+    verdict: int | None            # 1, 2, or None when parse_verdict reads none
+    answer_nats: float | None      # H of the token that writes the verdict digit; None = flagged
+    sentence_nats: float           # mean (or max) over <think> sentences of their mean H_t; NaN if none
+    mean_token_nats: float         # mean H_t over all tokens; NaN if no tokens
+    max_token_nats: float          # max H_t over <think> tokens (all tokens without a think block)
+    n_tokens: int
+
+
+_THINK = re.compile(r"<think>(.*?)</think>", re.S)
+
+
+def _token_start_in(span: tuple[int, int], lo: int, hi: int) -> int | None:
+    """The first char of `span` inside [lo, hi), or None when the span has none there."""
+    start, end = span
+    if start == end:
+        return start if lo <= start < hi else None
+    first = max(start, lo)
+    return first if first < min(end, hi) else None
+
+
+def response_entropies(text: str, token_spans: Sequence[tuple[int, int]],
+                       token_entropies_nats: Sequence[float], sentence_agg: str = "mean") -> ResponseEntropy:
+    """Answer-token, sentence, mean-token and max-token entropy of one judgement.
+
+    `token_spans[i]` is the char span in `text` of token i (`token_char_spans`) and
+    `token_entropies_nats[i]` its H_t. The answer token is the one whose span covers
+    `parse_verdict(text).verdict_char`.
+    """
+    if sentence_agg not in ("mean", "max"):
+        raise ValueError(f"sentence_agg must be 'mean' or 'max', got {sentence_agg!r}")
+    entropies = np.asarray(token_entropies_nats, dtype=np.float64).reshape(-1)
+    if len(token_spans) != len(entropies):
+        raise ValueError(f"{len(token_spans)} token spans but {len(entropies)} token entropies")
+    verdict = parse_verdict(text)
+
+    answer_nats = None
+    if verdict.verdict_char is not None:
+        for i, (start, end) in enumerate(token_spans):
+            if start <= verdict.verdict_char < end:
+                answer_nats = float(entropies[i])
+                break
+
+    think = _THINK.search(text)
+    lo, hi = (think.start(1), think.end(1)) if think else (0, len(text))
+    region = {i: first for i, span in enumerate(token_spans)
+              if (first := _token_start_in(tuple(span), lo, hi)) is not None}
+
+    sentence_values = []
+    if region:
+        sentences = split_sentences(text[lo:hi])
+        members: list[list[float]] = [[] for _ in sentences]
+        sentence_starts = [lo + start for start, _ in sentences]
+        for i, first in region.items():
+            j = int(np.searchsorted(sentence_starts, first, side="right")) - 1
+            members[max(j, 0)].append(entropies[i])
+        sentence_values = [float(np.mean(m)) for m in members if m]
+    if sentence_values:
+        sentence_nats = float(np.mean(sentence_values) if sentence_agg == "mean" else np.max(sentence_values))
+    else:
+        sentence_nats = math.nan
+
+    return ResponseEntropy(
+        verdict=verdict.verdict,
+        answer_nats=answer_nats,
+        sentence_nats=sentence_nats,
+        mean_token_nats=float(entropies.mean()) if len(entropies) else math.nan,
+        max_token_nats=float(entropies[list(region)].max()) if region else math.nan,
+        n_tokens=int(len(entropies)),
+    )
+
+
+# ----------------------------------------------------------------------------- per pair
+
+def vote_entropy(verdicts: Sequence[int | None]) -> float:
+    """Entropy (nats) of the empirical distribution of K verdicts; None/0 is its own outcome.
+
+    [1, 1, 2, 2] -> ln 2; [1, 1, 1] -> 0; [] -> NaN.
+    """
+    if not len(verdicts):
+        return math.nan
+    counts = Counter(v or 0 for v in verdicts)
+    total = len(verdicts)
+    return float(-sum((c / total) * math.log(c / total) for c in counts.values()))
+
+
+def _mean_defined(values) -> float:
+    defined = [float(v) for v in values if v is not None and not math.isnan(v)]
+    return float(np.mean(defined)) if defined else math.nan
+
+
+def pair_entropies(responses: Sequence[ResponseEntropy], label: int) -> dict:
+    """Score columns of one pair from its K judgements (see CONTRACTS.md "score file")."""
+    verdicts = [r.verdict or 0 for r in responses]
+    counts = Counter(v for v in verdicts if v)
+    top = counts.most_common()
+    majority = top[0][0] if top and (len(top) == 1 or top[0][1] > top[1][1]) else 0
+    return {
+        "verdicts": verdicts,
+        "k_accuracy": float(np.mean([v == label for v in verdicts])) if verdicts else math.nan,
+        "majority_verdict": int(majority),
+        "parse_failures": sum(r.verdict is None for r in responses),
+        "answer_entropy_nats": _mean_defined(r.answer_nats for r in responses),
+        "answer_entropy_missing": sum(r.answer_nats is None for r in responses),
+        "sentence_entropy_nats": _mean_defined(r.sentence_nats for r in responses),
+        "mean_token_entropy_nats": _mean_defined(r.mean_token_nats for r in responses),
+        "max_token_entropy_nats": _mean_defined(r.max_token_nats for r in responses),
+        "vote_entropy_nats": vote_entropy(verdicts),
+        "n_tokens_mean": float(np.mean([r.n_tokens for r in responses])) if responses else math.nan,
+    }
+
+
+# ----------------------------------------------------------------------------- ranks
+
+def percentile_ranks(values, missing: str = "highest") -> np.ndarray:
+    """Percentile rank in [0, 1] of each value: lowest 0, highest 1, ties share their average rank.
+
+    NaN/None (undefined entropy) rank above every value with missing="highest" (the default:
+    a judgement without a verdict counts as maximally uncertain) or below with "lowest".
+    A single value gets 0.5.
+    """
+    if missing not in ("highest", "lowest"):
+        raise ValueError(f"missing must be 'highest' or 'lowest', got {missing!r}")
+    x = np.asarray(values, dtype=np.float64).reshape(-1)  # None -> NaN
+    n = len(x)
+    if n == 0:
+        return np.zeros(0)
+    if n == 1:
+        return np.full(1, 0.5)
+    x = np.where(np.isnan(x), np.inf if missing == "highest" else -np.inf, x)
+    _, inverse, counts = np.unique(x, return_inverse=True, return_counts=True)
+    first_rank = np.cumsum(counts) - counts
+    average_rank = first_rank + (counts - 1) / 2.0
+    return average_rank[inverse.reshape(-1)] / (n - 1)
+
+
+def hybrid_score(columns: dict, weights: dict, missing: str = "highest") -> np.ndarray:
+    """Weighted mean of the percentile ranks of the named columns: sum_m w_m rank_m / sum_m w_m."""
+    unknown = sorted(set(weights) - set(columns))
+    if unknown:
+        raise ValueError(f"hybrid weights name {unknown}, but the columns are {sorted(columns)}")
+    total = float(sum(weights.values()))
+    if not weights or total <= 0:
+        raise ValueError(f"hybrid weights must sum to > 0, got {dict(weights)}")
+    lengths = {name: len(columns[name]) for name in weights}
+    if len(set(lengths.values())) > 1:
+        raise ValueError(f"hybrid columns differ in length: {lengths}")
+    score = sum(float(w) * percentile_ranks(columns[name], missing) for name, w in weights.items())
+    return np.asarray(score, dtype=np.float64) / total
