@@ -1,0 +1,376 @@
+"""Stage 3: GRPO on the curated pairs, consumed exactly in curriculum order.
+
+    egt rl --config configs/demo/rl.yaml model=runs/sft/model train=runs/curate/selected.parquet
+    accelerate launch --config_file configs/accelerate/zero3_8gpu.yaml -m egt.cli rl \\
+        --config configs/qwen2.5-vl-7b/rl_zero3_vllm.yaml
+
+The judge (the SFT checkpoint) is trained with TRL's GRPOTrainer on the judge
+prompt + image(s) of each pair, with the composite reward of egt.rewards
+(format, accuracy, logic; each logged as `rewards/<name>_reward/mean`).
+
+Curriculum. Rows are sorted by the `order` column that `egt curate` writes
+(file order when the column is absent) and the dataset is never shuffled. With
+shuffle off, TRL's RepeatSampler walks the rows 0, 1, 2, ... in chunks of
+`generation_batch_size / num_generations` pairs (one chunk per generation,
+generation_batch_size = per_device_train_batch_size * processes *
+steps_per_generation); each pair is repeated num_generations times in a row
+(its group) and each chunk is repeated num_iterations * steps_per_generation
+times so the buffered generation can be reused; accelerate hands process r the
+r-th contiguous slice of each chunk. So the pairs are consumed in `order`, one
+chunk per generation, each group together. Inside a chunk TRL shuffles the
+completions before splitting them over the steps_per_generation micro-steps,
+so the order is exact at the granularity of a generation, not of a micro-step.
+A last chunk with fewer pairs is dropped (warned); with more steps than one
+pass the curriculum restarts from the first pair (warned).
+
+`<output>/consumed.jsonl` records each generation: `{"global_step": optimizer
+step (1-based) whose update first uses these pairs, "generation": chunk index,
+"ids": pair ids in order, "group_sizes": completions per id}`. Under several
+processes the ids are gathered to the main process, which alone writes the file.
+
+Resume (`resume=auto`: the latest `<output>/checkpoints/checkpoint-N`): the
+Trainer skips the N * gradient_accumulation_steps batches already used;
+`CurriculumGRPOTrainer` also realigns TRL's micro-step counter with step N
+(TRL restarts it at 0, which shifts the generation schedule when a checkpoint
+falls inside a generation) and drops consumed.jsonl lines written after step
+N, which are replayed. A checkpoint inside a generation regenerates that
+chunk's completions (the buffer is not checkpointed) without logging it again.
+
+The final model goes to `<output>/model` (LoRA merged into the base), loadable
+by egt.models.load_judge.
+
+Departures from the paper: GRPO from TRL (loss_type default `dapo`, TRL's
+default) rather than R1-Reward's StableReinforce; KL off by default (beta=0).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field
+
+from egt.config import StageConfig, save_config
+from egt.errors import ConfigError, DataError
+from egt.prompts import judge_messages
+from egt.rewards import LogicJudgeConfig, build_logic, reward_functions
+from egt.schema import PreferencePair, atomic_write_bytes, read_pairs
+
+log = logging.getLogger(__name__)
+
+LM_PROJECTIONS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+
+class Config(StageConfig):
+    model: Path = Field(..., description="SFT checkpoint folder (HF format)")
+    train: Path = Field(..., description="curated pairs (selected.parquet) with an `order` column; else file order")
+    output: Path = Field(..., description="run folder: model/, checkpoints/, consumed.jsonl")
+    max_steps: int = Field(-1, description="optimizer steps; -1 = num_train_epochs passes over the curriculum")
+    num_train_epochs: float = 1.0
+    num_generations: int = Field(8, ge=2, description="group size G (completions per pair)")
+    per_device_train_batch_size: int = Field(8, description="completions per process per micro-step")
+    gradient_accumulation_steps: int = 1
+    steps_per_generation: int | None = Field(None, description="micro-steps per generation; None = TRL default (GA)")
+    num_iterations: int = Field(1, description="GRPO updates per generation (mu)")
+    learning_rate: float = 1e-6
+    lr_scheduler_type: str = "constant"
+    warmup_steps: float = Field(0, description="int = steps, float in [0, 1) = fraction of all steps")
+    weight_decay: float = 0.0
+    max_grad_norm: float = 1.0
+    beta: float = Field(0.0, description="KL coefficient; 0 loads no reference model")
+    loss_type: str = Field("dapo", description="TRL loss: grpo, dr_grpo, dapo, bnpo, cispo, ...")
+    scale_rewards: str = Field("group", description="TRL: group, batch or none")
+    epsilon: float = 0.2
+    epsilon_high: float | None = None
+    max_completion_length: int = 512
+    temperature: float = 1.0
+    top_p: float = 1.0
+    lora: bool = False
+    lora_r: int = 16
+    lora_alpha: int = 32
+    lora_dropout: float = 0.05
+    lora_target_modules: list[str] | str = Field(default_factory=lambda: list(LM_PROJECTIONS),
+                                                 description="module names or a regex (LM only by default)")
+    freeze_vision: bool = Field(True, description="keep the vision tower and merger frozen")
+    gradient_checkpointing: bool = False
+    bf16: bool | None = Field(None, description="None = auto (on a CUDA GPU with bf16 support)")
+    w_format: float = Field(0.5, description="weight of the format reward")
+    w_logic: float = Field(0.5, description="weight of accuracy*logic")
+    w_accuracy: float = Field(1.0, description="weight of accuracy (1 in the paper's composite)")
+    logic_judge: LogicJudgeConfig | None = Field(None, description="LLM logic judge; None = rule-based")
+    use_vllm: bool = False
+    vllm_mode: Literal["colocate", "server"] = "colocate"
+    vllm_gpu_memory_utilization: float = 0.3
+    vllm_tensor_parallel_size: int = 1
+    save_steps: int = 100
+    save_total_limit: int | None = None
+    resume: str = Field("auto", description="auto (latest checkpoint in output/checkpoints), never, or a path")
+    seed: int = 0
+    logging_steps: int = 1
+    report_to: str = "none"
+    log_completions: bool = False
+    grpo_extra: dict[str, Any] = Field(default_factory=dict,
+                                       description="any other GRPOConfig keys, passed through (e.g. deepspeed)")
+
+
+# ---------------------------------------------------------------- data
+
+
+def curriculum_pairs(path: Path) -> list[PreferencePair]:
+    """Pairs sorted by their `order` column (file order if no row has one)."""
+    pairs = read_pairs(path)
+    if not pairs:
+        raise DataError(str(path), None, None, "no pairs to train on")
+    has_order = ["order" in p.extra and p.extra["order"] is not None for p in pairs]
+    if not any(has_order):
+        log.warning("%s has no `order` column: pairs are consumed in file order", path)
+        return pairs
+    if not all(has_order):
+        row = has_order.index(False)
+        raise DataError(str(path), row, "order", "missing on this row but present on others")
+    orders = [int(p.extra["order"]) for p in pairs]
+    if len(set(orders)) != len(orders):
+        dup = next(o for o in orders if orders.count(o) > 1)
+        raise DataError(str(path), orders.index(dup), "order", f"value {dup} appears more than once")
+    return [p for _, p in sorted(zip(orders, pairs), key=lambda t: t[0])]
+
+
+def build_dataset(pairs: list[PreferencePair]):
+    """HF dataset with `prompt` (conversational judge prompt), `images` (decoded lazily), `label`, `id`."""
+    from datasets import Dataset, Image, List
+
+    rows = []
+    for i, pair in enumerate(pairs):
+        for ref in pair.images:
+            if ref.data is None and not (ref.path and Path(ref.path).exists()):
+                raise DataError(ref.path or "<missing image>", i, "images", f"image of pair '{pair.id}' not found")
+        rows.append({
+            "prompt": judge_messages(pair.question, pair.response_1, pair.response_2, n_images=len(pair.images)),
+            "images": [{"path": ref.path, "bytes": ref.data} for ref in pair.images],
+            "label": int(pair.label), "id": pair.id})
+    dataset = Dataset.from_list(rows)
+    return dataset.cast_column("images", List(Image()))
+
+
+# ---------------------------------------------------------------- consumption log
+
+
+def read_consumed(path: Path) -> list[dict]:
+    """Lines of consumed.jsonl; a torn last line (a kill while writing) is ignored."""
+    if not path.exists():
+        return []
+    texts = [t for t in path.read_text().splitlines() if t.strip()]
+    lines = []
+    for lineno, text in enumerate(texts, start=1):
+        try:
+            lines.append(json.loads(text))
+        except json.JSONDecodeError:
+            if lineno == len(texts):
+                break
+            raise DataError(str(path), lineno, None, "not valid JSON") from None
+    return lines
+
+
+def truncate_consumed(path: Path, last_step: int) -> int:
+    """Keep the lines whose pairs entered training by `last_step`; return how many were dropped."""
+    lines = read_consumed(path)
+    kept = [line for line in lines if line["global_step"] <= last_step]
+    if len(kept) != len(lines):
+        atomic_write_bytes(path, "".join(json.dumps(line) + "\n" for line in kept).encode())
+    return len(lines) - len(kept)
+
+
+def run_lengths(ids: list[str]) -> tuple[list[str], list[int]]:
+    """['a','a','b','b'] -> (['a','b'], [2, 2])."""
+    heads, sizes = [], []
+    for pair_id in ids:
+        if heads and heads[-1] == pair_id:
+            sizes[-1] += 1
+        else:
+            heads.append(pair_id)
+            sizes.append(1)
+    return heads, sizes
+
+
+def _make_trainer_class():
+    from accelerate.utils import gather_object
+    from trl import GRPOTrainer
+
+    class CurriculumGRPOTrainer(GRPOTrainer):
+        """GRPOTrainer that logs the pairs of each generation and keeps its schedule across a resume."""
+
+        def __init__(self, *args, consumed_path: Path, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.consumed_path = Path(consumed_path)
+
+        def _prepare_inputs(self, generation_batch):
+            if self.model.training and self._buffered_inputs is None:
+                # Fresh start or resume: TRL counts micro-steps from 0; step N starts at N * GA.
+                self._step = self.state.global_step * self.args.gradient_accumulation_steps
+            return super()._prepare_inputs(generation_batch)
+
+        def _generate_and_score_completions(self, inputs):
+            if self.model.training:
+                generate_every = self.args.steps_per_generation * self.num_iterations
+                ids = gather_object([str(x["id"]) for x in inputs])
+                # A generation inside a chunk only happens after a resume: the chunk is already logged.
+                if self._step % generate_every == 0 and self.accelerator.is_main_process:
+                    heads, sizes = run_lengths(ids)
+                    line = {"global_step": self.state.global_step + 1, "generation": self._step // generate_every,
+                            "ids": heads, "group_sizes": sizes}
+                    with open(self.consumed_path, "a") as handle:
+                        handle.write(json.dumps(line) + "\n")
+            return super()._generate_and_score_completions(inputs)
+
+    return CurriculumGRPOTrainer
+
+
+# ---------------------------------------------------------------- run
+
+
+def _resume_checkpoint(cfg: Config, checkpoints: Path) -> Path | None:
+    if cfg.resume == "never":
+        return None
+    if cfg.resume == "auto":
+        from transformers.trainer_utils import get_last_checkpoint
+
+        last = get_last_checkpoint(str(checkpoints)) if checkpoints.is_dir() else None
+        return Path(last) if last else None
+    path = Path(cfg.resume)
+    if not (path / "trainer_state.json").exists():
+        raise ConfigError(f"resume: {path} is not a Trainer checkpoint (no trainer_state.json)")
+    return path
+
+
+def _grpo_args(cfg: Config, checkpoints: Path, bf16: bool, reward_weights: list[float]):
+    from trl import GRPOConfig
+
+    args = dict(
+        output_dir=str(checkpoints), max_steps=cfg.max_steps, num_train_epochs=cfg.num_train_epochs,
+        num_generations=cfg.num_generations, per_device_train_batch_size=cfg.per_device_train_batch_size,
+        gradient_accumulation_steps=cfg.gradient_accumulation_steps, steps_per_generation=cfg.steps_per_generation,
+        num_iterations=cfg.num_iterations, learning_rate=cfg.learning_rate, lr_scheduler_type=cfg.lr_scheduler_type,
+        warmup_steps=cfg.warmup_steps, weight_decay=cfg.weight_decay, max_grad_norm=cfg.max_grad_norm,
+        beta=cfg.beta, loss_type=cfg.loss_type, scale_rewards=cfg.scale_rewards, epsilon=cfg.epsilon,
+        epsilon_high=cfg.epsilon_high, max_completion_length=cfg.max_completion_length,
+        temperature=cfg.temperature, top_p=cfg.top_p, gradient_checkpointing=cfg.gradient_checkpointing,
+        bf16=bf16, use_vllm=cfg.use_vllm, vllm_mode=cfg.vllm_mode,
+        vllm_gpu_memory_utilization=cfg.vllm_gpu_memory_utilization,
+        vllm_tensor_parallel_size=cfg.vllm_tensor_parallel_size,
+        save_strategy="steps", save_steps=cfg.save_steps, save_total_limit=cfg.save_total_limit,
+        seed=cfg.seed, logging_steps=cfg.logging_steps, report_to=cfg.report_to,
+        log_completions=cfg.log_completions, shuffle_dataset=False, remove_unused_columns=False,
+        model_init_kwargs={"dtype": "bfloat16" if bf16 else "float32"}, reward_weights=reward_weights,
+    )
+    args.update(cfg.grpo_extra)
+    if args["shuffle_dataset"]:
+        raise ConfigError("grpo_extra.shuffle_dataset=true would break the curriculum order")
+    try:
+        return GRPOConfig(**args)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"invalid GRPO settings: {exc}") from None
+
+
+def _check_schedule(n_pairs: int, args) -> None:
+    pairs_per_generation = args.generation_batch_size // args.num_generations
+    if n_pairs < pairs_per_generation:
+        raise ConfigError(f"{n_pairs} pairs but one generation needs {pairs_per_generation} "
+                          "(generation_batch_size / num_generations): lower the batch size or add pairs")
+    if n_pairs % pairs_per_generation:
+        log.warning("the last %d pairs of the curriculum are never used (generations take %d pairs each)",
+                    n_pairs % pairs_per_generation, pairs_per_generation)
+    micro_steps_per_pass = (n_pairs // pairs_per_generation) * args.steps_per_generation * args.num_iterations
+    steps_per_pass = math.ceil(micro_steps_per_pass / args.gradient_accumulation_steps)
+    if micro_steps_per_pass % args.gradient_accumulation_steps:
+        log.warning("a pass (%d micro-steps) is not a multiple of gradient_accumulation_steps: resuming "
+                    "after the first pass may shift the generation schedule", micro_steps_per_pass)
+    if args.max_steps > steps_per_pass:
+        log.warning("max_steps=%d exceeds one pass over the curriculum (%d steps): it restarts from the first pair",
+                    args.max_steps, steps_per_pass)
+
+
+def _freeze_vision(model) -> int:
+    frozen = 0
+    for name, param in model.named_parameters():
+        if ".visual." in f".{name}" or name.startswith("visual."):
+            param.requires_grad_(False)
+            frozen += param.numel()
+    return frozen
+
+
+def _save_final(trainer, cfg: Config, out: Path) -> Path:
+    model_dir = out / "model"
+    if not cfg.lora:
+        trainer.save_model(str(model_dir))
+        return model_dir
+    adapter_dir = out / "adapter"
+    trainer.save_model(str(adapter_dir))
+    trainer.accelerator.wait_for_everyone()
+    if trainer.accelerator.is_main_process:
+        from peft import PeftModel
+        from transformers import AutoModelForImageTextToText, AutoProcessor
+
+        base = AutoModelForImageTextToText.from_pretrained(str(cfg.model), dtype="auto")
+        merged = PeftModel.from_pretrained(base, str(adapter_dir)).merge_and_unload()
+        merged.save_pretrained(str(model_dir))
+        AutoProcessor.from_pretrained(str(cfg.model)).save_pretrained(str(model_dir))
+    return model_dir
+
+
+def run(cfg: Config, callbacks: list | None = None) -> Path:
+    """Train; return the output folder (model/, checkpoints/, consumed.jsonl). `callbacks`: extra TrainerCallbacks."""
+    import torch
+
+    out = Path(cfg.output)
+    checkpoints = out / "checkpoints"
+    consumed_path = out / "consumed.jsonl"
+    if not (Path(cfg.model) / "config.json").exists():
+        raise ConfigError(f"model: {cfg.model} is not a model folder (no config.json)")
+    pairs = curriculum_pairs(Path(cfg.train))
+    on_gpu = torch.cuda.is_available() and not cfg.grpo_extra.get("use_cpu", False)
+    bf16 = cfg.bf16 if cfg.bf16 is not None else bool(on_gpu and torch.cuda.is_bf16_supported())
+    funcs, weights = reward_functions(cfg.w_format, cfg.w_logic, cfg.w_accuracy, logic=build_logic(cfg.logic_judge))
+    args = _grpo_args(cfg, checkpoints, bf16, weights)
+    _check_schedule(len(pairs), args)
+    dataset = build_dataset(pairs)
+
+    resume = _resume_checkpoint(cfg, checkpoints)
+    if args.process_index == 0:
+        out.mkdir(parents=True, exist_ok=True)
+        save_config(cfg, out / "config.yaml")
+        if resume is None:
+            consumed_path.unlink(missing_ok=True)
+        else:
+            step = json.loads((resume / "trainer_state.json").read_text())["global_step"]
+            dropped = truncate_consumed(consumed_path, step)
+            log.warning("resuming from %s (step %d); %d consumed.jsonl line(s) after it will be replayed",
+                        resume, step, dropped)
+
+    peft_config = None
+    if cfg.lora:
+        from peft import LoraConfig
+
+        peft_config = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
+                                 target_modules=cfg.lora_target_modules, task_type="CAUSAL_LM")
+    trainer_cls = _make_trainer_class()
+    try:
+        trainer = trainer_cls(model=str(cfg.model), reward_funcs=funcs, args=args, train_dataset=dataset,
+                              peft_config=peft_config, callbacks=callbacks, consumed_path=consumed_path)
+    except ValueError as exc:  # TRL validates batch/group sizes here
+        raise ConfigError(f"GRPO setup: {exc}") from None
+    if cfg.freeze_vision and not cfg.lora:
+        frozen = _freeze_vision(trainer.model)
+        log.info("froze %d vision parameters", frozen)
+    trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+    model_dir = _save_final(trainer, cfg, out)
+    if trainer.accelerator.is_main_process:
+        (out / "train_summary.json").write_text(json.dumps(
+            {"global_step": trainer.state.global_step, "model": str(model_dir), "bf16": bf16,
+             "device": str(trainer.accelerator.device), "processes": trainer.accelerator.num_processes,
+             "resumed_from": str(resume) if resume else None, "pairs": len(pairs),
+             "log_history": trainer.state.log_history}, indent=1, default=str) + "\n")
+    return out
+

@@ -1,0 +1,237 @@
+"""`egt rl` on the tiny judge: exact curriculum order, parameters change, kill + resume, LoRA merge."""
+
+from __future__ import annotations
+
+import json
+import random
+import shutil
+from pathlib import Path
+
+import pytest
+
+from egt import rl
+from egt.config import load_config
+from egt.errors import DataError
+from egt.schema import read_pairs, write_pairs
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+# ---------------------------------------------------------------- pure helpers
+
+def test_run_lengths():
+    assert rl.run_lengths(["a", "a", "b", "b", "b", "a"]) == (["a", "b", "a"], [2, 3, 1])
+    assert rl.run_lengths([]) == ([], [])
+
+
+def test_truncate_consumed(tmp_path):
+    path = tmp_path / "consumed.jsonl"
+    lines = [{"global_step": s, "ids": [str(s)]} for s in (1, 3, 5)]
+    path.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    assert rl.truncate_consumed(path, 3) == 1
+    assert [line["global_step"] for line in rl.read_consumed(path)] == [1, 3]
+    assert rl.truncate_consumed(path, 3) == 0
+    assert rl.truncate_consumed(tmp_path / "absent.jsonl", 3) == 0
+    with open(path, "a") as handle:               # a kill in the middle of a write
+        handle.write('{"global_step": 5, "ids": ["x"')
+    assert [line["global_step"] for line in rl.read_consumed(path)] == [1, 3]
+    path.write_text('{"global_step": 1}\n{oops\n{"global_step": 3}\n')
+    with pytest.raises(DataError, match="consumed.jsonl:2"):
+        rl.read_consumed(path)
+
+
+def test_curriculum_pairs_sorting_and_errors(synth_pairs_list, tmp_path):
+    pairs = synth_pairs_list[:5]
+    for p, order in zip(pairs, [3, 0, 4, 1, 2]):
+        p.extra["order"] = order
+    write_pairs(pairs, tmp_path / "ordered.parquet")
+    assert [p.id for p in rl.curriculum_pairs(tmp_path / "ordered.parquet")] == \
+        [pairs[i].id for i in (1, 3, 4, 0, 2)]
+    plain = [p for p in read_pairs(tmp_path / "ordered.parquet")]
+    for p in plain:
+        p.extra.pop("order")
+    write_pairs(plain, tmp_path / "plain.jsonl")
+    assert [p.id for p in rl.curriculum_pairs(tmp_path / "plain.jsonl")] == [p.id for p in plain]
+    pairs[1].extra["order"] = 3  # duplicate of pairs[0]
+    write_pairs(pairs, tmp_path / "dup.parquet")
+    with pytest.raises(DataError, match="order"):
+        rl.curriculum_pairs(tmp_path / "dup.parquet")
+
+
+def test_shipped_rl_configs_load():
+    paths = [p for p in (ROOT / "configs").rglob("*.yaml") if p.read_text().startswith("# egt: rl")]
+    assert paths, "no rl config shipped"
+    for path in paths:
+        cfg = load_config(rl.Config, path)
+        assert cfg.num_generations >= 2
+
+
+# ---------------------------------------------------------------- tiny-model runs
+
+@pytest.fixture(scope="module")
+def sft_dir(tiny_model_dir, synth_pairs_path, tmp_path_factory) -> Path:
+    """The tiny judge taught the output format with a coin-flip verdict ("<think>Response k is better.</think>
+    <answer>k</answer>", k random), so sampled judgements are well formed and differ in accuracy: GRPO
+    gets non-zero advantages on any machine (a random judge scores 0 everywhere and learns nothing)."""
+    import torch
+
+    from egt.models import judge_batch_inputs, load_judge
+    from egt.prompts import format_judgement
+
+    pairs = read_pairs(synth_pairs_path("train", 48, seed=1))
+    model, processor = load_judge(tiny_model_dir)
+    model.train()
+    torch.manual_seed(0)
+    coin = random.Random(0)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    for step in range(120):
+        batch_pairs = [pairs[(step * 8 + i) % len(pairs)] for i in range(8)]
+        verdicts = [coin.choice((1, 2)) for _ in batch_pairs]
+        completions = [format_judgement(f"Response {k} is better.", k) for k in verdicts]
+        batch = judge_batch_inputs(processor, batch_pairs, completions=completions, append_eos=True,
+                                   padding_side="right")
+        mask = batch.pop("completion_mask")
+        model(**batch, labels=batch["input_ids"].masked_fill(mask == 0, -100)).loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    out = tmp_path_factory.mktemp("sft") / "model"
+    model.save_pretrained(out)
+    processor.save_pretrained(out)
+    return out
+
+
+@pytest.fixture(scope="module")
+def curated(synth_pairs_path, tmp_path_factory) -> tuple[Path, list[str]]:
+    """12 pairs whose `order` is a known permutation; returns (file, ids in curriculum order)."""
+    pairs = read_pairs(synth_pairs_path("pool", 12, seed=3))
+    orders = list(range(len(pairs)))
+    random.Random(7).shuffle(orders)
+    for pair, order in zip(pairs, orders):
+        pair.extra["order"] = order
+    path = write_pairs(pairs, tmp_path_factory.mktemp("curate") / "selected.parquet")
+    expected = [p.id for p in sorted(pairs, key=lambda p: p.extra["order"])]
+    assert expected != [p.id for p in pairs]  # the file order is not the curriculum order
+    return path, expected
+
+
+def _config(sft_dir, curated_file, output, **overrides) -> rl.Config:
+    base = dict(model=sft_dir, train=curated_file, output=output, num_generations=2,
+                per_device_train_batch_size=2, gradient_accumulation_steps=2, max_completion_length=24,
+                learning_rate=1e-3, save_steps=100, logging_steps=1, seed=0)
+    base.update(overrides)
+    return rl.Config(**base)
+
+
+def _state_dict(path: Path) -> dict:
+    from egt.models import load_judge
+
+    model, _ = load_judge(path)
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+@pytest.mark.slow
+def test_rl_consumes_curriculum_in_order_and_trains(sft_dir, curated, tmp_path):
+    curated_file, expected = curated
+    # num_iterations=2: each generation (2 pairs x 2 completions, 2 micro-steps) feeds 2 optimizer steps.
+    cfg = _config(sft_dir, curated_file, tmp_path / "run", max_steps=4, num_iterations=2)
+    out = rl.run(cfg)
+    lines = rl.read_consumed(out / "consumed.jsonl")
+    assert [line["global_step"] for line in lines] == [1, 3]
+    assert [line["generation"] for line in lines] == [0, 1]
+    assert [line["ids"] for line in lines] == [expected[0:2], expected[2:4]]
+    assert all(line["group_sizes"] == [2, 2] for line in lines)   # each group together, G completions
+
+    history = json.loads((out / "train_summary.json").read_text())["log_history"]
+    assert any(h.get("frac_reward_zero_std", 1) < 1 for h in history), "no reward variance: nothing to learn"
+    before, after = _state_dict(sft_dir), _state_dict(out / "model")
+    # bf16 on a GPU saves bf16 weights: compare in the saved dtype
+    same = {k: bool((before[k].to(after[k].dtype) == after[k]).all()) for k in before}
+    lm_changed = [k for k in before if "visual" not in k and not same[k]]
+    vision = [k for k in before if "visual" in k]
+    assert lm_changed, "no language-model parameter changed"
+    assert vision and all(same[k] for k in vision), "frozen vision tower changed"
+    summary = json.loads((out / "train_summary.json").read_text())
+    assert summary["global_step"] == 4
+    logged = [h for h in summary["log_history"] if "rewards/format_reward/mean" in h]
+    assert logged and all(f"rewards/{n}/mean" in logged[0] for n in ("accuracy_reward", "logic_reward", "accuracy_x_logic_reward"))
+
+
+@pytest.mark.slow
+def test_rl_two_processes_gather_the_curriculum_in_order(sft_dir, curated, tmp_path):
+    """`egt rl` under torchrun with 2 CPU processes: per_device 1 x 2 processes x steps_per_generation 3
+    = 6 completions = 3 pairs per generation, so one group straddles the two processes."""
+    import os
+    import subprocess
+    import sys
+
+    curated_file, expected = curated
+    out = tmp_path / "mp"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           "-m", "egt.cli", "rl", f"model={sft_dir}", f"train={curated_file}", f"output={out}",
+           "max_steps=2", "num_generations=2", "per_device_train_batch_size=1", "gradient_accumulation_steps=3",
+           "max_completion_length=16", "learning_rate=1e-3", "grpo_extra.use_cpu=true"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
+    result = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=240)
+    assert result.returncode == 0, result.stderr[-3000:]
+    lines = rl.read_consumed(out / "consumed.jsonl")
+    assert [line["ids"] for line in lines] == [expected[0:3], expected[3:6]]
+    assert all(line["group_sizes"] == [2, 2, 2] for line in lines)
+    assert [line["global_step"] for line in lines] == [1, 2]
+    assert not list(out.glob("consumed.rank*"))
+
+
+class _Killed(Exception):
+    pass
+
+
+@pytest.mark.slow
+def test_rl_resume_after_kill_continues_the_curriculum(sft_dir, curated, tmp_path):
+    from transformers import TrainerCallback
+
+    class KillAfterStep(TrainerCallback):
+        def __init__(self, step: int):
+            self.step = step
+
+        def on_step_end(self, args, state, control, **kwargs):
+            if state.global_step == self.step:
+                raise _Killed(f"killed after step {state.global_step}")
+
+    curated_file, expected = curated
+    # steps_per_generation=4 > GA=2: one generation of 4 pairs feeds 2 optimizer steps, so checkpoint-3
+    # falls inside the second generation (steps 3-4).
+    cfg = _config(sft_dir, curated_file, tmp_path / "run", max_steps=6, steps_per_generation=4, save_steps=3)
+    with pytest.raises(_Killed):
+        rl.run(cfg, callbacks=[KillAfterStep(5)])
+    consumed = tmp_path / "run" / "consumed.jsonl"
+    assert [line["global_step"] for line in rl.read_consumed(consumed)] == [1, 3, 5]
+    assert (tmp_path / "run" / "checkpoints" / "checkpoint-3").is_dir()
+    assert not (tmp_path / "run" / "checkpoints" / "checkpoint-5").exists()
+
+    out = rl.run(cfg)  # resume=auto picks checkpoint-3
+    lines = rl.read_consumed(consumed)
+    assert [line["global_step"] for line in lines] == [1, 3, 5]
+    assert [line["generation"] for line in lines] == [0, 1, 2]
+    ids = [pair_id for line in lines for pair_id in line["ids"]]
+    assert ids == expected, "consumed ids repeat, skip or leave the curriculum order"
+    assert all(line["group_sizes"] == [2] * 4 for line in lines)
+    summary = json.loads((out / "train_summary.json").read_text())
+    assert summary["global_step"] == 6 and summary["resumed_from"].endswith("checkpoint-3")
+    assert (out / "model" / "config.json").exists()
+
+
+@pytest.mark.slow
+def test_rl_lora_saves_a_merged_judge(sft_dir, curated, tmp_path):
+    from egt.models import load_judge
+
+    curated_file, _ = curated
+    cfg = _config(sft_dir, curated_file, tmp_path / "lora", max_steps=4, lora=True, lora_r=4, lora_alpha=8,
+                  learning_rate=1e-2)
+    out = rl.run(cfg)
+    history = json.loads((out / "train_summary.json").read_text())["log_history"]
+    assert any(h.get("frac_reward_zero_std", 1) < 1 for h in history), "no reward variance: nothing to learn"
+    model, processor = load_judge(out / "model")   # plain HF judge, no adapter needed
+    assert not any("lora" in k for k in model.state_dict())
+    before, after = _state_dict(sft_dir), _state_dict(out / "model")
+    changed = [k for k in before if not (before[k].to(after[k].dtype) == after[k]).all()]
+    assert changed and all(any(m in k for m in rl.LM_PROJECTIONS) for k in changed)
+    shutil.rmtree(out / "checkpoints", ignore_errors=True)
