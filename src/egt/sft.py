@@ -1,0 +1,360 @@
+"""Stage 1 training: supervised fine-tuning of the judge on the distilled traces.
+
+TRL's `SFTTrainer` with the image + judge prompt (`prompts.judge_messages`,
+rendered by the model's chat template) as the user turn and the trace (+ the
+end-of-turn token) as the assistant turn; the loss is on the assistant tokens
+only. Full fine-tuning or LoRA (PEFT), vision tower frozen by default.
+
+    egt sft traces=runs/distill/traces.parquet model=runs/tiny output=runs/sft \
+        learning_rate=3e-3 per_device_train_batch_size=32 num_train_epochs=4 freeze_vision_tower=false
+    accelerate launch --config_file configs/accelerate/zero3_8gpu.yaml -m egt.cli sft \
+        --config configs/qwen2.5-vl-7b/sft_full_zero3.yaml
+
+Outputs: `<output>/model` (model + processor, loadable by
+AutoModelForImageTextToText / AutoProcessor and `egt.models.load_judge`; LoRA
+runs are merged when `merge_lora`), checkpoints under `<output>/checkpoints`,
+`<output>/train_log.json` (log history, steps/s, samples/s). A rerun with
+`resume: auto` continues from the last checkpoint (model, optimizer,
+scheduler, RNG and data position).
+
+Why a custom collator instead of TRL's `DataCollatorForVisionLanguageModeling`:
+the batch is built by `egt.models.judge_batch_inputs` — the same function the
+scorer and the evaluator use — so training and inference see byte-identical
+prompts, and `mm_token_type_ids` (needed by transformers 5 Qwen2-VL) and the
+completion mask come with it. With `cache_features: true` every example is
+tokenised and its image preprocessed once, before training, and a batch is
+only padding; the Dataset handed to SFTTrainer then holds example indices and
+lengths (for `group_by_length`). Use `cache_features: false` at real scale,
+where pixel values of the whole set do not fit in memory; the collator then
+processes each batch on the fly (`dataloader_num_workers` in parallel).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+
+from egt.config import StageConfig, save_config
+from egt.errors import ConfigError, DataError
+from egt.schema import PreferencePair, read_pairs
+
+LANGUAGE_LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+
+class Config(StageConfig):
+    traces: Path = Field(description="traces file from `egt distill` (pairs + trace column)")
+    model: str = Field(description="base model folder or hub id (Qwen2-VL family)")
+    output: Path = Field(description="run folder: model/, checkpoints/, train_log.json")
+    trace_column: str = "trace"
+    limit: int | None = Field(None, ge=1, description="train on the first N traces only")
+    # method
+    lora: bool = False
+    lora_r: int = Field(16, ge=1)
+    lora_alpha: int = 32
+    lora_dropout: float = Field(0.05, ge=0, lt=1)
+    lora_target_modules: list[str] = Field(default_factory=lambda: list(LANGUAGE_LORA_TARGETS),
+                                           description="module names; vision modules excluded when frozen")
+    merge_lora: bool = Field(True, description="save the merged model (else the adapter)")
+    freeze_vision_tower: bool = Field(True, description="false for a judge trained from scratch (the tiny demo)")
+    freeze_merger: bool = Field(False, description="also freeze the vision-language projector")
+    # optimisation
+    learning_rate: float = Field(1e-5, gt=0)
+    lr_scheduler_type: str = "cosine"
+    weight_decay: float = Field(0.0, ge=0)
+    warmup_steps: float = Field(0.03, ge=0, description="int = steps, float in [0, 1) = fraction of all steps")
+    num_train_epochs: float = Field(1.0, gt=0)
+    max_steps: int = Field(-1, description="optimizer steps; -1 = num_train_epochs passes")
+    per_device_train_batch_size: int = Field(4, ge=1, description="per device")
+    gradient_accumulation_steps: int = Field(1, ge=1)
+    max_grad_norm: float = 1.0
+    max_length: int | None = Field(None, ge=1, description="drop (not truncate) longer examples (cache_features)")
+    seed: int = 0
+    # hardware / speed
+    precision: Literal["auto", "bf16", "fp16", "fp32"] = Field("auto", description="auto: bf16 where supported")
+    attn_implementation: str | None = Field(None, description="sdpa, flash_attention_2, eager (None: default)")
+    gradient_checkpointing: bool = False
+    cache_features: bool = Field(True, description="preprocess every example once (small data)")
+    group_by_length: bool = Field(False, description="batch similar lengths (needs cache_features)")
+    dataloader_num_workers: int = Field(0, ge=0)
+    torch_threads: int | None = Field(None, ge=1, description="torch.set_num_threads on CPU")
+    # bookkeeping
+    logging_steps: int = Field(10, ge=1)
+    save_steps: int = Field(500, ge=1)
+    save_total_limit: int | None = 2
+    resume: str = Field("auto", description="auto (last checkpoint if any), never, or a checkpoint folder")
+    report_to: str = "none"
+    progress: bool = True
+
+
+# ------------------------------------------------------------------ data
+
+def read_traces(cfg: Config) -> tuple[list[PreferencePair], list[str]]:
+    pairs = read_pairs(cfg.traces)
+    if cfg.limit is not None:
+        pairs = pairs[: cfg.limit]
+    traces = []
+    for i, pair in enumerate(pairs):
+        trace = pair.extra.get(cfg.trace_column)
+        if not isinstance(trace, str) or not trace.strip():
+            raise DataError(str(cfg.traces), i, cfg.trace_column,
+                            "missing or empty trace (expected the traces file written by `egt distill`)")
+        traces.append(trace)
+    if not pairs:
+        raise DataError(str(cfg.traces), None, None, "no traces to train on")
+    return pairs, traces
+
+
+def encode_examples(processor, pairs: list[PreferencePair], traces: list[str],
+                    chunk_size: int = 256, progress: bool = False) -> list[dict]:
+    """One dict of unpadded tensors per example: input_ids, mm_token_type_ids, completion_mask
+    (1 on the trace and the end-of-turn token), pixel_values, image_grid_thw."""
+    from tqdm.auto import tqdm
+
+    from egt.models import judge_batch_inputs
+
+    examples = []
+    for start in tqdm(range(0, len(pairs), chunk_size), desc="sft: preprocess", disable=not progress):
+        chunk, chunk_traces = pairs[start:start + chunk_size], traces[start:start + chunk_size]
+        batch = judge_batch_inputs(processor, chunk, chunk_traces, padding_side="right", append_eos=True)
+        lengths = batch["attention_mask"].sum(dim=1).tolist()
+        grid = batch.get("image_grid_thw")
+        patch_offset = image_offset = 0
+        for i, pair in enumerate(chunk):
+            n = lengths[i]
+            ex = {key: batch[key][i, :n].clone() for key in ("input_ids", "mm_token_type_ids", "completion_mask")}
+            n_images = len(pair.images)
+            if n_images:
+                thw = grid[image_offset:image_offset + n_images]
+                n_patches = int(thw.prod(dim=1).sum())
+                ex["pixel_values"] = batch["pixel_values"][patch_offset:patch_offset + n_patches].clone()
+                ex["image_grid_thw"] = thw.clone()
+                patch_offset += n_patches
+                image_offset += n_images
+            examples.append(ex)
+    return examples
+
+
+def collate_examples(examples: list[dict], pad_token_id: int) -> dict:
+    """Right-pad a list of encoded examples; labels are -100 outside the completion."""
+    import torch
+
+    width = max(len(ex["input_ids"]) for ex in examples)
+
+    def pad(key, fill):
+        return torch.stack([torch.nn.functional.pad(ex[key], (0, width - len(ex[key])), value=fill)
+                            for ex in examples])
+
+    input_ids = pad("input_ids", pad_token_id)
+    completion_mask = pad("completion_mask", 0)
+    batch = {
+        "input_ids": input_ids,
+        "attention_mask": torch.stack([torch.nn.functional.pad(torch.ones_like(ex["input_ids"]),
+                                                               (0, width - len(ex["input_ids"])))
+                                       for ex in examples]),
+        "mm_token_type_ids": pad("mm_token_type_ids", 0),
+        "labels": torch.where(completion_mask.bool(), input_ids, torch.full_like(input_ids, -100)),
+    }
+    with_images = [ex for ex in examples if "pixel_values" in ex]
+    if with_images:
+        batch["pixel_values"] = torch.cat([ex["pixel_values"] for ex in with_images])
+        batch["image_grid_thw"] = torch.cat([ex["image_grid_thw"] for ex in with_images])
+    return batch
+
+
+class JudgeCollator:
+    """Index batch -> model inputs with labels; cached (pad only) or on the fly (full preprocessing)."""
+
+    def __init__(self, processor, pairs, traces, examples: list[dict] | None):
+        self.processor, self.pairs, self.traces, self.examples = processor, pairs, traces, examples
+        self.pad_token_id = processor.tokenizer.pad_token_id
+
+    def __call__(self, rows: list[dict]) -> dict:
+        idx = [row["idx"] for row in rows]
+        if self.examples is not None:
+            return collate_examples([self.examples[i] for i in idx], self.pad_token_id)
+        encoded = encode_examples(self.processor, [self.pairs[i] for i in idx], [self.traces[i] for i in idx])
+        return collate_examples(encoded, self.pad_token_id)
+
+
+# ------------------------------------------------------------------ model
+
+def resolve_precision(precision: str) -> str:
+    import torch
+
+    if precision != "auto":
+        return precision
+    return "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "fp32"
+
+
+def freeze_vision(model, freeze_tower: bool, freeze_merger: bool) -> int:
+    """Freeze the vision encoder (and optionally its projector); returns the number of frozen tensors."""
+    frozen = 0
+    for name, param in model.named_parameters():
+        if ".visual." not in f".{name}":
+            continue
+        is_merger = ".merger." in name
+        if (is_merger and freeze_merger) or (not is_merger and freeze_tower):
+            param.requires_grad_(False)
+            frozen += 1
+    return frozen
+
+
+def lora_config(cfg: Config):
+    from peft import LoraConfig
+
+    targets = cfg.lora_target_modules
+    if cfg.freeze_vision_tower:  # Qwen2.5-VL's vision MLP also has gate/up/down_proj: keep LoRA off it
+        targets = rf"^(?!.*visual).*\.({'|'.join(targets)})$"
+    return LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
+                      target_modules=targets, task_type="CAUSAL_LM")
+
+
+def last_checkpoint(checkpoints: Path) -> Path | None:
+    found = [p for p in checkpoints.glob("checkpoint-*")
+             if p.name.split("-")[-1].isdigit() and (p / "trainer_state.json").exists()]
+    return max(found, key=lambda p: int(p.name.split("-")[-1])) if found else None
+
+
+def _trainer_class():
+    from trl import SFTTrainer
+
+    class _JudgeSFTTrainer(SFTTrainer):
+        """SFTTrainer whose resume reloads full-model weights through from_pretrained.
+
+        transformers 5 saves Qwen2-VL checkpoints under the original hub key names
+        (`visual.*`, `model.layers.*`) but Trainer._load_from_checkpoint loads the
+        raw state dict non-strictly, so every weight is silently skipped and the
+        resumed run would continue from the *base* weights. from_pretrained applies
+        the key conversion; a strict load then proves every tensor arrived.
+        PEFT, FSDP and DeepSpeed checkpoints keep the stock path.
+        """
+
+        def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
+            model = model if model is not None else self.model
+            ckpt = Path(resume_from_checkpoint)
+            full = (ckpt / "config.json").exists() and not (ckpt / "adapter_config.json").exists()
+            if not full or self.is_fsdp_enabled or self.is_deepspeed_enabled or hasattr(model, "peft_config"):
+                return super()._load_from_checkpoint(resume_from_checkpoint, model)
+            from transformers import AutoModelForImageTextToText
+
+            dtype = next(model.parameters()).dtype
+            loaded = AutoModelForImageTextToText.from_pretrained(str(ckpt), dtype=dtype)
+            model.load_state_dict(loaded.state_dict(), strict=True)
+
+    return _JudgeSFTTrainer
+
+
+# ------------------------------------------------------------------ run
+
+def run(cfg: Config) -> Path:
+    import datasets
+    import torch
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+    from trl import SFTConfig
+
+    if cfg.group_by_length and not cfg.cache_features:
+        raise ConfigError("group_by_length needs cache_features: true (lengths are known after preprocessing)")
+    if cfg.torch_threads:
+        torch.set_num_threads(cfg.torch_threads)
+    pairs, traces = read_traces(cfg)  # bad input fails before any model is loaded
+    out = Path(cfg.output)
+    checkpoints = out / "checkpoints"
+    precision = resolve_precision(cfg.precision)
+    # The trainer arguments come first: under `accelerate launch` with DeepSpeed ZeRO-3 they switch
+    # on zero.Init, so that from_pretrained below loads the weights already partitioned.
+    # transformers >= 5.2x renamed gradient_checkpointing (the old name only warns)
+    ckpt = "activation_checkpointing" if "activation_checkpointing" in SFTConfig.__dataclass_fields__ \
+        else "gradient_checkpointing"
+    args = SFTConfig(
+        output_dir=str(checkpoints), per_device_train_batch_size=cfg.per_device_train_batch_size,
+        gradient_accumulation_steps=cfg.gradient_accumulation_steps, learning_rate=cfg.learning_rate,
+        lr_scheduler_type=cfg.lr_scheduler_type, weight_decay=cfg.weight_decay, warmup_steps=cfg.warmup_steps,
+        num_train_epochs=cfg.num_train_epochs, max_steps=cfg.max_steps, max_grad_norm=cfg.max_grad_norm,
+        seed=cfg.seed, data_seed=cfg.seed, bf16=precision == "bf16", fp16=precision == "fp16",
+        **{ckpt: cfg.gradient_checkpointing,
+           f"{ckpt}_kwargs": {"use_reentrant": False} if cfg.gradient_checkpointing else None},
+        logging_steps=cfg.logging_steps, save_strategy="steps", save_steps=cfg.save_steps,
+        save_total_limit=cfg.save_total_limit, report_to=cfg.report_to, disable_tqdm=not cfg.progress,
+        remove_unused_columns=False, dataset_kwargs={"skip_prepare_dataset": True}, max_length=None,
+        dataloader_num_workers=cfg.dataloader_num_workers, dataloader_pin_memory=torch.cuda.is_available(),
+        train_sampling_strategy="group_by_length" if cfg.group_by_length else "random",
+    )
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[precision]
+    model_kwargs = {"dtype": dtype}
+    if cfg.attn_implementation:
+        model_kwargs["attn_implementation"] = cfg.attn_implementation
+    try:
+        processor = AutoProcessor.from_pretrained(cfg.model)
+        model = AutoModelForImageTextToText.from_pretrained(cfg.model, **model_kwargs)
+    except OSError as exc:
+        raise ConfigError(f"model: cannot load '{cfg.model}' (a local model folder or a downloaded hub id): "
+                          f"{str(exc).splitlines()[0]}") from None
+    if cfg.freeze_vision_tower or cfg.freeze_merger:
+        freeze_vision(model, cfg.freeze_vision_tower, cfg.freeze_merger)
+
+    examples = encode_examples(processor, pairs, traces, progress=cfg.progress) if cfg.cache_features else None
+    keep = list(range(len(pairs)))
+    if examples is not None and cfg.max_length:
+        keep = [i for i in keep if len(examples[i]["input_ids"]) <= cfg.max_length]
+        if not keep:
+            raise ConfigError(f"max_length={cfg.max_length} drops every example")
+    columns = {"idx": keep}
+    if examples is not None:
+        columns["length"] = [len(examples[i]["input_ids"]) for i in keep]
+    train_dataset = datasets.Dataset.from_dict(columns)
+
+    trainer = _trainer_class()(model=model, args=args, train_dataset=train_dataset, processing_class=processor,
+                         data_collator=JudgeCollator(processor, pairs, traces, examples),
+                         peft_config=lora_config(cfg) if cfg.lora else None)
+    resume_from = None
+    if cfg.resume == "auto":
+        resume_from = last_checkpoint(checkpoints)
+    elif cfg.resume != "never":
+        resume_from = Path(cfg.resume)
+        if not (resume_from / "trainer_state.json").exists():
+            raise ConfigError(f"resume: {resume_from} is not a checkpoint folder (no trainer_state.json)")
+    if trainer.is_world_process_zero():
+        out.mkdir(parents=True, exist_ok=True)
+        save_config(cfg, out / "sft_config.yaml")
+    t0 = time.perf_counter()
+    result = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+    wall_s = time.perf_counter() - t0
+    _save_model(trainer, cfg, processor, out / "model")
+    if trainer.is_world_process_zero():
+        _write_metrics(out, trainer, result, wall_s, len(keep), len(pairs), resume_from)
+    return out
+
+
+def _save_model(trainer, cfg: Config, processor, path: Path) -> None:
+    model = trainer.model
+    if cfg.lora and cfg.merge_lora:
+        merged = trainer.accelerator.unwrap_model(model).merge_and_unload()
+        if trainer.is_world_process_zero():
+            merged.save_pretrained(str(path))
+    else:
+        trainer.save_model(str(path))  # gathers ZeRO-3 shards (stage3_gather_16bit_weights_on_model_save)
+    if trainer.is_world_process_zero():
+        processor.save_pretrained(str(path))
+
+
+def _write_metrics(out: Path, trainer, result, wall_s: float, n_train: int, n_pairs: int,
+                   resumed_from: Path | None) -> None:
+    state = trainer.state
+    losses = [h["loss"] for h in state.log_history if "loss" in h]
+    metrics = {
+        "global_step": state.global_step, "epochs": state.epoch, "examples": n_train,
+        "dropped_too_long": n_pairs - n_train, "train_loss": result.training_loss,
+        "first_logged_loss": losses[0] if losses else None, "last_logged_loss": losses[-1] if losses else None,
+        "train_wall_s": round(wall_s, 3), "resumed_from": str(resumed_from) if resumed_from else None,
+        "train_steps_per_s": result.metrics.get("train_steps_per_second"),
+        "train_samples_per_s": result.metrics.get("train_samples_per_second"),
+        "log_history": state.log_history,
+    }
+    (out / "train_log.json").write_text(json.dumps(metrics, indent=1, default=str) + "\n")
+    if not math.isfinite(result.training_loss):
+        raise DataError(str(out), None, None, "training loss is not finite")
