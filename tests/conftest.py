@@ -1,0 +1,53 @@
+"""Shared fixtures: the tiny judge and tiny synthetic data, built locally (no downloads).
+
+Fixtures (all session-scoped, built once per test run):
+- `tiny_model_dir` -> Path: a saved tiny Qwen2-VL judge (egt.models.build_tiny, seed 0, untrained);
+  load it with `egt.models.load_judge(tiny_model_dir)`. Treat it as read-only (copy it to train it).
+- `synth_pairs_path(split="pool", n=24, seed=0, noise="none", **kw)` -> Path: a factory that writes a
+  synthetic pairs Parquet file (PNGs in `<stem>_images/` beside it) with egt.data.synth.run and caches it
+  per argument set; extra keywords go to egt.data.synth.Config (question_kinds, hard_fraction).
+- `synth_pairs` -> Path: 24 pool pairs with ambiguity-driven label noise (`ambiguity:0.25`) and images.
+- `synth_pairs_list` -> list[PreferencePair]: the pairs of `synth_pairs`, read back with schema.read_pairs.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> Path:
+    from egt.models import TinyConfig, build_tiny
+
+    return build_tiny(TinyConfig(output=tmp_path_factory.mktemp("tiny_judge") / "model", seed=0))
+
+
+@pytest.fixture(scope="session")
+def synth_pairs_path(tmp_path_factory):
+    from egt.data import synth
+
+    root = tmp_path_factory.mktemp("synth")
+    cache: dict = {}
+
+    def make(split: str = "pool", n: int = 24, seed: int = 0, noise: str = "none", **kwargs) -> Path:
+        key = (split, n, seed, noise, tuple(sorted((k, str(v)) for k, v in kwargs.items())))
+        if key not in cache:
+            out = root / f"set{len(cache)}" / f"{split}.parquet"
+            cache[key] = synth.run(synth.Config(split=split, n=n, seed=seed, noise=noise, output=out, **kwargs))
+        return cache[key]
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def synth_pairs(synth_pairs_path) -> Path:
+    return synth_pairs_path("pool", 24, 0, "ambiguity:0.25")
+
+
+@pytest.fixture(scope="session")
+def synth_pairs_list(synth_pairs):
+    from egt.schema import read_pairs
+
+    return read_pairs(synth_pairs)

@@ -1,0 +1,157 @@
+"""The embedded tiny judge: Auto-class loading, generation, save/load, tokenizer and chat template."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+import torch
+
+from egt.models import (SPECIAL_TOKENS, TinyConfig, build_tiny, count_parameters, judge_batch_inputs,
+                        judge_prompts, load_judge)
+from egt.prompts import TAGS, parse_verdict
+
+
+@pytest.fixture(scope="module")
+def judge(tiny_model_dir):
+    return load_judge(tiny_model_dir)
+
+
+def test_loads_with_auto_classes(tiny_model_dir, judge):
+    from transformers import AutoModelForImageTextToText, AutoProcessor, Qwen2VLForConditionalGeneration, Qwen2VLProcessor
+
+    model, processor = judge
+    assert isinstance(model, Qwen2VLForConditionalGeneration)
+    assert isinstance(processor, Qwen2VLProcessor)
+    assert not model.training
+    # the plain Auto classes, as a hub user would call them
+    assert isinstance(AutoModelForImageTextToText.from_pretrained(tiny_model_dir), Qwen2VLForConditionalGeneration)
+    assert isinstance(AutoProcessor.from_pretrained(tiny_model_dir), Qwen2VLProcessor)
+    assert 0.5e6 < count_parameters(model) < 1.5e6
+    assert model.config.tie_word_embeddings
+    assert model.get_input_embeddings().weight.data_ptr() == model.get_output_embeddings().weight.data_ptr()
+
+
+def test_tags_are_ordinary_added_tokens(judge):
+    _, processor = judge
+    tok = processor.tokenizer
+    for tag in TAGS:
+        ids = tok(tag, add_special_tokens=False)["input_ids"]
+        assert len(ids) == 1, tag
+        assert ids[0] not in tok.all_special_ids
+        assert tok.decode(ids, skip_special_tokens=True) == tag
+    added = {tok_.content: tok_.special for tok_ in tok.added_tokens_decoder.values()}
+    assert all(added[special] for special in SPECIAL_TOKENS)
+    assert not any(added[tag] for tag in TAGS)
+    special_ids = [tok.convert_tokens_to_ids(s) for s in SPECIAL_TOKENS]
+    assert tok.decode(special_ids, skip_special_tokens=True) == ""
+    text = "<think>I see a red circle.</think><answer>1</answer>"
+    assert tok.decode(tok(text)["input_ids"] + [tok.eos_token_id], skip_special_tokens=True) == text
+    assert tok.eos_token == "<|im_end|>" and tok.pad_token == "<|endoftext|>"
+
+
+def test_byte_level_encodes_any_text(judge):
+    _, processor = judge
+    tok = processor.tokenizer
+    text = "Ünïcode ✓ 数学 🙂 and yes/no"
+    assert tok.decode(tok(text)["input_ids"]) == text
+
+
+def test_chat_template_places_image_tokens(synth_pairs_list, judge):
+    _, processor = judge
+    pair = synth_pairs_list[0]
+    text = judge_prompts(processor, [pair])[0]
+    assert text.startswith("<|im_start|>user\n<|vision_start|><|image_pad|><|vision_end|>You judge")
+    assert text.endswith("<|im_end|>\n<|im_start|>assistant\n")
+    assert not judge_prompts(processor, [pair], add_generation_prompt=False)[0].endswith("assistant\n")
+    batch = judge_batch_inputs(processor, synth_pairs_list[:3])
+    image_id = processor.tokenizer.convert_tokens_to_ids("<|image_pad|>")
+    # 64x64 image, patch 8, merge 2 -> 4x4 = 16 image tokens per prompt
+    assert (batch["input_ids"] == image_id).sum(dim=1).tolist() == [16, 16, 16]
+    assert batch["image_grid_thw"].tolist() == [[1, 8, 8]] * 3
+    assert torch.equal(batch["mm_token_type_ids"].bool(), batch["input_ids"] == image_id)
+    assert batch["attention_mask"][:, -1].all()  # left padding
+
+
+def test_assistant_turn_renders_with_eos(judge):
+    _, processor = judge
+    messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "Q"}]},
+                {"role": "assistant", "content": "<think>x</think><answer>2</answer>"}]
+    text = processor.apply_chat_template(messages, tokenize=False)
+    assert text.endswith("<|im_start|>assistant\n<think>x</think><answer>2</answer><|im_end|>\n")
+
+
+def test_completion_mask_marks_exactly_the_completion(synth_pairs_list, judge):
+    _, processor = judge
+    pairs = synth_pairs_list[:3]
+    completions = ["<think>a</think><answer>1</answer>", "<think>longer text here</think><answer>2</answer>", "x"]
+    batch = judge_batch_inputs(processor, pairs, completions, append_eos=True)
+    prompt_only = judge_batch_inputs(processor, pairs)
+    tok = processor.tokenizer
+    for i, completion in enumerate(completions):
+        ids = batch["input_ids"][i][batch["completion_mask"][i].bool()].tolist()
+        assert ids == tok(completion, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
+        prompt_ids = batch["input_ids"][i][batch["attention_mask"][i].bool() & ~batch["completion_mask"][i].bool()]
+        assert prompt_ids.tolist() == prompt_only["input_ids"][i][prompt_only["attention_mask"][i].bool()].tolist()
+    right = judge_batch_inputs(processor, pairs, completions, padding_side="right")
+    assert right["attention_mask"][:, 0].all()
+
+
+@pytest.mark.slow
+def test_generates_and_save_load_keeps_logits(tiny_model_dir, synth_pairs_list, judge, tmp_path):
+    model, processor = judge
+    batch = judge_batch_inputs(processor, synth_pairs_list[:4])
+    out = model.generate(**batch, max_new_tokens=8, do_sample=False)
+    prompt_len = batch["input_ids"].shape[1]
+    assert out.shape[0] == 4 and prompt_len < out.shape[1] <= prompt_len + 8
+    assert torch.equal(out[:, :prompt_len], batch["input_ids"])
+    texts = processor.batch_decode(out[:, batch["input_ids"].shape[1]:], skip_special_tokens=True)
+    assert all(isinstance(parse_verdict(t).format_ok, bool) for t in texts)
+    with torch.no_grad():
+        logits = model(**batch).logits
+    copy = tmp_path / "copy"
+    model.save_pretrained(copy)
+    processor.save_pretrained(copy)
+    model2, processor2 = load_judge(copy)
+    batch2 = judge_batch_inputs(processor2, synth_pairs_list[:4])
+    assert torch.equal(batch["input_ids"], batch2["input_ids"])
+    with torch.no_grad():
+        assert torch.equal(model2(**batch2).logits, logits)
+
+
+def test_build_is_deterministic_for_a_seed(tiny_model_dir, tmp_path):
+    again = build_tiny(TinyConfig(output=tmp_path / "again", seed=0))
+    names = sorted(p.name for p in tiny_model_dir.iterdir())
+    assert "model.safetensors" in names and "tokenizer.json" in names and "chat_template.jinja" in names
+    for name in names:
+        assert (again / name).read_bytes() == (tiny_model_dir / name).read_bytes(), name
+    other = build_tiny(TinyConfig(output=tmp_path / "other", seed=1))
+    assert (other / "model.safetensors").read_bytes() != (tiny_model_dir / "model.safetensors").read_bytes()
+    shutil.rmtree(other)
+
+
+def test_generation_config_stops_at_im_end(tiny_model_dir):
+    import json
+
+    gen = json.loads((tiny_model_dir / "generation_config.json").read_text())
+    model, processor = load_judge(tiny_model_dir)
+    assert gen["eos_token_id"] == processor.tokenizer.convert_tokens_to_ids("<|im_end|>")
+    assert gen["pad_token_id"] == processor.tokenizer.pad_token_id
+
+
+def test_cli_builds_tiny(tmp_path):
+    from egt.cli import main
+
+    assert main(["model", "tiny", "--output", str(tmp_path / "m"), "--seed", "3"]) == 0
+    model, _ = load_judge(tmp_path / "m")
+    assert count_parameters(model) > 0
+
+
+def test_content_words_are_the_same_token_everywhere(judge):
+    """A colour/shape/number is one shared token in prompt and trace (the judge links them by identity)."""
+    _, processor = judge
+    tok = processor.tokenizer
+    for word in (" blue", " circle", " 3", " yes", " no", " left"):
+        (word_id,) = tok(word, add_special_tokens=False)["input_ids"]
+        for context in (f"It is{word}.", f"Response 1{word}: yes.", f"I see a{word} thing"):
+            assert word_id in tok(context, add_special_tokens=False)["input_ids"], (word, context)
