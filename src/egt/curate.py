@@ -27,7 +27,6 @@ pairs; here n, fraction or prune_percent make that one option among several.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 from dataclasses import dataclass, field
@@ -43,7 +42,7 @@ from egt.curriculum import order_pairs, parse_ordering, sort_by_value
 from egt.entropy import METRIC_COLUMNS, hybrid_score
 from egt.errors import ConfigError, DataError, EgtError
 from egt.report import write_json
-from egt.schema import read_rows, write_rows
+from egt.schema import read_rows, sha256_file, write_rows
 
 MetricName = Literal["answer", "sentence", "mean", "max", "vote", "hybrid"]
 STRATEGIES = ("lowest", "prune", "random", "accuracy", "highest")
@@ -243,14 +242,6 @@ def select(rows: list[dict], cfg: Config, file: str = "<scores>") -> Selection:
     counts = {"input": len(rows), "eligible": m, "selected": int(len(chosen)), "dropped": len(dropped),
               "dropped_missing": len(rows) - m}
     return Selection(chosen[sequence], order[sequence], stage[sequence], dropped, thresholds, counts)
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _write_outputs(rows: list[dict], selection: Selection, cfg: Config, scores: Path, input_sha256: str) -> Path:

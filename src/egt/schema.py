@@ -188,6 +188,17 @@ def _row_for_jsonl(row: dict) -> dict:
     return row
 
 
+def sha256_file(path: str | Path) -> str:
+    """Hex SHA-256 of a file, read in 4 MiB blocks (input fingerprints, manifests)."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 22), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")

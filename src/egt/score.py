@@ -48,7 +48,6 @@ are written and the choice is made later (curate / analyze).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import time
@@ -61,7 +60,7 @@ from pydantic import Field
 
 from egt.config import StageConfig
 from egt.errors import ConfigError, DataError, EgtError, require
-from egt.schema import atomic_write_bytes, read_pairs, read_rows, write_rows
+from egt.schema import atomic_write_bytes, read_pairs, read_rows, sha256_file, write_rows
 
 ENTROPY_COLUMNS = ("answer_entropy_nats", "sentence_entropy_nats", "mean_token_entropy_nats",
                    "max_token_entropy_nats", "vote_entropy_nats")
@@ -327,14 +326,6 @@ def _shard_done(out: Path, index: int) -> bool:
     return _shard_path(out, index, "done").exists() and _shard_path(out, index).exists()
 
 
-def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 22), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _model_signature(model: str) -> dict:
     path = Path(model)
     if not path.is_dir():
@@ -345,7 +336,7 @@ def _model_signature(model: str) -> dict:
 
 def fingerprint(cfg: Config, n_pairs: int, device_type: str) -> dict:
     return {"config": {k: getattr(cfg, k) for k in FINGERPRINT_KEYS}, "model": _model_signature(cfg.model),
-            "input": {"sha256": _file_sha256(Path(cfg.pairs)), "pairs": n_pairs},
+            "input": {"sha256": sha256_file(Path(cfg.pairs)), "pairs": n_pairs},
             "n_shards": math.ceil(n_pairs / cfg.shard_size), "device_type": device_type}
 
 
