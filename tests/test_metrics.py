@@ -5,7 +5,7 @@ import math
 import pytest
 
 from egt.metrics import (CHOSEN, REJECTED, category_accuracy, choice_of, is_correct, judgement_stats,
-                         majority_vote, mmrb_category, mmrb_metrics, mmrlhf_category, mmrlhf_metrics,
+                         majority_vote, mmrb_metrics, mmrlhf_category, mmrlhf_metrics,
                          order_metrics, vlrewardbench_category, vlrewardbench_metrics)
 
 
@@ -58,16 +58,6 @@ def test_macro_leaves_out_empty_categories():
     assert list(out["categories"]) == ["a", "b"]
     assert out["macro_accuracy"] == pytest.approx(0.75)
     assert out["accuracy"] == pytest.approx(2 / 3)
-
-
-def test_mmrb_safety_and_reasoning_splits():
-    assert mmrb_category("pairs_occupation_12", "safety") == "safety/bias"
-    assert mmrb_category("PAIRS-race-3", "safety") == "safety/bias"
-    assert mmrb_category("hateful_memes_9", "safety") == "safety/toxicity"
-    assert mmrb_category("mathvista_4", "reasoning") == "reasoning/math"
-    assert mmrb_category("EMMA-Coding_2", "reasoning") == "reasoning/coding"
-    assert mmrb_category("pairs_1", "knowledge") == "knowledge"
-    assert mmrb_category("x", "safety/bias") == "safety/bias"
 
 
 def test_mmrb_metrics_hand_counted():

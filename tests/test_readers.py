@@ -59,6 +59,13 @@ def test_mmrb_and_mmrlhf_categories():
     assert mmrb_category("math_1", "reasoning") == "reasoning/math"
     assert mmrb_category("code_1", "reasoning") == "reasoning/coding"
     assert mmrb_category("vqa_1", "vqa") == "vqa"
+    assert mmrb_category("pairs_occupation_12", "safety") == "safety/bias"
+    assert mmrb_category("PAIRS-race-3", "safety") == "safety/bias"
+    assert mmrb_category("hateful_memes_9", "safety") == "safety/toxicity"
+    assert mmrb_category("mathvista_4", "reasoning") == "reasoning/math"
+    assert mmrb_category("EMMA-Coding_2", "reasoning") == "reasoning/coding"
+    assert mmrb_category("pairs_1", "knowledge") == "knowledge"
+    assert mmrb_category("x", "safety/bias") == "safety/bias"
     assert mmrlhf_category("mcq/1.png") == "mcq"
     assert mmrlhf_category("data/short/long_x.png") == "long"  # first in mcq, long, short, ... order
     assert mmrlhf_category("video/clip") == "video"

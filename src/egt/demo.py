@@ -318,13 +318,14 @@ def _auroc_summary(result: dict) -> dict:
 
 def _trainer_log(stage_dir: Path) -> dict:
     """Final training loss and steps from the trainer's saved log, when present."""
-    for candidate in (stage_dir / "train_log.json", stage_dir / "model" / "trainer_state.json"):
+    # egt sft writes train_log.json, egt rl train_summary.json; both hold global_step and log_history.
+    for candidate in (stage_dir / "train_log.json", stage_dir / "train_summary.json"):
         if candidate.exists():
             data = json.loads(candidate.read_text())
-            history = data.get("log_history", data.get("history", []))
+            history = data.get("log_history", [])
             losses = [h["loss"] for h in history if "loss" in h]
             return {"train_loss": data.get("train_loss", losses[-1] if losses else None),
-                    "steps": data.get("global_step", data.get("steps")),
+                    "steps": data.get("global_step"),
                     "first_loss": losses[0] if losses else None, "last_loss": losses[-1] if losses else None}
     return {}
 

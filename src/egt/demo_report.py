@@ -96,8 +96,8 @@ def write_report(pipeline) -> Path:
     lines += ["## Stage 1 — distillation with the fidelity filter, then SFT", "",
               f"Oracle teacher writing a deliberately wrong trace {cfg.oracle_wrong_rate:.0%} of the time, "
               f"up to {cfg.distill_max_attempts} attempts per pair. Kept {distill.get('kept', 'n/a')} of "
-              f"{distill.get('pairs', distill.get('total', 'n/a'))} pairs ({_fmt(distill.get('kept_pct'), 1)} %); "
-              f"dropped by reason: {json.dumps(distill.get('dropped_by_reason', distill.get('drop_reasons', {})))}; "
+              f"{distill.get('pairs', 'n/a')} pairs ({_fmt(distill.get('kept_pct'), 1)} %); "
+              f"dropped by reason: {json.dumps(distill.get('drop_reasons', {}))}; "
               f"attempts histogram: {json.dumps(distill.get('attempts_histogram', {}))}. Pairs whose (noisy) "
               "label contradicts the scene can never pass the filter, so the filter also removes label noise "
               "from the SFT data.", "",
