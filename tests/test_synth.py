@@ -174,12 +174,14 @@ def test_oracle_checks_each_response_and_varies_phrasing(big_pool):
     scene = pair.meta["scene"]
     assert think.startswith(f"I see {scene['fact']}.")
     good = pair.meta["true_label"]
-    assert f"Response {good} {scene['claim']}: yes" in think
-    assert f"Response {3 - good} {scene['wrong_claim']}: no" in think
+    # each check restates the read value beside the response's claim
+    assert f"Response {good} says {scene['claim']}, I see {scene['claim']}: yes." in think
+    assert f"Response {3 - good} says {scene['wrong_claim']}, I see {scene['claim']}: no." in think
     rng = random.Random(1)
     assert len({synth.oracle_trace(pair, rng=rng) for _ in range(40)}) == len(synth._TEMPLATES)
     unfaithful = parse_verdict(synth.oracle_trace(pair, faithful=False)).think
-    assert scene["wrong_fact"] in unfaithful
+    assert unfaithful.startswith(f"I see {scene['wrong_fact']}.")
+    assert f"Response {3 - good} says {scene['wrong_claim']}, I see {scene['wrong_claim']}: yes." in unfaithful
 
 
 def test_question_kinds_option(tmp_path):

@@ -66,6 +66,8 @@ class Config(StageConfig):
     learning_rate: float = Field(1e-5, gt=0)
     lr_scheduler_type: str = "cosine"
     weight_decay: float = Field(0.0, ge=0)
+    adam_beta1: float = Field(0.9, ge=0, lt=1)
+    adam_beta2: float = Field(0.999, ge=0, lt=1, description="0.98 lets the tiny judge learn its checks sooner")
     warmup_steps: float = Field(0.03, ge=0, description="int = steps, float in [0, 1) = fraction of all steps")
     num_train_epochs: float = Field(1.0, gt=0)
     max_steps: int = Field(-1, description="optimizer steps; -1 = num_train_epochs passes")
@@ -274,6 +276,7 @@ def run(cfg: Config) -> Path:
         output_dir=str(checkpoints), per_device_train_batch_size=cfg.per_device_train_batch_size,
         gradient_accumulation_steps=cfg.gradient_accumulation_steps, learning_rate=cfg.learning_rate,
         lr_scheduler_type=cfg.lr_scheduler_type, weight_decay=cfg.weight_decay, warmup_steps=cfg.warmup_steps,
+        adam_beta1=cfg.adam_beta1, adam_beta2=cfg.adam_beta2,
         num_train_epochs=cfg.num_train_epochs, max_steps=cfg.max_steps, max_grad_norm=cfg.max_grad_norm,
         seed=cfg.seed, data_seed=cfg.seed, bf16=precision == "bf16", fp16=precision == "fp16",
         **{ckpt: cfg.gradient_checkpointing,

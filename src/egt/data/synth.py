@@ -406,12 +406,20 @@ def run(cfg: Config) -> Path:
 
 # ---------------------------------------------------------------- oracle teacher
 
+# Each response check restates what the judge saw right beside the response's claim
+# ("Response 1 says blue, I see green: no"), so the yes/no compares two adjacent
+# values. With the value read only once at the start ("Response 1 blue: no"), the
+# tiny judge needs several times more steps before its checks follow its reading
+# (benchmarks/bench_tiny_judge.py; measured in the README).
 _TEMPLATES = (
-    ("I see {fact}. Response 1 {c1}: {yn1}. Response 2 {c2}: {yn2}.", ("yes", "no")),
-    ("The image shows {fact}. Response 1 says {c1}: {yn1}. Response 2 says {c2}: {yn2}.", ("yes", "no")),
-    ("I see {fact}. Response 1, {c1}, is {yn1}. Response 2, {c2}, is {yn2}.", ("right", "wrong")),
-    ("There is {fact}. Response 1 claims {c1}, which is {yn1}. Response 2 claims {c2}, which is {yn2}.",
-     ("correct", "incorrect")),
+    ("I see {fact}. Response 1 says {c1}, I see {seen}: {yn1}. Response 2 says {c2}, I see {seen}: {yn2}.",
+     ("yes", "no")),
+    ("The image shows {fact}. Response 1 says {c1}, the image shows {seen}: {yn1}. "
+     "Response 2 says {c2}, the image shows {seen}: {yn2}.", ("yes", "no")),
+    ("I see {fact}. Response 1, {c1} against {seen}, is {yn1}. Response 2, {c2} against {seen}, is {yn2}.",
+     ("right", "wrong")),
+    ("There is {fact}. Response 1 claims {c1} where I see {seen}, which is {yn1}. "
+     "Response 2 claims {c2} where I see {seen}, which is {yn2}.", ("correct", "incorrect")),
 )
 
 
@@ -425,9 +433,10 @@ def oracle_trace(pair: PreferencePair, faithful: bool = True, rng: random.Random
     scene, true_label = pair.meta["scene"], int(pair.meta["true_label"])
     verdict = true_label if faithful else 3 - true_label
     fact = scene["fact"] if faithful else scene["wrong_fact"]
+    seen = scene["claim"] if faithful else scene["wrong_claim"]
     claims = {true_label: scene["claim"], 3 - true_label: scene["wrong_claim"]}
     template, (yes, no) = _TEMPLATES[0] if rng is None else rng.choice(_TEMPLATES)
-    think = template.format(fact=fact, c1=claims[1], c2=claims[2],
+    think = template.format(fact=fact, seen=seen, c1=claims[1], c2=claims[2],
                             yn1=yes if verdict == 1 else no, yn2=yes if verdict == 2 else no)
     return format_judgement(think, verdict)
 
