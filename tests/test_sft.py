@@ -74,8 +74,10 @@ def _params(model) -> dict[str, torch.Tensor]:
 @pytest.mark.slow
 def test_full_sft_learns_freezes_vision_and_saves_a_loadable_judge(traces_path, tiny_model_dir, tmp_path):
     before = _params(load_judge(tiny_model_dir)[0])
-    out = run(sft_cfg(traces_path, tiny_model_dir, tmp_path / "sft", max_steps=10))
+    out = run(sft_cfg(traces_path, tiny_model_dir, tmp_path / "sft", max_steps=10, adam_beta2=0.95))
     metrics = json.loads((out / "train_log.json").read_text())
+    optimizer = torch.load(last_checkpoint(out / "checkpoints") / "optimizer.pt", weights_only=True)
+    assert {tuple(g["betas"]) for g in optimizer["param_groups"]} == {(0.9, 0.95)}
     losses = [h["loss"] for h in metrics["log_history"] if "loss" in h]
     assert len(losses) == 10 and metrics["global_step"] == 10
     assert sum(losses[-3:]) / 3 < 0.8 * sum(losses[:3]) / 3

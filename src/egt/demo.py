@@ -56,14 +56,15 @@ class Config(StageConfig):
     seeds: int = Field(1, description="run the recipe for seeds seed..seed+seeds-1 and summarise")
     tiny: bool = Field(False, description="CI-sized run: small data, few steps")
     noise: str = Field("ambiguity:0.3", description="label-noise model of the train pool")
-    n_train: int = Field(16000, description="fresh pairs beat more epochs: the tiny judge memorises")
+    n_train: int = Field(28000, description="fresh pairs beat more epochs: the tiny judge memorises")
     n_pool: int = 800
     n_test: int = 400
     distill_max_attempts: int = 3
     oracle_wrong_rate: float = Field(0.3, description="share of deliberately wrong teacher traces")
-    sft_epochs: float = 2.0
-    sft_learning_rate: float = Field(1e-3, description="3e-3 stalls perception of the tiny judge")
-    sft_batch_size: int = 32
+    sft_epochs: float = 1.0
+    sft_learning_rate: float = 1e-3
+    sft_batch_size: int = Field(8, description="small batches: the tiny judge's checks need steps more than samples")
+    sft_adam_beta2: float = 0.98
     samples: int = Field(4, description="K judgements per pool pair when scoring")
     score_temperature: float = 1.0
     max_new_tokens: int = 64
@@ -159,7 +160,7 @@ class Pipeline:
         sft.run(_stage_cfg(sft, model=str(self.dir / "base_model"), traces=str(self.dir / "distill" / "traces.parquet"),
                            output=str(self.dir / "sft"), num_train_epochs=cfg.sft_epochs,
                            learning_rate=cfg.sft_learning_rate, per_device_train_batch_size=cfg.sft_batch_size,
-                           freeze_vision_tower=False, seed=cfg.seed))
+                           adam_beta2=cfg.sft_adam_beta2, freeze_vision_tower=False, seed=cfg.seed))
         state = _trainer_log(self.dir / "sft")
         return {"train_loss": state.get("train_loss"), "steps": state.get("steps")}
 
