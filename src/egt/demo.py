@@ -2,7 +2,7 @@
 
     egt demo --output runs/demo            # ~8.6 min on 2 CPU cores
     egt demo --output runs/demo3 --seeds 3 # three seeds, mean +- spread
-    egt demo --tiny --output /tmp/d        # CI-sized smoke run (~2 min)
+    egt demo --tiny --output /tmp/d        # CI-sized smoke run (~20 s)
 
 Stages (one run folder; each stage writes `<stage>/.done` and a rerun skips it):
  1 data+model  tiny Qwen2-VL judge; synthetic train / pool (label noise with
