@@ -409,8 +409,8 @@ def run(cfg: Config) -> Path:
 # Each response check restates what the judge saw right beside the response's claim
 # ("Response 1 says blue, I see green: no"), so the yes/no compares two adjacent
 # values. With the value read only once at the start ("Response 1 blue: no"), the
-# tiny judge needs several times more steps before its checks follow its reading
-# (benchmarks/bench_tiny_judge.py; measured in the README).
+# tiny judge learns its checks more slowly (first check right 0.75 vs 0.92 after
+# 1,500 steps in a probe; README, Benchmarks, tiny judge).
 _TEMPLATES = (
     ("I see {fact}. Response 1 says {c1}, I see {seen}: {yn1}. Response 2 says {c2}, I see {seen}: {yn2}.",
      ("yes", "no")),
