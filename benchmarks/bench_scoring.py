@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     from egt.score import Config, score_pairs
 
     with tempfile.TemporaryDirectory(prefix="egt-bench-scoring-") as tmp:
-        model_dir = build_tiny(TinyConfig(output=Path(tmp) / "tiny", seed=0))
+        model_dir = build_tiny(TinyConfig(output=Path(tmp) / "tiny", seed=0, pretrain_steps=0))
         pairs = generate_pairs("pool", args.pairs, seed=0, image_dir=Path(tmp) / "images")
         model, processor = load_judge(model_dir)
         requests = [JudgeRequest(p, judgement_seed(0, p.id, k)) for p in pairs for k in range(args.samples)]

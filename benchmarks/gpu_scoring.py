@@ -111,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
     from egt.models import SPECIAL_TOKENS, TinyConfig, build_tiny
 
     with tempfile.TemporaryDirectory(prefix="egt-gpu-scoring-") as tmp:
-        tiny_dir = build_tiny(TinyConfig(output=Path(tmp) / "tiny", seed=0, corpus_pairs=200))
+        tiny_dir = build_tiny(TinyConfig(output=Path(tmp) / "tiny", seed=0, corpus_pairs=200, pretrain_steps=0))
         processor = build_processor(tiny_dir, args.image_px)
         tok = processor.tokenizer
         ids = {t: tok.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS}

@@ -1,7 +1,8 @@
 """Shared fixtures: the tiny judge and tiny synthetic data, built locally (no downloads).
 
 Fixtures (all session-scoped, built once per test run):
-- `tiny_model_dir` -> Path: a saved tiny Qwen2-VL judge (egt.models.build_tiny, seed 0, untrained);
+- `tiny_model_dir` -> Path: a saved tiny Qwen2-VL judge (egt.models.build_tiny, seed 0, no perception
+  pre-training: random weights);
   load it with `egt.models.load_judge(tiny_model_dir)`. Treat it as read-only (copy it to train it).
 - `synth_pairs_path(split="pool", n=24, seed=0, noise="none", **kw)` -> Path: a factory that writes a
   synthetic pairs Parquet file (PNGs in `<stem>_images/` beside it) with egt.data.synth.run and caches it
@@ -21,7 +22,7 @@ import pytest
 def tiny_model_dir(tmp_path_factory) -> Path:
     from egt.models import TinyConfig, build_tiny
 
-    return build_tiny(TinyConfig(output=tmp_path_factory.mktemp("tiny_judge") / "model", seed=0))
+    return build_tiny(TinyConfig(output=tmp_path_factory.mktemp("tiny_judge") / "model", seed=0, pretrain_steps=0))
 
 
 @pytest.fixture(scope="session")

@@ -5,8 +5,21 @@ Qwen2-VL judge that runs on a laptop CPU through the same code paths as
 Qwen2.5-VL-7B: a byte-level BPE tokenizer trained locally on the synthetic
 benchmark's text (egt.data.synth), the judge prompt and the chat template;
 Qwen2VLImageProcessor / Qwen2VLVideoProcessor / Qwen2VLProcessor (64x64
-images, patch 8, merge 2 -> 16 image tokens); and a randomly initialised
-Qwen2VLForConditionalGeneration of ~0.8M parameters. Same seed -> same files.
+images, patch 8, merge 2 -> 16 image tokens); and a
+Qwen2VLForConditionalGeneration of ~0.86M parameters, pre-trained for
+`pretrain_steps` (default 1,000, ~75 s on 2 cores) to caption synthetic scenes
+(`pretrain_perception`), the way a real base VLM has learnt to see before it is
+fine-tuned as a judge; `pretrain_steps=0` leaves it randomly initialised. Same
+seed (and thread count) -> same files.
+
+Two choices make the tiny judge able to see at all (probes in README,
+Benchmarks, tiny judge): the rotary base is 10, not 10,000 -- Qwen2-VL's
+multimodal RoPE gives the image-column axis the lowest frequencies, which at
+10,000 turn only ~0.003 rad per column, so with 4 columns left and right look
+the same to the language model and spatial questions stayed at chance; and the
+captioning pre-training, which names every object's colour, shape, size and
+place, so the judge traces (one or two decisive tokens each) need not teach
+perception from scratch.
 
 It reloads like any hub checkpoint:
 
@@ -40,6 +53,7 @@ CONTENT_WORDS = (r" ?\b(?:red|orange|yellow|green|blue|purple|left|right|yes|no|
 
 # Qwen2-VL's template, minus the default system prompt (every token costs CPU time).
 # {% generation %} marks assistant text for TRL's assistant_only_loss.
+CAPTION_PROMPT = "Describe the image."  # the perception pre-training prompt
 CHAT_TEMPLATE = (
     "{% for message in messages %}"
     "<|im_start|>{{ message['role'] }}\n"
@@ -75,6 +89,7 @@ class TinyConfig(StageConfig):
     num_kv_heads: int = 2
     intermediate_size: int = 256
     mrope_section: list[int] = Field([4, 6, 6], description="sums to head_dim / 2")
+    rope_theta: float = Field(10.0, gt=0, description="rotary base; low so the 4 image columns get distinct angles")
     vision_depth: int = 2
     vision_embed_dim: int = 64
     vision_heads: int = 2
@@ -82,6 +97,10 @@ class TinyConfig(StageConfig):
     patch_size_px: int = 8
     merge_size: int = 2
     max_position_embeddings: int = 1024
+    # perception pre-training (a base VLM sees before it judges)
+    pretrain_steps: int = Field(1000, ge=0, description="optimizer steps of captioning synthetic scenes; 0 = random weights")
+    pretrain_batch_size: int = Field(8, ge=1)
+    pretrain_lr: float = Field(1e-3, gt=0)
 
 
 # ---------------------------------------------------------------- building
@@ -93,7 +112,8 @@ def _tokenizer_corpus(cfg: TinyConfig) -> list[str]:
     texts = corpus_texts(cfg.corpus_pairs, seed=cfg.seed)
     # The instruction and template text repeat in every prompt, so BPE learns them as few tokens.
     header = judge_prompt_text("Q", "A", "B")
-    texts += [header, JUDGE_INSTRUCTION, "user\n", "assistant\n", "Question: ", "Response 1: ", "Response 2: "] * 200
+    texts += [header, JUDGE_INSTRUCTION, "user\n", "assistant\n", "Question: ", "Response 1: ", "Response 2: ",
+              CAPTION_PROMPT] * 200
     return texts
 
 
@@ -146,7 +166,7 @@ def _model_config(cfg: TinyConfig, tokenizer):
     text = dict(vocab_size=len(tokenizer), hidden_size=cfg.hidden_size, intermediate_size=cfg.intermediate_size,
                 num_hidden_layers=cfg.num_layers, num_attention_heads=cfg.num_heads,
                 num_key_value_heads=cfg.num_kv_heads, max_position_embeddings=cfg.max_position_embeddings,
-                rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "mrope_section": list(cfg.mrope_section)},
+                rope_parameters={"rope_type": "default", "rope_theta": cfg.rope_theta, "mrope_section": list(cfg.mrope_section)},
                 bos_token_id=ids["<|endoftext|>"], eos_token_id=ids["<|im_end|>"], pad_token_id=ids["<|endoftext|>"],
                 tie_word_embeddings=True)
     vision = dict(depth=cfg.vision_depth, embed_dim=cfg.vision_embed_dim, hidden_size=cfg.hidden_size,
@@ -155,6 +175,51 @@ def _model_config(cfg: TinyConfig, tokenizer):
     return Qwen2VLConfig(text_config=text, vision_config=vision, image_token_id=ids["<|image_pad|>"],
                          video_token_id=ids["<|video_pad|>"], vision_start_token_id=ids["<|vision_start|>"],
                          vision_end_token_id=ids["<|vision_end|>"], tie_word_embeddings=True)
+
+
+def pretrain_perception(model, processor, cfg: TinyConfig) -> dict:
+    """Teach a freshly built judge to see: caption synthetic scenes (`synth.scene_caption`) for
+    cfg.pretrain_steps steps (AdamW, cosine schedule, loss on the caption tokens only).
+
+    A real base VLM is pre-trained on captions before anyone fine-tunes it as a judge; the tiny
+    judge starts from random weights, and from the judge traces alone it learns to read colours,
+    shapes and places slowly (one or two decisive tokens per trace). Returns loss and timing stats.
+    """
+    import math
+    import time
+
+    import torch
+    from tqdm.auto import tqdm
+
+    from egt.data.synth import caption_examples
+
+    steps, batch = cfg.pretrain_steps, cfg.pretrain_batch_size
+    prompt = processor.apply_chat_template(
+        [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": CAPTION_PROMPT}]}],
+        tokenize=False, add_generation_prompt=True)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.pretrain_lr, betas=(0.9, 0.98), weight_decay=0.0)
+    warmup = max(1, steps // 30)
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1.0 + math.cos(math.pi * s / steps)))
+    model.train()
+    losses, t0 = [], time.perf_counter()
+    for step in tqdm(range(steps), desc="pre-training perception (captions)", unit="step", mininterval=2.0):
+        examples = caption_examples(step * batch, batch, cfg.seed)
+        inputs = chat_batch_inputs(processor, [prompt] * batch, [img for img, _ in examples],
+                                   [text for _, text in examples], padding_side="right", append_eos=True)
+        labels = inputs["input_ids"].masked_fill(inputs.pop("completion_mask") == 0, -100)
+        loss = model(**inputs, labels=labels).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        schedule.step()
+        optimizer.zero_grad(set_to_none=True)
+        losses.append(loss.item())
+    model.eval()
+    tail = max(1, min(50, steps // 10))
+    return {"pretrain_seconds": round(time.perf_counter() - t0, 1), "pretrain_steps": steps,
+            "pretrain_first_loss": round(sum(losses[:tail]) / tail, 4),
+            "pretrain_last_loss": round(sum(losses[-tail:]) / tail, 4)}
 
 
 def build_tiny(cfg: TinyConfig) -> Path:
@@ -172,6 +237,11 @@ def build_tiny(cfg: TinyConfig) -> Path:
         torch.manual_seed(cfg.seed)
         model = Qwen2VLForConditionalGeneration(config)
     del devices
+    stats = {}
+    if cfg.pretrain_steps:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(cfg.seed)
+            stats = pretrain_perception(model, processor, cfg)
     model.generation_config = GenerationConfig(
         eos_token_id=config.text_config.eos_token_id, pad_token_id=config.text_config.pad_token_id,
         bos_token_id=config.text_config.bos_token_id, do_sample=False, max_new_tokens=96)
@@ -180,6 +250,8 @@ def build_tiny(cfg: TinyConfig) -> Path:
     processor.save_pretrained(out)
     recipe = cfg.model_dump(mode="json", exclude={"output"})
     (out / "egt_tiny.json").write_text(json.dumps(recipe, indent=1, sort_keys=True) + "\n")
+    if stats:
+        (out / "pretrain.json").write_text(json.dumps(stats, indent=1) + "\n")
     return out
 
 
@@ -221,19 +293,25 @@ def judge_batch_inputs(processor, pairs, completions: list[str] | None = None,
     append_eos). Completions are tokenised on their own and appended, so the
     completion tokens are exactly tokenizer(completion).
     """
+    texts = judge_prompts(processor, pairs, add_generation_prompt)
+    images = [img for p in pairs for img in p.open_images()]
+    return chat_batch_inputs(processor, texts, images, completions, padding_side, append_eos)
+
+
+def chat_batch_inputs(processor, texts: list[str], images: list, completions: list[str] | None = None,
+                      padding_side: str = "left", append_eos: bool = False):
+    """judge_batch_inputs for prompts already rendered by the chat template (any prompt, not only the judge's)."""
     import torch
     from transformers import BatchFeature
 
-    texts = judge_prompts(processor, pairs, add_generation_prompt)
-    images = [img for p in pairs for img in p.open_images()]
     tok = processor.tokenizer
     enc = processor(text=texts, images=images or None, padding=True, padding_side="left", return_tensors="pt")
     if completions is None and padding_side == "left":
         return enc
-    if completions is not None and len(completions) != len(pairs):
-        raise ValueError(f"{len(completions)} completions for {len(pairs)} pairs")
+    if completions is not None and len(completions) != len(texts):
+        raise ValueError(f"{len(completions)} completions for {len(texts)} prompts")
     rows = []
-    for i in range(len(pairs)):
+    for i in range(len(texts)):
         keep = enc["attention_mask"][i].bool()
         ids = enc["input_ids"][i][keep].tolist()
         mm = enc["mm_token_type_ids"][i][keep].tolist()

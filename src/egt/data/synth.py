@@ -271,6 +271,42 @@ def _response(kind: str, claim: str) -> str:
     return f"{_a(claim).capitalize()} {text}" if kind == "describe" else text
 
 
+# ---------------------------------------------------------------- captions (perception pre-training)
+
+def _where(obj: dict) -> str:
+    """Coarse place of an object: a third of the image on each axis (columns 0-21, 22-42, 43-63)."""
+    h = "left" if obj["x"] < 22 else "right" if obj["x"] > 42 else ""
+    v = "top" if obj["y"] < 22 else "bottom" if obj["y"] > 42 else ""
+    return f"at the {' '.join(t for t in (v, h) if t)}" if h or v else "in the centre"
+
+
+def scene_caption(scene: dict) -> str:
+    """What a perfect eye reports: each object's size, colour, shape and place (count scenes: how many),
+    and for a spatial scene the side of the target. `egt model tiny` pre-trains perception on these."""
+    objects = scene["objects"]
+    size = lambda o: "large" if o["r"] >= 8 else "small"  # noqa: E731
+    if scene["kind"] == "count":
+        o, n = objects[0], len(objects)
+        return f"I see {n} {size(o)} {o['colour']['name']} {o['shape']}{'' if n == 1 else 's'}."
+    parts = [f"{_a(size(o))} {size(o)} {o['colour']['name']} {o['shape']} {_where(o)}" for o in objects]
+    text = f"I see {' and '.join(parts)}."
+    if scene["kind"] == "spatial":
+        target, ref = objects
+        side = "left" if target["x"] < ref["x"] else "right"
+        text += (f" The {target['colour']['name']} {target['shape']} is {side} of "
+                 f"the {ref['colour']['name']} {ref['shape']}.")
+    return text
+
+
+def caption_examples(start: int, n: int, seed: int, hard_fraction: float = 0.25) -> list[tuple]:
+    """(PIL image, caption) for scenes start..start+n of the 'pretrain' stream (disjoint from the splits)."""
+    out = []
+    for i in range(start, start + n):
+        scene = _sample_spec("pretrain", seed, i, list(QUESTION_KINDS), hard_fraction)["scene"]
+        out.append((render_scene(scene), scene_caption(scene)))
+    return out
+
+
 # ---------------------------------------------------------------- drawing
 
 def _rgb(colour: dict) -> tuple[int, int, int]:
@@ -442,12 +478,12 @@ def oracle_trace(pair: PreferencePair, faithful: bool = True, rng: random.Random
 
 
 def corpus_texts(n: int = 2000, seed: int = 12345) -> list[str]:
-    """Questions, responses and oracle traces (all phrasings) of n scenes: the tiny tokenizer's corpus."""
+    """Questions, responses, oracle traces (all phrasings) and captions of n scenes: the tiny tokenizer's corpus."""
     texts = []
     for i in range(n):
         spec = _sample_spec("corpus", seed, i, list(QUESTION_KINDS), 0.25)
         pair = _pair_from_spec(spec, f"c{i}", [])
         texts += [pair.question, pair.response_1, pair.response_2]
         rng = random.Random(i)
-        texts += [oracle_trace(pair, faithful=bool(i % 5), rng=rng if i % 2 else None)]
+        texts += [oracle_trace(pair, faithful=bool(i % 5), rng=rng if i % 2 else None), scene_caption(spec["scene"])]
     return texts
