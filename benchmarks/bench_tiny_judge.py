@@ -38,10 +38,12 @@ def parse_args(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", type=Path, default=Path("runs/bench_tiny_judge"))
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--n-train", type=int, default=28000)
+    ap.add_argument("--n-train", type=int, default=19000)
+    ap.add_argument("--pretrain-steps", type=int, default=1000, help="captioning steps of `egt model tiny` (0 = random base)")
+    ap.add_argument("--base", type=Path, help="use this `egt model tiny` folder instead of building one")
     ap.add_argument("--n-test", type=int, default=1000)
     ap.add_argument("--epochs", type=float, default=1.0)
-    ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--adam-beta2", type=float, default=0.98)
     ap.add_argument("--warmup", type=float, default=0.03)
@@ -99,7 +101,10 @@ def main(argv=None) -> dict:
     timings = {}
 
     t0 = time.perf_counter()
-    base = build_tiny(TinyConfig(output=out / "tiny", seed=args.seed))
+    base = args.base or build_tiny(TinyConfig(output=out / "tiny", seed=args.seed, pretrain_steps=args.pretrain_steps))
+    pretrain_file = base / "pretrain.json"
+    pretrain = json.loads(pretrain_file.read_text()) if pretrain_file.exists() else {"pretrain_seconds": 0.0}
+    timings["pretrain_s"] = pretrain["pretrain_seconds"]
     train_path = synth.run(synth.Config(split="train", n=args.n_train, seed=args.seed, output=out / "data" / "train.parquet",
                                         hard_fraction=args.hard_fraction, question_kinds=args.kinds.split(",")))
     test_path = synth.run(synth.Config(split="test", n=args.n_test, seed=args.seed, output=out / "data" / "test.parquet",
@@ -109,7 +114,7 @@ def main(argv=None) -> dict:
     for pair in train:
         pair.extra["trace"] = synth.oracle_trace(pair, rng=rng if args.varied_traces else None)
     traces_path = write_pairs(train, out / "data" / "traces.parquet")
-    timings["setup_s"] = time.perf_counter() - t0
+    timings["setup_s"] = time.perf_counter() - t0 - (0.0 if args.base else timings["pretrain_s"])
 
     cfg = sft.Config(traces=traces_path, model=str(base), output=out / "sft", learning_rate=args.lr,
                      num_train_epochs=args.epochs, per_device_train_batch_size=args.batch,
@@ -149,7 +154,7 @@ def main(argv=None) -> dict:
         "train_loss_first_last": (metrics.get("first_logged_loss"), metrics.get("last_logged_loss")),
         "sft": {k: getattr(cfg, k) for k in ("learning_rate", "num_train_epochs", "per_device_train_batch_size",
                                              "warmup_steps", "lr_scheduler_type", "adam_beta2")},
-        "n_train": args.n_train, "n_test": args.n_test, "varied_traces": args.varied_traces,
+        "pretrain": pretrain, "n_train": args.n_train, "n_test": args.n_test, "varied_traces": args.varied_traces,
         "examples": [j.text for j in judgements[:3]],
     }
     (out / "bench.json").write_text(json.dumps(result, indent=1) + "\n")
@@ -160,6 +165,9 @@ def main(argv=None) -> dict:
 def print_table(r: dict) -> None:
     print(f"\ntiny judge ({r['params']:,} params, vocab {r['vocab']}), SFT {r['sft']}, "
           f"n_train {r['n_train']}, varied traces {r['varied_traces']}")
+    t = r["timings_s"]
+    print(f"perception pre-training {t['pretrain_s']:.0f} s ({r['pretrain'].get('pretrain_steps', 0)} caption steps) + "
+          f"SFT {t['sft_wall_s']:.0f} s = {t['pretrain_s'] + t['sft_wall_s']:.0f} s of training")
     print(f"SFT wall {r['timings_s']['sft_wall_s']:.0f} s | eval {r['timings_s']['eval_wall_s']:.0f} s "
           f"({r['eval_tokens_per_s']:.0f} tok/s) | loss {r['train_loss_first_last']}")
     print(f"\n{'split':<22}{'n':>6}{'accuracy':>10}")

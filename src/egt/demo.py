@@ -56,13 +56,14 @@ class Config(StageConfig):
     seeds: int = Field(1, description="run the recipe for seeds seed..seed+seeds-1 and summarise")
     tiny: bool = Field(False, description="CI-sized run: small data, few steps")
     noise: str = Field("ambiguity:0.3", description="label-noise model of the train pool")
-    n_train: int = Field(28000, description="fresh pairs beat more epochs: the tiny judge memorises")
+    pretrain_steps: int = Field(1000, description="perception pre-training of the tiny judge (`egt model tiny`)")
+    n_train: int = Field(19000, description="fresh pairs beat more epochs: the tiny judge memorises")
     n_pool: int = 800
     n_test: int = 400
     distill_max_attempts: int = 3
     oracle_wrong_rate: float = Field(0.3, description="share of deliberately wrong teacher traces")
     sft_epochs: float = 1.0
-    sft_learning_rate: float = 1e-3
+    sft_learning_rate: float = 2e-3
     sft_batch_size: int = Field(8, description="small batches: the tiny judge's checks need steps more than samples")
     sft_adam_beta2: float = 0.98
     samples: int = Field(4, description="K judgements per pool pair when scoring")
@@ -81,7 +82,7 @@ class Config(StageConfig):
     def sized(self) -> "Config":
         if not self.tiny:
             return self
-        small = dict(n_train=200, n_pool=48, n_test=24, sft_epochs=1.0, samples=2, rl_steps=2,
+        small = dict(pretrain_steps=10, n_train=200, n_pool=48, n_test=24, sft_epochs=1.0, samples=2, rl_steps=2,
                      rl_num_generations=2, rl_batch_size=4, max_new_tokens=48)
         return self.model_copy(update=small)
 
@@ -131,9 +132,11 @@ class Pipeline:
 
         cfg = self.cfg
         models.build_tiny(load_config(models.TinyConfig, None, {"output": str(self.dir / "base_model"),
-                                                               "seed": cfg.seed}))
+                                                               "seed": cfg.seed,
+                                                               "pretrain_steps": cfg.pretrain_steps}))
         splits = {"train": (cfg.n_train, cfg.noise), "pool": (cfg.n_pool, cfg.noise), "test": (cfg.n_test, "none")}
-        out = {}
+        pretrain = self.dir / "base_model" / "pretrain.json"
+        out = json.loads(pretrain.read_text()) if pretrain.exists() else {}
         for offset, (split, (n, noise)) in enumerate(splits.items()):
             path = synth.run(_stage_cfg(synth, split=split, n=n, seed=cfg.seed * 100 + offset, noise=noise,
                                         output=str(self.dir / "data" / f"{split}.parquet")))

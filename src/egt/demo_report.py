@@ -82,7 +82,9 @@ def write_report(pipeline) -> Path:
 
     data = heads.get("data", {})
     lines += ["## Setup", "",
-              f"A ~1M-parameter Qwen2-VL judge built locally (`egt model tiny`), the synthetic benchmark "
+              f"A ~0.9M-parameter Qwen2-VL judge built locally (`egt model tiny`: {cfg.pretrain_steps} steps of "
+              f"captioning synthetic scenes, caption loss {_fmt(data.get('pretrain_first_loss'))} -> "
+              f"{_fmt(data.get('pretrain_last_loss'))}), the synthetic benchmark "
               f"(`egt data synth`) with label-noise model `{cfg.noise}` on train and pool and a clean test split, "
               f"K = {cfg.samples} sampled judgements per pool pair, EGT subset = the {cfg.curate_fraction:.0%} "
               f"lowest `{cfg.curate_metric}` entropy, {cfg.rl_steps} GRPO steps per RL run "

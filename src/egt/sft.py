@@ -6,7 +6,7 @@ end-of-turn token) as the assistant turn; the loss is on the assistant tokens
 only. Full fine-tuning or LoRA (PEFT), vision tower frozen by default.
 
     egt sft traces=runs/distill/traces.parquet model=runs/tiny output=runs/sft \
-        learning_rate=1e-3 per_device_train_batch_size=8 num_train_epochs=1 adam_beta2=0.98 freeze_vision_tower=false
+        learning_rate=2e-3 per_device_train_batch_size=8 num_train_epochs=1 adam_beta2=0.98 freeze_vision_tower=false
     accelerate launch --config_file configs/accelerate/zero3_8gpu.yaml -m egt.cli sft \
         --config configs/qwen2.5-vl-7b/sft_full_zero3.yaml
 
