@@ -19,9 +19,9 @@ Stages (one run folder; each stage writes `<stage>/.done` and a rerun skips it):
  8 eval        SFT and (a)-(d) on the clean test split, both orders
  9 report      report.md with every table and figure from this run
 
-Deviation from the paper, by necessity of scale: the judge is a ~1M-parameter
-model trained from scratch, the teacher is an oracle that reads the scene, and
-the RL runs are tens of steps. The report says which claims reproduce here.
+Deviation from the paper, by necessity of scale: the judge is a ~0.9M-parameter
+model whose only pre-training is a minute of captioning synthetic scenes, the
+teacher is an oracle that reads the scene, and the RL runs are 100 steps. The report says which claims reproduce here.
 """
 
 from __future__ import annotations

@@ -215,9 +215,7 @@ def _results_section(run_dir: Path, cfg) -> list[str]:
     if any(biased(m) for m in acc):
         notes = ["**Caution.** A judge whose position consistency is below 0.5 mostly answers by position, not "
                  "by content: its accuracy in one order is bought by the other, and differences between such "
-                 "judges measure shifts of that bias more than better judging. The tiny judge's perception is "
-                 "weak (README, Benchmarks, tiny judge: after SFT it reads the asked-for fact right about 65% of "
-                 "the time), "
+                 "judges measure shifts of that bias more than better judging, "
                  "so read the claims below with that in mind.", ""]
     return ["## Results — clean test split, both orders", "",
             f"{n_test} test pairs, each judged greedily with the better response first and second. "

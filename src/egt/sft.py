@@ -60,7 +60,7 @@ class Config(StageConfig):
     lora_target_modules: list[str] = Field(default_factory=lambda: list(LANGUAGE_LORA_TARGETS),
                                            description="module names; vision modules excluded when frozen")
     merge_lora: bool = Field(True, description="save the merged model (else the adapter)")
-    freeze_vision_tower: bool = Field(True, description="false for a judge trained from scratch (the tiny demo)")
+    freeze_vision_tower: bool = Field(True, description="false where the vision tower must still learn (the tiny judge)")
     freeze_merger: bool = Field(False, description="also freeze the vision-language projector")
     # optimisation
     learning_rate: float = Field(1e-5, gt=0)
