@@ -1,6 +1,6 @@
 """`egt demo`: the whole EGT recipe on the embedded tiny judge, with a report.
 
-    egt demo --output runs/demo            # ~8.6 min on 2 CPU cores
+    egt demo --output runs/demo            # ~8-10 min on 2 CPU cores
     egt demo --output runs/demo3 --seeds 3 # three seeds, mean +- spread
     egt demo --tiny --output /tmp/d        # CI-sized smoke run (~20 s)
 
