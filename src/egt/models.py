@@ -7,7 +7,7 @@ benchmark's text (egt.data.synth), the judge prompt and the chat template;
 Qwen2VLImageProcessor / Qwen2VLVideoProcessor / Qwen2VLProcessor (64x64
 images, patch 8, merge 2 -> 16 image tokens); and a
 Qwen2VLForConditionalGeneration of ~0.86M parameters, pre-trained for
-`pretrain_steps` (default 1,000, ~75 s on 2 cores) to caption synthetic scenes
+`pretrain_steps` (default 1,000, ~70 s on 2 cores) to caption synthetic scenes
 (`pretrain_perception`), the way a real base VLM has learnt to see before it is
 fine-tuned as a judge; `pretrain_steps=0` leaves it randomly initialised. Same
 seed (and thread count) -> same files.
@@ -51,9 +51,10 @@ SPECIAL_TOKENS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start
 CONTENT_WORDS = (r" ?\b(?:red|orange|yellow|green|blue|purple|left|right|yes|no|wrong|correct|incorrect|[0-9]+)\b"
                  r"| ?\b(?:circle|square|triangle)")
 
+CAPTION_PROMPT = "Describe the image."  # the perception pre-training prompt
+
 # Qwen2-VL's template, minus the default system prompt (every token costs CPU time).
 # {% generation %} marks assistant text for TRL's assistant_only_loss.
-CAPTION_PROMPT = "Describe the image."  # the perception pre-training prompt
 CHAT_TEMPLATE = (
     "{% for message in messages %}"
     "<|im_start|>{{ message['role'] }}\n"
