@@ -56,7 +56,8 @@ class Config(StageConfig):
     seeds: int = Field(1, description="run the recipe for seeds seed..seed+seeds-1 and summarise")
     tiny: bool = Field(False, description="CI-sized run: small data, few steps")
     noise: str = Field("ambiguity:0.3", description="label-noise model of the train pool")
-    pretrain_steps: int = Field(1000, description="perception pre-training of the tiny judge (`egt model tiny`)")
+    pretrain_steps: int = Field(1000, description="perception pre-training of the tiny judge (`egt model tiny` "
+                                "defaults to 2000, steadier across seeds; 1000 keeps the demo ~10 min)")
     n_train: int = Field(19000, description="fresh pairs beat more epochs: the tiny judge memorises")
     n_pool: int = 800
     n_test: int = 400

@@ -7,7 +7,7 @@ benchmark's text (egt.data.synth), the judge prompt and the chat template;
 Qwen2VLImageProcessor / Qwen2VLVideoProcessor / Qwen2VLProcessor (64x64
 images, patch 8, merge 2 -> 16 image tokens); and a
 Qwen2VLForConditionalGeneration of ~0.86M parameters, pre-trained for
-`pretrain_steps` (default 1,000, ~70 s on 2 cores) to caption synthetic scenes
+`pretrain_steps` (default 2,000, ~2 min on 2 cores) to caption synthetic scenes
 (`pretrain_perception`), the way a real base VLM has learnt to see before it is
 fine-tuned as a judge; `pretrain_steps=0` leaves it randomly initialised. Same
 seed (and thread count) -> same files.
@@ -99,7 +99,7 @@ class TinyConfig(StageConfig):
     merge_size: int = 2
     max_position_embeddings: int = 1024
     # perception pre-training (a base VLM sees before it judges)
-    pretrain_steps: int = Field(1000, ge=0, description="optimizer steps of captioning synthetic scenes; 0 = random weights")
+    pretrain_steps: int = Field(2000, ge=0, description="optimizer steps of captioning synthetic scenes; 0 = random weights")
     pretrain_batch_size: int = Field(8, ge=1)
     pretrain_lr: float = Field(1e-3, gt=0)
 
