@@ -150,7 +150,7 @@ def _rq1_section(analysis: dict, cfg) -> list[str]:
             noise.append([m] + [_fmt(b.get("noisy_share"), 2) for b in bins])
     out = ["## RQ1 — does the judge's own entropy find hard and mislabeled pairs?", "",
            "Per pool pair: K sampled judgements from the SFT judge; entropies in nats over the full "
-           "vocabulary (DESIGN.md). `majority_error`: the label disagrees with the judge's majority verdict; "
+           "vocabulary (docs/definitions.md). `majority_error`: the label disagrees with the judge's majority verdict; "
            "`true_error`: the judge's majority verdict is wrong against the TRUE label; `noisy`: the label "
            "itself was flipped by the noise model. AUROC 0.5 = no signal.", "",
            markdown_table(["metric", "Spearman vs K-sample acc", "AUROC majority_error", "AUROC true_error",

@@ -1,6 +1,6 @@
 """Entropy of a judge's own token distributions, and the per-response / per-pair scores of EGT.
 
-Pure functions, no I/O. Definitions follow ../shared/DESIGN.md ("Definitions"):
+Pure functions, no I/O. The definitions, for users, are in docs/definitions.md ("Entropies"):
 
 - `token_entropy(logits, temperature)`: H_t = -sum_v p_t(v) log p_t(v) over the FULL vocabulary,
   in nats, computed chunk by chunk over positions in fp32 (fp64 for fp64 input), so a
@@ -382,7 +382,7 @@ def _mean_defined(values) -> float:
 
 
 def pair_entropies(responses: Sequence[ResponseEntropy], label: int) -> dict:
-    """Score columns of one pair from its K judgements (see CONTRACTS.md "score file")."""
+    """Score columns of one pair from its K judgements (docs/definitions.md, "Score file")."""
     verdicts = [r.verdict or 0 for r in responses]
     counts = Counter(v for v in verdicts if v)
     top = counts.most_common()

@@ -6,7 +6,7 @@ list[float]`; a completion is a string or a conversational list of
 read only by `egt.prompts.parse_verdict`, so the reward and the evaluation
 always agree.
 
-    reward = w_f * format + accuracy * (1 + w_l * logic)        (DESIGN.md)
+    reward = w_f * format + accuracy * (1 + w_l * logic)        (docs/definitions.md)
 
 - format:   1 only for exactly `<think>..</think><answer>1|2</answer>` (Verdict.format_ok).
 - accuracy: 1 if the parsed verdict equals the pair's `label`, else 0 (never raises).
@@ -319,7 +319,7 @@ def make_accuracy_x_logic_reward(logic: LogicFn | None = None) -> Callable[..., 
 
 def composite_reward(completions: list, label: list, w_format: float = 0.5, w_logic: float = 0.5,
                      w_accuracy: float = 1.0, logic: LogicFn | None = None, **kwargs: Any) -> list[float]:
-    """`w_format * format + accuracy * (w_accuracy + w_logic * logic)` per completion (w_accuracy = 1: DESIGN.md)."""
+    """`w_format * format + accuracy * (w_accuracy + w_logic * logic)` per completion (w_accuracy = 1: the paper's)."""
     fmt = format_reward(completions)
     acc = accuracy_reward(completions, label)
     log = _logic_values(logic, completions, kwargs)

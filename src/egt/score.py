@@ -7,9 +7,9 @@
 For each pair the judge writes K judgements (temperature T, top-p 1 and no top-k by
 default, so the entropy is the model's own); `egt.generation.judge` records the entropy of
 every generated token from the raw logits of its step (before top-p and sampling noise).
-`egt.entropy` turns them into the per-response and per-pair values of DESIGN.md. Output:
+`egt.entropy` turns them into the per-response and per-pair values of docs/definitions.md. Output:
 
-    <output>/scores.parquet    one row per pair: the pair's columns + the "score file" columns of CONTRACTS.md
+    <output>/scores.parquet    one row per pair: the pair's columns + the score-file columns (docs/definitions.md)
     <output>/summary.json      pairs, parse failures, mean entropies, tokens, wall time
     <output>/tokens.parquet    with dump_tokens: one row per judgement (id, sample, token ids, texts, entropies)
     <output>/shards/           shard-00000.parquet + shard-00000.done (completion marker), ...
@@ -42,8 +42,8 @@ pass over the generated token ids (`vllm_entropy=exact`, needs room for both mod
 (`vllm_entropy=topk`, T must be 1): the score columns then hold the UPPER bounds and
 `<metric>_lower_nats` columns the lower bounds; the renormalised top-k entropy is never used.
 
-Deviations from the paper: the paper scores with answer-token entropy; all DESIGN.md metrics
-are written and the choice is made later (curate / analyze).
+Deviations from the paper: the paper scores with answer-token entropy; every metric of
+docs/definitions.md is written and the choice is made later (curate / analyze).
 """
 
 from __future__ import annotations
