@@ -19,7 +19,8 @@ from PIL import Image
 
 from egt import prompts
 from egt.config import load_config
-from egt.distill import Config, Journal, backoff_delay_s, drop_reason, judge_reply, run
+from egt.distill import Config, backoff_delay_s, drop_reason, judge_reply, run
+from egt.io import Journal
 from egt.schema import ImageRef, PreferencePair, read_rows, write_pairs
 
 SECRET = "sk-test-SECRET123"
@@ -220,7 +221,7 @@ def test_killed_run_resumes_to_the_same_result(tmp_path, monkeypatch):
         stdout, stderr = proc.communicate()
         assert proc.returncode == -signal.SIGKILL
         assert b"SECRET123" not in stdout + stderr
-        before = Journal(journal).load()
+        before = Journal(journal, key="id").load()
         assert 6 <= len(before) < len(kinds)
         with open(journal, "ab") as handle:  # a torn last line, as if killed mid-write
             handle.write(b'{"id": "p0')

@@ -287,7 +287,7 @@ def _report_text(result: dict, figures: list[tuple[str, str]]) -> str:
 
 def write_analysis(result: dict, output_dir: str | Path) -> Path:
     """report.md, analysis.json (every number except per-pair values), bins.csv and PNG figures."""
-    from egt.report import write_json, write_text
+    from egt.io import write_json, write_text
 
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)

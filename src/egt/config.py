@@ -16,6 +16,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from egt.errors import ConfigError
+from egt.io import write_text
 
 C = TypeVar("C", bound="StageConfig")
 
@@ -134,7 +135,5 @@ def load_config(cls: type[C], path: str | Path | None = None,
 
 
 def save_config(cfg: StageConfig, path: str | Path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
-    return path
+    """The config as YAML (atomically), loadable again with `--config`."""
+    return write_text(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False), path)

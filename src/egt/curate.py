@@ -41,8 +41,8 @@ from egt.config import StageConfig
 from egt.curriculum import order_pairs, parse_ordering, sort_by_value
 from egt.entropy import METRIC_COLUMNS, hybrid_score
 from egt.errors import ConfigError, DataError, EgtError
-from egt.report import write_json
-from egt.schema import read_rows, sha256_file, write_rows
+from egt.io import check_unique_ids, sha256_file, write_json
+from egt.schema import read_rows, write_rows
 
 MetricName = Literal["answer", "sentence", "mean", "max", "vote", "hybrid"]
 STRATEGIES = ("lowest", "prune", "random", "accuracy", "highest")
@@ -191,11 +191,7 @@ def select(rows: list[dict], cfg: Config, file: str = "<scores>") -> Selection:
     """The pure selection + ordering of `egt curate` (no files)."""
     check_config(cfg)
     ids = [str(r.get("id")) for r in rows]
-    seen: set[str] = set()
-    for line, pair_id in enumerate(ids):
-        if pair_id in seen:
-            raise DataError(file, line, "id", f"duplicate id '{pair_id}'")
-        seen.add(pair_id)
+    check_unique_ids(ids, file)
     ids_arr = np.array(ids, dtype=object)
     by_value = cfg.strategy in ("lowest", "highest", "prune")
     values = metric_values(rows, cfg.metric, cfg.weights, cfg.missing, file) if by_value else None

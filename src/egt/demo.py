@@ -40,6 +40,7 @@ from pydantic import Field
 
 from egt import __version__
 from egt.config import StageConfig, load_config
+from egt.io import write_json
 from egt.schema import read_rows
 
 RL_RUNS = {
@@ -119,8 +120,7 @@ class Pipeline:
             seconds = time.perf_counter() - start
             text = _headline_text(headline)
             record = {"seconds": seconds, "headline": headline, "headline_text": text}
-            marker.parent.mkdir(parents=True, exist_ok=True)
-            marker.write_text(json.dumps(record, indent=2))
+            write_json(record, marker)
             self.log(f"[{index}/9] {name:<8} done in {seconds:.0f} s  {text}")
         self.timings[name] = record["seconds"]
         self.headlines[name] = record["headline"]

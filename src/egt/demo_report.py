@@ -15,6 +15,7 @@ import statistics
 from pathlib import Path
 
 from egt import __version__
+from egt.io import write_json, write_text
 from egt.report import markdown_table
 
 METRICS = ("answer", "sentence", "mean", "max", "vote")
@@ -113,9 +114,7 @@ def write_report(pipeline) -> Path:
     timing_rows.append(["total", f"{sum(pipeline.timings.values()):.0f}"])
     lines += ["## Wall time per stage", "", "Seconds on this machine (a cached stage shows the time of the run "
               "that produced it).", "", markdown_table(["stage", "seconds"], timing_rows), ""]
-    path = run_dir / "report.md"
-    path.write_text("\n".join(lines))
-    return path
+    return write_text("\n".join(lines), run_dir / "report.md")
 
 
 def _cpu_count() -> int:
@@ -265,8 +264,6 @@ def write_seed_summary(cfg, run_dirs: list[Path]) -> Path:
             + ", ".join(f"[seed {s}]({d.name}/report.md)" for s, d in zip(seeds, run_dirs)) + ".", "",
             "Rerun: `" + _rerun(cfg) + "`", "",
             markdown_table(["quantity", "mean ± sd"] + [f"seed {s}" for s in seeds], rows), ""]
-    path = cfg.output / "summary.md"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("\n".join(text))
-    (cfg.output / "summary.json").write_text(json.dumps({"seeds": seeds, "values": per_seed}, indent=2))
+    path = write_text("\n".join(text), cfg.output / "summary.md")
+    write_json({"seeds": seeds, "values": per_seed}, cfg.output / "summary.json")
     return path

@@ -35,9 +35,9 @@ parses but is not exactly formatted is stored as
 the format reward checks; `teacher_format_ok` records whether the reply was
 already canonical.
 
-Resume: each finished pair is appended to `<output>/journal.jsonl` (flushed and
-fsynced); a rerun skips the ids already there and a torn last line (kill -9
-while writing) is cut off. The final files are rebuilt from the journal:
+Resume: each finished pair is appended to `<output>/journal.jsonl` (an
+egt.io.Journal: flushed and fsynced); a rerun skips the ids already there and a
+torn last line (kill -9 while writing) is cut off. The final files are rebuilt from the journal:
 `traces.parquet` (pair + trace + attempts), `dropped.parquet` (pair +
 drop_reason + attempt_outcomes), `stats.json`.
 
@@ -51,10 +51,8 @@ from __future__ import annotations
 
 import base64
 import io
-import json
 import os
 import random
-import threading
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor, as_completed
@@ -67,7 +65,8 @@ from pydantic import Field
 from egt import prompts
 from egt.config import StageConfig, save_config
 from egt.errors import ConfigError, DataError, EgtError
-from egt.schema import PreferencePair, read_pairs, write_rows, atomic_write_bytes
+from egt.io import Journal, check_unique_ids, write_json
+from egt.schema import PreferencePair, read_pairs, write_rows
 
 JOURNAL = "journal.jsonl"
 
@@ -352,47 +351,6 @@ class HFTeacher:
         return [results[p.id] for p in pairs]
 
 
-# ------------------------------------------------------------------ journal
-
-class Journal:
-    """Append-only JSONL of finished pairs; each append is flushed and fsynced."""
-
-    def __init__(self, path: Path):
-        self.path = path
-        self.lock = threading.Lock()
-
-    def load(self) -> dict[str, dict]:
-        """Finished records by id; a torn (partial or undecodable) tail is cut off the file."""
-        if not self.path.exists():
-            return {}
-        raw = self.path.read_bytes()
-        done, good_end, pos = {}, 0, 0
-        for line in raw.splitlines(keepends=True):
-            pos += len(line)
-            if not line.endswith(b"\n"):
-                break
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError:
-                break
-            done[rec["id"]] = rec
-            good_end = pos
-        if good_end < len(raw):
-            with open(self.path, "r+b") as handle:
-                handle.truncate(good_end)
-                os.fsync(handle.fileno())
-        return done
-
-    def append(self, records: list[dict]) -> None:
-        if not records:
-            return
-        text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
-        with self.lock, open(self.path, "a", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-
-
 # ------------------------------------------------------------------ run
 
 def _progress(cfg: Config, total: int, initial: int, kept: int):
@@ -417,14 +375,10 @@ def run(cfg: Config) -> Path:
     pairs = read_pairs(cfg.pairs)
     if cfg.limit is not None:
         pairs = pairs[: cfg.limit]
-    seen: set[str] = set()
-    for i, pair in enumerate(pairs):
-        if pair.id in seen:
-            raise DataError(str(cfg.pairs), i, "id", f"duplicate pair id '{pair.id}'")
-        seen.add(pair.id)
+    check_unique_ids([p.id for p in pairs], cfg.pairs)
     save_config(cfg, out / "distill_config.yaml")  # holds the env var NAME only, never the key
 
-    journal = Journal(out / JOURNAL)
+    journal = Journal(out / JOURNAL, key="id")
     done = journal.load()
     todo = [p for p in pairs if p.id not in done]
     bar, update = _progress(cfg, len(pairs), len(pairs) - len(todo),
@@ -490,5 +444,5 @@ def _write_outputs(cfg: Config, out: Path, pairs: list[PreferencePair], done: di
         "prompt_tokens": tokens["prompt"], "completion_tokens": tokens["completion"],
         "retries": tokens["retries"], "wall_time_s": round(wall_s, 3),
     }
-    atomic_write_bytes(out / "stats.json", (json.dumps(stats, indent=2) + "\n").encode())
+    write_json(stats, out / "stats.json")
     return out

@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import sys
 from pathlib import Path
 from typing import Callable, Literal
@@ -47,8 +46,9 @@ from pydantic import Field, field_validator, model_validator
 
 from egt import metrics as M
 from egt.config import StageConfig, save_config
-from egt.errors import DataError, EgtError
-from egt.report import markdown_table, write_json, write_text
+from egt.errors import EgtError
+from egt.io import Journal, check_unique_ids, write_json, write_text
+from egt.report import markdown_table
 from egt.schema import PreferencePair, read_pairs, write_rows
 
 # Where the chosen response is shown in each order (the judge's verdict is a position).
@@ -114,11 +114,7 @@ def load_pairs(cfg: Config) -> tuple[list[PreferencePair], list[dict]]:
         if len(result.warnings) > 20:
             print(f"warning: ... and {len(result.warnings) - 20} more", file=sys.stderr)
         pairs, skipped = result.pairs, result.skipped
-    seen: set[str] = set()
-    for index, pair in enumerate(pairs):
-        if pair.id in seen:
-            raise DataError(str(cfg.data), index + 1, "id", f"duplicate id '{pair.id}': ids must be unique")
-        seen.add(pair.id)
+    check_unique_ids([p.id for p in pairs], cfg.data)
     return (pairs[:cfg.limit] if cfg.limit else pairs), skipped
 
 
@@ -153,35 +149,9 @@ def unit_key(pair_id: str, order: str) -> str:
 
 # ------------------------------------------------------------------ resumable log
 
-def read_log(path: Path) -> dict[str, dict]:
-    """Records of the judgement log by unit key; a torn last line is cut off (redone)."""
-    if not path.exists():
-        return {}
-    raw = path.read_bytes()
-    records, good_end = {}, 0
-    for lineno, line in enumerate(raw.splitlines(keepends=True), start=1):
-        if not line.endswith(b"\n"):
-            break
-        try:
-            record = json.loads(line)
-            records[record["key"]] = record
-        except (json.JSONDecodeError, KeyError, TypeError):
-            raise DataError(str(path), lineno, None,
-                            "corrupt judgement record; delete the file to judge again") from None
-        good_end += len(line)
-    if good_end < len(raw):
-        with open(path, "r+b") as handle:
-            handle.truncate(good_end)
-    return records
-
-
-def append_log(path: Path, records: list[dict]) -> None:
-    """One write per batch, flushed to disk before the next batch starts."""
-    data = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records).encode("utf-8")
-    with open(path, "ab") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
+def judgement_log(path: Path) -> Journal:
+    """The append-only judgement log (egt.io.Journal): one record per judged (pair, order), by `key`."""
+    return Journal(path, key="key")
 
 
 def _settings(cfg: Config) -> dict:
@@ -235,7 +205,8 @@ def judge_pending(pairs: list[PreferencePair], cfg: Config, judge_fn: JudgeFn, l
 
     from egt.generation import JudgeRequest, judgement_seed
 
-    done = read_log(log_path)
+    log = judgement_log(log_path)
+    done = log.load()
     units = [(pair, order) for pair in pairs for order in orders_of(pair.id, cfg.orders, cfg.seed)]
     todo = [(p, o) for p, o in units if unit_key(p.id, o) not in done]
     k = cfg.samples
@@ -257,7 +228,7 @@ def judge_pending(pairs: list[PreferencePair], cfg: Config, judge_fn: JudgeFn, l
                             "format_ok": [bool(g.verdict.format_ok) for g in group],
                             "n_tokens": [len(g.token_ids) for g in group],
                             "texts": [g.text for g in group]})
-        append_log(log_path, records)
+        log.append(records)
         done.update((r["key"], r) for r in records)
         bar.update(len(batch))
     bar.close()
@@ -438,5 +409,5 @@ def run(cfg: Config) -> Path | None:
     needed = {unit_key(p.id, o) for p in pairs for o in orders_of(p.id, cfg.orders, cfg.seed)}
     log_path = Path(cfg.output) / LOG_NAME
     # Load the model only when something is left to judge (a finished run just recomputes metrics).
-    judge_fn = model_judge_fn(cfg) if not needed <= set(read_log(log_path)) else (lambda requests: [])
+    judge_fn = model_judge_fn(cfg) if not needed <= set(judgement_log(log_path).load()) else (lambda requests: [])
     return evaluate_pairs(pairs, judge_fn, cfg, n_skipped=len(skipped))

@@ -33,12 +33,12 @@ strip special ones and zero every reward.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from pydantic import Field
 
 from egt.config import StageConfig
+from egt.io import write_json
 from egt.prompts import JUDGE_INSTRUCTION, TAGS, judge_messages
 
 SPECIAL_TOKENS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>",
@@ -250,9 +250,9 @@ def build_tiny(cfg: TinyConfig) -> Path:
     model.save_pretrained(out)
     processor.save_pretrained(out)
     recipe = cfg.model_dump(mode="json", exclude={"output"})
-    (out / "egt_tiny.json").write_text(json.dumps(recipe, indent=1, sort_keys=True) + "\n")
+    write_json(recipe, out / "egt_tiny.json", sort_keys=True)
     if stats:
-        (out / "pretrain.json").write_text(json.dumps(stats, indent=1) + "\n")
+        write_json(stats, out / "pretrain.json")
     return out
 
 

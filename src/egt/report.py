@@ -2,19 +2,18 @@
 
 Figures are drawn with the non-interactive Agg backend (no display needed) and
 saved as PNG at a resolution fit for a paper draft. Used by `egt analyze`,
-`egt eval` and `egt demo`; nothing here reads or writes pair files.
+`egt eval` and `egt demo`; JSON and text files are written by egt.io.
 """
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 
-from egt.schema import atomic_write_bytes
+from egt.io import atomic_write_bytes
 
 FIGURE_DPI = 120
 FIGURE_SIZE_IN = (8.0, 5.0)  # 960 x 600 px at FIGURE_DPI
@@ -49,39 +48,6 @@ def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[Any]], digits
     lines = ["| " + " | ".join(headers) + " |", "| " + " | ".join(align) + " |"]
     lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
     return "\n".join(lines) + "\n"
-
-
-def json_ready(value: Any) -> Any:
-    """Convert numpy scalars/arrays and non-finite floats (-> None) for strict JSON."""
-    if isinstance(value, dict):
-        return {str(k): json_ready(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [json_ready(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return json_ready(value.tolist())
-    if isinstance(value, (np.bool_,)):
-        return bool(value)
-    if isinstance(value, np.integer):
-        return int(value)
-    if isinstance(value, (float, np.floating)):
-        value = float(value)
-        return value if math.isfinite(value) else None
-    if isinstance(value, Path):
-        return str(value)
-    return value
-
-
-def write_json(data: Any, path: str | Path) -> Path:
-    path = Path(path)
-    text = json.dumps(json_ready(data), indent=2, ensure_ascii=False, allow_nan=False) + "\n"
-    atomic_write_bytes(path, text.encode("utf-8"))
-    return path
-
-
-def write_text(text: str, path: str | Path) -> Path:
-    path = Path(path)
-    atomic_write_bytes(path, text.encode("utf-8"))
-    return path
 
 
 def pyplot():

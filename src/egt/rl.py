@@ -37,7 +37,7 @@ N, which are replayed. A checkpoint inside a generation regenerates that
 chunk's completions (the buffer is not checkpointed) without logging it again.
 
 The final model goes to `<output>/model` (LoRA merged into the base), loadable
-by egt.models.load_judge.
+by egt.models.load_judge. consumed.jsonl is an egt.io.Journal (each line fsynced).
 
 Departures from the paper: GRPO from TRL (loss_type default `dapo`, TRL's
 default) rather than R1-Reward's StableReinforce; KL off by default (beta=0).
@@ -55,9 +55,10 @@ from pydantic import Field
 
 from egt.config import StageConfig, save_config
 from egt.errors import ConfigError, DataError
+from egt.io import Journal, write_json
 from egt.prompts import judge_messages
 from egt.rewards import LogicJudgeConfig, build_logic, reward_functions
-from egt.schema import PreferencePair, atomic_write_bytes, read_pairs
+from egt.schema import PreferencePair, read_pairs
 
 log = logging.getLogger(__name__)
 
@@ -159,27 +160,17 @@ def build_dataset(pairs: list[PreferencePair]):
 
 
 def read_consumed(path: Path) -> list[dict]:
-    """Lines of consumed.jsonl; a torn last line (a kill while writing) is ignored."""
-    if not path.exists():
-        return []
-    texts = [t for t in path.read_text().splitlines() if t.strip()]
-    lines = []
-    for lineno, text in enumerate(texts, start=1):
-        try:
-            lines.append(json.loads(text))
-        except json.JSONDecodeError:
-            if lineno == len(texts):
-                break
-            raise DataError(str(path), lineno, None, "not valid JSON") from None
-    return lines
+    """Lines of consumed.jsonl; a torn last line (a kill while writing) is cut off."""
+    return Journal(path).read()
 
 
 def truncate_consumed(path: Path, last_step: int) -> int:
     """Keep the lines whose pairs entered training by `last_step`; return how many were dropped."""
-    lines = read_consumed(path)
+    journal = Journal(path)
+    lines = journal.read()
     kept = [line for line in lines if line["global_step"] <= last_step]
     if len(kept) != len(lines):
-        atomic_write_bytes(path, "".join(json.dumps(line) + "\n" for line in kept).encode())
+        journal.rewrite(kept)
     return len(lines) - len(kept)
 
 
@@ -204,7 +195,7 @@ def _make_trainer_class():
 
         def __init__(self, *args, consumed_path: Path, **kwargs):
             super().__init__(*args, **kwargs)
-            self.consumed_path = Path(consumed_path)
+            self.consumed = Journal(consumed_path)
 
         def _prepare_inputs(self, generation_batch):
             if self.model.training and self._buffered_inputs is None:
@@ -219,10 +210,9 @@ def _make_trainer_class():
                 # A generation inside a chunk only happens after a resume: the chunk is already logged.
                 if self._step % generate_every == 0 and self.accelerator.is_main_process:
                     heads, sizes = run_lengths(ids)
-                    line = {"global_step": self.state.global_step + 1, "generation": self._step // generate_every,
-                            "ids": heads, "group_sizes": sizes}
-                    with open(self.consumed_path, "a") as handle:
-                        handle.write(json.dumps(line) + "\n")
+                    self.consumed.append([{"global_step": self.state.global_step + 1,
+                                           "generation": self._step // generate_every, "ids": heads,
+                                           "group_sizes": sizes}])
             return super()._generate_and_score_completions(inputs)
 
     return CurriculumGRPOTrainer
@@ -367,10 +357,9 @@ def run(cfg: Config, callbacks: list | None = None) -> Path:
     trainer.train(resume_from_checkpoint=str(resume) if resume else None)
     model_dir = _save_final(trainer, cfg, out)
     if trainer.accelerator.is_main_process:
-        (out / "train_summary.json").write_text(json.dumps(
-            {"global_step": trainer.state.global_step, "model": str(model_dir), "bf16": bf16,
-             "device": str(trainer.accelerator.device), "processes": trainer.accelerator.num_processes,
-             "resumed_from": str(resume) if resume else None, "pairs": len(pairs),
-             "log_history": trainer.state.log_history}, indent=1, default=str) + "\n")
+        write_json({"global_step": trainer.state.global_step, "model": str(model_dir), "bf16": bf16,
+                    "device": str(trainer.accelerator.device), "processes": trainer.accelerator.num_processes,
+                    "resumed_from": str(resume) if resume else None, "pairs": len(pairs),
+                    "log_history": trainer.state.log_history}, out / "train_summary.json")
     return out
 

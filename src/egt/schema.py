@@ -8,6 +8,8 @@ one. Files are Parquet (default) or JSONL, chosen by suffix.
 On disk `images` is a list of `{path, bytes}` structs (the Hugging Face
 `Image` convention); `meta` is a JSON string in Parquet and an object in JSONL.
 Relative image paths are resolved against the pairs file's folder on read.
+Files are written atomically (egt.io); the fields and the columns each stage
+adds are described in docs/definitions.md.
 """
 
 from __future__ import annotations
@@ -16,12 +18,12 @@ import base64
 import io
 import json
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
 from egt.errors import DataError
+from egt.io import atomic_write_bytes
 
 CORE_FIELDS = ("id", "images", "question", "response_1", "response_2", "label",
                "source", "category", "meta")
@@ -186,28 +188,6 @@ def _row_for_jsonl(row: dict) -> dict:
         for im in row.get("images", [])
     ]
     return row
-
-
-def sha256_file(path: str | Path) -> str:
-    """Hex SHA-256 of a file, read in 4 MiB blocks (input fingerprints, manifests)."""
-    import hashlib
-
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 22), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    os.fchmod(fd, 0o644)  # mkstemp creates 0600; outputs are ordinary files
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
 
 
 def write_rows(rows: list[dict], path: str | Path) -> Path:

@@ -60,7 +60,8 @@ from pydantic import Field
 
 from egt.config import StageConfig
 from egt.errors import ConfigError, DataError, EgtError, require
-from egt.schema import atomic_write_bytes, read_pairs, read_rows, sha256_file, write_rows
+from egt.io import json_text, sha256_file, write_json
+from egt.schema import read_pairs, read_rows, write_rows
 
 ENTROPY_COLUMNS = ("answer_entropy_nats", "sentence_entropy_nats", "mean_token_entropy_nats",
                    "max_token_entropy_nats", "vote_entropy_nats")
@@ -349,7 +350,7 @@ def _differences(old, new, prefix: str = "") -> list[str]:
 def claim_output(out: Path, current: dict) -> None:
     """Write the folder's fingerprint, or check that this run matches the one already there."""
     path = out / "fingerprint.json"
-    current = json.loads(json.dumps(current))  # the form it has on disk
+    current = json.loads(json_text(current))  # the form it has on disk
     if path.exists():
         stored = json.loads(path.read_text())
         diffs = _differences(stored, current)
@@ -358,14 +359,14 @@ def claim_output(out: Path, current: dict) -> None:
             raise ConfigError(f"{out} holds shards of a different scoring run ({path.name}):\n  {shown}\n"
                               f"Use another output folder, or delete {out} to start over.")
         return
-    atomic_write_bytes(path, (json.dumps(current, indent=1, sort_keys=True) + "\n").encode("utf-8"))
+    write_json(current, path, sort_keys=True)
 
 
 def _write_shard(out: Path, index: int, rows: list[dict], token_rows: list[dict] | None, marker: dict) -> None:
     write_rows(rows, _shard_path(out, index))
     if token_rows is not None:
         write_rows(token_rows, _shard_path(out, index, "tokens.parquet"))
-    atomic_write_bytes(_shard_path(out, index, "done"), (json.dumps(marker, sort_keys=True) + "\n").encode("utf-8"))
+    write_json(marker, _shard_path(out, index, "done"), indent=None, sort_keys=True)
 
 
 def summarize(rows: list[dict], markers: list[dict], wall_s: float | None) -> dict:
@@ -410,7 +411,7 @@ def merge_shards(out: Path, wall_s: float | None = None) -> Path:
         write_rows(tokens, out / "tokens.parquet")
     markers = [json.loads(_shard_path(out, i, "done").read_text()) for i in range(n_shards)]
     summary = summarize(rows, markers, wall_s)
-    atomic_write_bytes(out / "summary.json", (json.dumps(summary, indent=1) + "\n").encode("utf-8"))
+    write_json(summary, out / "summary.json")
     entropies = ", ".join(f"{k.replace('_entropy_nats', '')} {v:.4f}" for k, v in summary["mean_entropies_nats"].items()
                           if v is not None)
     print(f"egt score: {summary['pairs']} pairs, {summary['judgements']} judgements, "

@@ -31,7 +31,6 @@ processes each batch on the fly (`dataloader_num_workers` in parallel).
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from pathlib import Path
@@ -41,6 +40,7 @@ from pydantic import Field
 
 from egt.config import StageConfig, save_config
 from egt.errors import ConfigError, DataError
+from egt.io import write_json
 from egt.schema import PreferencePair, read_pairs
 
 LANGUAGE_LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
@@ -358,6 +358,6 @@ def _write_metrics(out: Path, trainer, result, wall_s: float, n_train: int, n_pa
         "train_samples_per_s": result.metrics.get("train_samples_per_second"),
         "log_history": state.log_history,
     }
-    (out / "train_log.json").write_text(json.dumps(metrics, indent=1, default=str) + "\n")
+    write_json(metrics, out / "train_log.json")
     if not math.isfinite(result.training_loss):
         raise DataError(str(out), None, None, "training loss is not finite")

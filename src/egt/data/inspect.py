@@ -10,7 +10,6 @@ status 1 after printing the table. `run` returns the summary JSON path when
 
 from __future__ import annotations
 
-import json
 import statistics
 from collections import Counter
 from pathlib import Path
@@ -20,7 +19,8 @@ from tqdm import tqdm
 
 from egt.config import StageConfig
 from egt.errors import DataError
-from egt.schema import PreferencePair, atomic_write_bytes, read_pairs
+from egt.io import write_json
+from egt.schema import PreferencePair, read_pairs
 
 
 class Config(StageConfig):
@@ -94,7 +94,7 @@ def run(cfg: Config) -> Path:
         summary["image_problems"] = check_images(pairs)
     print(format_summary(summary))
     if cfg.summary is not None:
-        atomic_write_bytes(cfg.summary, json.dumps(summary, indent=2).encode("utf-8"))
+        write_json(summary, cfg.summary)
     problems = summary.get("image_problems") or []
     if problems:
         raise DataError(str(cfg.input), None, "images",

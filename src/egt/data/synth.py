@@ -45,7 +45,8 @@ from pydantic import Field, field_validator
 from egt.config import StageConfig
 from egt.errors import ConfigError
 from egt.prompts import format_judgement
-from egt.schema import ImageRef, PreferencePair, atomic_write_bytes, write_pairs
+from egt.io import atomic_write_bytes
+from egt.schema import ImageRef, PreferencePair, write_pairs
 
 IMAGE_SIZE_PX = 64
 SHAPES = ("circle", "square", "triangle")
