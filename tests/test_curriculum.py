@@ -4,26 +4,13 @@ import math
 
 import numpy as np
 import pytest
-from scipy.stats import rankdata
 
-from egt.curriculum import average_ranks, order_pairs, quantile_bins, rows_in_order
+from egt.curriculum import order_pairs, quantile_bins, rows_in_order
 
 NAN = math.nan
 # Sorted ascending with ties by id: b(0.1) d(0.1) e(0.3) a(0.5) c(nan)
 VALUES = [0.3, 0.1, NAN, 0.1, 0.5]
 IDS = ["e", "d", "c", "b", "a"]
-
-
-def test_average_ranks_match_scipy_with_ties():
-    rng = np.random.default_rng(0)
-    for _ in range(20):
-        x = rng.integers(0, 6, size=rng.integers(1, 40)).astype(float)
-        np.testing.assert_allclose(average_ranks(x), rankdata(x, method="average"))
-
-
-def test_average_ranks_reject_nan():
-    with pytest.raises(ValueError, match="NaN"):
-        average_ranks([1.0, NAN])
 
 
 def test_ascending_ties_by_id_and_missing_policies():

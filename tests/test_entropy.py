@@ -14,7 +14,6 @@ from egt.entropy import (
     default_chunk_size,
     hybrid_score,
     pair_entropies,
-    percentile_ranks,
     response_entropies,
     spans_from_offsets,
     split_sentences,
@@ -409,17 +408,6 @@ def test_pair_entropies_ties_and_no_verdicts():
 
 
 # ----------------------------------------------------------------------------- ranks
-
-def test_percentile_ranks_ties_and_missing():
-    values = [0.3, float("nan"), 0.1, 0.1, None]
-    # order: 0.1, 0.1 (ranks 0,1 -> 0.5 each), 0.3 (2), missing (3,4 -> 3.5); divided by n-1 = 4.
-    np.testing.assert_allclose(percentile_ranks(values), [0.5, 0.875, 0.125, 0.125, 0.875])
-    np.testing.assert_allclose(percentile_ranks(values, missing="lowest"), [1.0, 0.125, 0.625, 0.625, 0.125])
-    np.testing.assert_allclose(percentile_ranks(np.array([5.0])), [0.5])
-    assert percentile_ranks([]).shape == (0,)
-    with pytest.raises(ValueError):
-        percentile_ranks([1.0], missing="middle")
-
 
 def test_hybrid_score():
     columns = {"answer": np.array([0.1, 0.2, 0.3]), "vote": np.array([0.6, 0.0, 0.0])}

@@ -11,10 +11,9 @@ For each entropy metric (answer, sentence, mean, max, vote; hybrid with weights)
 - AUROC for flagging pairs whose label disagrees with the majority verdict
   (`majority_error`; a tie or no verdict counts as disagreeing), for flagging
   truly mislabeled pairs (`noisy`) and the judge's real errors (`true_error`).
-AUROC (Mann-Whitney U with average ranks for ties) and Spearman (Pearson of
-average ranks) are implemented here in numpy and tested against scikit-learn
-and scipy. Bins are rank quantiles in which equal values share a bin, so a
-metric with many ties (vote entropy) can leave bins empty.
+AUROC and Spearman come from egt.stats (scikit-learn and SciPy). Bins are rank
+quantiles in which equal values share a bin, so a metric with many ties (vote
+entropy) can leave bins empty.
 
 Undefined values (NaN answer entropy: no verdict position) rank as the highest
 entropy by default (`missing=highest`), or the lowest, or are left out of that
@@ -34,40 +33,16 @@ from pydantic import Field, field_validator
 
 from egt.config import StageConfig
 from egt.curate import METRIC_COLUMNS, column_values, metric_values
-from egt.curriculum import average_ranks, quantile_bins, resolve_missing
+from egt.curriculum import quantile_bins, resolve_missing
 from egt.errors import DataError
 from egt.schema import read_rows
+from egt.stats import auroc, spearman
 
 DEFAULT_METRICS = ("answer", "sentence", "mean", "max", "vote")
 BIN_SCHEMES = {"quintiles": 5, "deciles": 10}
 
 
 # ------------------------------------------------------------------ statistics
-
-def auroc(scores, positives) -> float:
-    """Area under the ROC curve of `scores` for `positives` (bool); NaN if a class is empty.
-
-    Mann-Whitney: (sum of positive ranks - n_pos (n_pos + 1) / 2) / (n_pos n_neg),
-    average ranks for ties (a tie counts 1/2). +-inf scores are allowed.
-    """
-    scores = np.asarray(scores, dtype=np.float64)
-    positives = np.asarray(positives, dtype=bool)
-    n_pos = int(positives.sum())
-    n_neg = len(positives) - n_pos
-    if n_pos == 0 or n_neg == 0:
-        return float("nan")
-    ranks = average_ranks(scores)
-    u = ranks[positives].sum() - n_pos * (n_pos + 1) / 2.0
-    return float(u / (n_pos * n_neg))
-
-
-def spearman(x, y) -> float:
-    """Spearman's rho (Pearson correlation of average ranks); NaN if either side is constant."""
-    rx, ry = average_ranks(x), average_ranks(y)
-    rx, ry = rx - rx.mean(), ry - ry.mean()
-    denom = np.sqrt((rx * rx).sum() * (ry * ry).sum())
-    return float((rx * ry).sum() / denom) if denom > 0 else float("nan")
-
 
 def _share(mask: np.ndarray) -> float:
     return float(mask.mean()) if mask.size else float("nan")

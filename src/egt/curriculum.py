@@ -25,6 +25,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from egt.stats import average_ranks
+
 ORDERINGS = ("ascending", "descending", "random", "buckets:k")
 MISSING_POLICIES = ("highest", "lowest", "drop")
 
@@ -39,16 +41,6 @@ def resolve_missing(values, missing: str = "highest") -> np.ndarray:
     elif missing == "lowest":
         out[np.isnan(out)] = -np.inf
     return out
-
-
-def average_ranks(values) -> np.ndarray:
-    """1-based ranks, ties get the mean of the ranks they span (like scipy's rankdata)."""
-    values = np.asarray(values, dtype=np.float64)
-    if np.isnan(values).any():
-        raise ValueError("average_ranks: resolve NaN first (see resolve_missing)")
-    _, inverse, counts = np.unique(values, return_inverse=True, return_counts=True)
-    starts = np.cumsum(counts) - counts  # 0-based rank where each distinct value begins
-    return (starts + (counts + 1) / 2.0)[inverse.reshape(-1)]
 
 
 def quantile_bins(values, k: int, missing: str = "highest") -> np.ndarray:

@@ -9,7 +9,7 @@ Pure functions, no I/O. The definitions, for users, are in docs/definitions.md (
 - `token_char_spans` / `spans_from_offsets`: which characters of the completion each token wrote.
 - `response_entropies`: answer-token, sentence, mean-token and max-token entropy of one judgement.
 - `pair_entropies`: the K-sample means, vote entropy and K-sample accuracy of one pair.
-- `percentile_ranks` / `hybrid_score`: combine metrics by percentile rank.
+- `hybrid_score`: combine metrics by percentile rank (egt.stats.percentile_ranks).
 
 Choices made where the paper is silent (documented here and in the README):
 - A row whose logits are all -inf has entropy 0 (no outcome is possible, nothing is uncertain).
@@ -38,6 +38,7 @@ import numpy as np
 import torch
 
 from egt.prompts import parse_verdict
+from egt.stats import percentile_ranks
 
 # Score-file column of each metric name the CLI accepts (hybrid is a combination of these).
 METRIC_COLUMNS = {
@@ -403,28 +404,6 @@ def pair_entropies(responses: Sequence[ResponseEntropy], label: int) -> dict:
 
 
 # ----------------------------------------------------------------------------- ranks
-
-def percentile_ranks(values, missing: str = "highest") -> np.ndarray:
-    """Percentile rank in [0, 1] of each value: lowest 0, highest 1, ties share their average rank.
-
-    NaN/None (undefined entropy) rank above every value with missing="highest" (the default:
-    a judgement without a verdict counts as maximally uncertain) or below with "lowest".
-    A single value gets 0.5.
-    """
-    if missing not in ("highest", "lowest"):
-        raise ValueError(f"missing must be 'highest' or 'lowest', got {missing!r}")
-    x = np.asarray(values, dtype=np.float64).reshape(-1)  # None -> NaN
-    n = len(x)
-    if n == 0:
-        return np.zeros(0)
-    if n == 1:
-        return np.full(1, 0.5)
-    x = np.where(np.isnan(x), np.inf if missing == "highest" else -np.inf, x)
-    _, inverse, counts = np.unique(x, return_inverse=True, return_counts=True)
-    first_rank = np.cumsum(counts) - counts
-    average_rank = first_rank + (counts - 1) / 2.0
-    return average_rank[inverse.reshape(-1)] / (n - 1)
-
 
 def hybrid_score(columns: dict, weights: dict, missing: str = "highest") -> np.ndarray:
     """Weighted mean of the percentile ranks of the named columns: sum_m w_m rank_m / sum_m w_m."""
