@@ -7,11 +7,12 @@ import numpy as np
 import pytest
 from PIL import Image
 from scipy.stats import spearmanr
+from helpers import score_row
 from sklearn.metrics import roc_auc_score
 
 from egt.analyze import analyze_scores, write_analysis
 from egt.cli import main
-from egt.schema import PreferencePair, read_rows, write_rows
+from egt.schema import read_rows, write_rows
 
 N_PAIRS, N_UNDEFINED = 200, 5
 
@@ -30,17 +31,10 @@ def synthetic_rows(seed: int = 0) -> list[dict]:
         if i < N_UNDEFINED:
             answer = math.nan
         p = np.bincount(verdicts, minlength=3)[1:] / 4
-        extra = {"completions": ["<think>t</think><answer>1</answer>"] * 4, "verdicts": verdicts,
-                 "k_accuracy": sum(v == label for v in verdicts) / 4, "majority_verdict": majority,
-                 "parse_failures": 0, "format_ok_rate": 1.0, "n_tokens_mean": 12.0,
-                 "answer_entropy_nats": answer, "sentence_entropy_nats": float(rng.random()),
-                 "mean_token_entropy_nats": 0.1 + 0.2 * noisy + 0.5 * float(rng.random()),
-                 "max_token_entropy_nats": float(rng.gamma(2.0)),
-                 "vote_entropy_nats": float(-(p[p > 0] * np.log(p[p > 0])).sum()),
-                 "answer_entropy_missing": int(math.isnan(answer))}
-        rows.append(PreferencePair(id=f"s{i:03d}", images=[], question="q", response_1="r1", response_2="r2",
-                                   label=label, source="synthetic", category="c",
-                                   meta={"noisy": noisy, "true_label": true_label}, extra=extra).to_row())
+        rows.append(score_row(f"s{i:03d}", label=label, verdicts=verdicts, n_tokens_mean=12.0,
+                              meta={"noisy": noisy, "true_label": true_label}, answer=answer,
+                              sentence=float(rng.random()), mean=0.1 + 0.2 * noisy + 0.5 * float(rng.random()), max=float(rng.gamma(2.0)),
+                              vote=float(-(p[p > 0] * np.log(p[p > 0])).sum())))
     return rows
 
 

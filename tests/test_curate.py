@@ -2,16 +2,16 @@
 
 import json
 import math
-from collections import Counter
 
 import numpy as np
 import pytest
+from helpers import score_row
 
 from egt.cli import main
 from egt.config import load_config
 from egt.curate import Config, rebuild, run
 from egt.errors import ConfigError, DataError
-from egt.schema import PreferencePair, read_rows, write_rows
+from egt.schema import read_rows, write_rows
 
 NAN = math.nan
 # answer entropy per id; ascending with ties by id: p06 p00 p02 p03 p07 p09 p01 p08 p05 p04(nan)
@@ -21,23 +21,6 @@ ANSWER = {"p00": 0.10, "p01": 0.50, "p02": 0.20, "p03": 0.20, "p04": NAN,
 VERDICTS = {"p00": [1, 1, 1, 1], "p01": [1, 1, 1, 2], "p02": [2, 2, 2, 2], "p03": [1, 1, 0, 2],
             "p04": [0, 0, 0, 0], "p05": [1, 2, 1, 1], "p06": [1, 1, 1, 0], "p07": [2, 1, 2, 1],
             "p08": [1, 1, 1, 1], "p09": [2, 2, 2, 1]}
-
-
-def score_row(pair_id: str, label: int = 1, verdicts=(1, 1, 1, 1), meta=None, **metrics) -> dict:
-    """One score-file row (contract columns) built from a PreferencePair plus extra columns."""
-    votes = Counter(verdicts).most_common()
-    majority = votes[0][0] if len(votes) == 1 or votes[0][1] > votes[1][1] else 0
-    columns = {"answer_entropy_nats": NAN, "sentence_entropy_nats": 0.0, "mean_token_entropy_nats": 0.0,
-               "max_token_entropy_nats": 0.0, "vote_entropy_nats": 0.0}
-    columns.update({f"{k}_entropy_nats" if k in ("answer", "sentence", "vote") else f"{k}_token_entropy_nats": v
-                    for k, v in metrics.items()})
-    extra = {"completions": ["<think>x</think><answer>1</answer>"] * len(verdicts),
-             "verdicts": list(verdicts), "k_accuracy": sum(v == label for v in verdicts) / len(verdicts),
-             "majority_verdict": majority, "parse_failures": sum(v == 0 for v in verdicts),
-             "format_ok_rate": 1.0, "n_tokens_mean": 10.0,
-             "answer_entropy_missing": int(math.isnan(columns["answer_entropy_nats"])), **columns}
-    return PreferencePair(id=pair_id, images=[], question="Which is better?", response_1="one", response_2="two",
-                          label=label, source="test", category="c", meta=meta or {}, extra=extra).to_row()
 
 
 @pytest.fixture

@@ -9,10 +9,8 @@ import pytest
 import torch
 
 from egt.entropy import (
-    METRIC_COLUMNS,
     ResponseEntropy,
     default_chunk_size,
-    hybrid_score,
     pair_entropies,
     response_entropies,
     spans_from_offsets,
@@ -405,25 +403,6 @@ def test_pair_entropies_ties_and_no_verdicts():
     assert none["majority_verdict"] == 0 and none["k_accuracy"] == 0.0
     assert math.isnan(none["answer_entropy_nats"]) and none["answer_entropy_missing"] == 2
     assert none["vote_entropy_nats"] == 0.0
-
-
-# ----------------------------------------------------------------------------- ranks
-
-def test_hybrid_score():
-    columns = {"answer": np.array([0.1, 0.2, 0.3]), "vote": np.array([0.6, 0.0, 0.0])}
-    # ranks: answer 0, .5, 1 ; vote 1, .25, .25
-    got = hybrid_score(columns, {"answer": 3.0, "vote": 1.0})
-    np.testing.assert_allclose(got, [(0 + 1) / 4, (1.5 + 0.25) / 4, (3 + 0.25) / 4])
-    with pytest.raises(ValueError, match="columns"):
-        hybrid_score(columns, {"sentence": 1.0})
-    with pytest.raises(ValueError, match="sum"):
-        hybrid_score(columns, {"answer": 0.0})
-
-
-def test_metric_columns():
-    assert METRIC_COLUMNS == {"answer": "answer_entropy_nats", "sentence": "sentence_entropy_nats",
-                              "mean": "mean_token_entropy_nats", "max": "max_token_entropy_nats",
-                              "vote": "vote_entropy_nats"}
 
 
 def test_spans_and_answer_token_with_tiny_judge_tokenizer(tiny_model_dir):

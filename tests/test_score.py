@@ -117,6 +117,9 @@ def test_generate_columns_tokens_dump_and_seeds(tiny_model_dir, synth_pairs_list
     rows = read_rows(out / "scores.parquet")
     tokens = read_rows(out / "tokens.parquet")
     summary = json.loads((out / "summary.json").read_text())
+    from egt.scorefile import SCORE_COLUMNS  # the one definition of what a score row adds to its pair
+
+    assert [c for c in rows[0] if c not in pairs[0].to_row()] == list(SCORE_COLUMNS)
     assert summary["pairs"] == 3 and summary["judgements"] == 9
     assert summary["parse_failures"] == sum(r["parse_failures"] for r in rows)
     assert len(tokens) == 9 and [(t["id"], t["sample"]) for t in tokens] == [(p.id, k) for p in pairs for k in range(3)]

@@ -13,7 +13,7 @@ For each entropy metric (answer, sentence, mean, max, vote; hybrid with weights)
   truly mislabeled pairs (`noisy`) and the judge's real errors (`true_error`).
 AUROC and Spearman come from egt.stats (scikit-learn and SciPy). Bins are rank
 quantiles in which equal values share a bin, so a metric with many ties (vote
-entropy) can leave bins empty.
+entropy) can leave bins empty. The score-file columns are egt.scorefile's.
 
 Undefined values (NaN answer entropy: no verdict position) rank as the highest
 entropy by default (`missing=highest`), or the lowest, or are left out of that
@@ -32,13 +32,14 @@ import numpy as np
 from pydantic import Field, field_validator
 
 from egt.config import StageConfig
-from egt.curate import METRIC_COLUMNS, column_values, metric_values
 from egt.curriculum import quantile_bins, resolve_missing
 from egt.errors import DataError
+from egt.io import write_json, write_text
 from egt.schema import read_rows
+from egt.scorefile import METRICS, MetricOrHybrid, column_values, metric_label, metric_values
 from egt.stats import auroc, spearman
 
-DEFAULT_METRICS = ("answer", "sentence", "mean", "max", "vote")
+DEFAULT_METRICS = METRICS
 BIN_SCHEMES = {"quintiles": 5, "deciles": 10}
 
 
@@ -104,7 +105,7 @@ def analyze_scores(rows: list[dict], metrics=DEFAULT_METRICS, missing: str = "hi
 
     result = {
         "n_pairs": len(rows), "missing": missing, "metrics": metrics,
-        "columns": {m: (m if m == "hybrid" else METRIC_COLUMNS[m]) for m in metrics},
+        "columns": {m: metric_label(m) for m in metrics},
         "weights": weights, "noise_known": noisy is not None, "true_label_known": true_correct is not None,
         "overall": {"majority_accuracy": _share(correct), "k_accuracy_mean": float(np.nanmean(k_accuracy)),
                     "noisy_share": _share(noisy) if noisy is not None else None,
@@ -152,7 +153,7 @@ def _headline(result: dict) -> dict:
 class Config(StageConfig):
     scores: Path = Field(..., description="score file from `egt score`")
     output: Path | None = Field(None, description="output folder (default: <scores folder>/analysis)")
-    metrics: list[Literal["answer", "sentence", "mean", "max", "vote", "hybrid"]] = Field(
+    metrics: list[MetricOrHybrid] = Field(
         list(DEFAULT_METRICS), description="metrics to analyse (comma-separated on the command line)")
     missing: Literal["highest", "lowest", "drop"] = Field("highest", description="where undefined values rank")
     weights: dict[str, float] | None = Field(None, description="hybrid: metric -> weight (default: equal)")
@@ -262,8 +263,6 @@ def _report_text(result: dict, figures: list[tuple[str, str]]) -> str:
 
 def write_analysis(result: dict, output_dir: str | Path) -> Path:
     """report.md, analysis.json (every number except per-pair values), bins.csv and PNG figures."""
-    from egt.io import write_json, write_text
-
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     figures = _figures(result, out)

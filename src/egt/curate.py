@@ -12,7 +12,7 @@ Strategies (all deterministic; ties broken by pair id, ascending):
 - `accuracy` — keep pairs whose verdicts match the label in >= `min_correct` of the K samples
   (label-dependent baseline of the paper's ablation; "no verdict" counts as wrong).
 Metrics: answer, sentence, mean, max, vote (the score file's `*_entropy_nats`
-columns) or hybrid (weighted mean of percentile ranks over the whole input file,
+columns, egt.scorefile) or hybrid (weighted mean of percentile ranks over the whole input file,
 `weights={answer: 1, max: 1}`).
 Undefined values (NaN) rank as the highest entropy by default (`missing=highest`),
 or the lowest, or are dropped (`missing=drop`, only where the metric selects).
@@ -39,60 +39,19 @@ from pydantic import Field
 import egt
 from egt.config import StageConfig
 from egt.curriculum import order_pairs, parse_ordering, sort_by_value
-from egt.entropy import METRIC_COLUMNS, hybrid_score
 from egt.errors import ConfigError, DataError, EgtError
 from egt.io import check_unique_ids, sha256_file, write_json
 from egt.schema import read_rows, write_rows
+from egt.scorefile import MetricOrHybrid, metric_column, metric_label, metric_values
 
-MetricName = Literal["answer", "sentence", "mean", "max", "vote", "hybrid"]
 STRATEGIES = ("lowest", "prune", "random", "accuracy", "highest")
-
-
-def metric_column(metric: str) -> str:
-    if metric not in METRIC_COLUMNS:
-        raise ConfigError(f"unknown metric '{metric}' (expected one of {', '.join(METRIC_COLUMNS)}, hybrid)")
-    return METRIC_COLUMNS[metric]
-
-
-def column_values(rows: list[dict], column: str, file: str = "<scores>") -> np.ndarray:
-    """A float column as an array (None -> NaN); DataError naming the file and row if absent."""
-    out = np.empty(len(rows), dtype=np.float64)
-    for i, row in enumerate(rows):
-        if column not in row:
-            raise DataError(file, i, column, "missing column; expected a score file written by `egt score`")
-        value = row[column]
-        try:
-            out[i] = np.nan if value is None else float(value)
-        except (TypeError, ValueError):
-            raise DataError(file, i, column, f"expected a number, got {value!r}") from None
-    return out
-
-
-def metric_values(rows: list[dict], metric: str, weights: dict[str, float] | None = None,
-                  missing: str = "highest", file: str = "<scores>") -> np.ndarray:
-    """Per-pair values of a metric (nats), or the hybrid score in [0, 1]; NaN = undefined.
-
-    hybrid = sum_m w_m * percentile_rank_m / sum_m w_m, with NaN placed per `missing`
-    inside each percentile rank (with `missing=drop` a pair missing any part is NaN).
-    """
-    if metric != "hybrid":
-        return column_values(rows, metric_column(metric), file)
-    if not weights:
-        raise ConfigError("metric 'hybrid' needs weights, e.g. weights={answer: 1.0, max: 1.0}")
-    if any(w < 0 for w in weights.values()) or sum(weights.values()) <= 0:
-        raise ConfigError(f"hybrid weights must be >= 0 with a positive sum, got {weights}")
-    columns = {name: column_values(rows, metric_column(name), file) for name in weights}
-    score = hybrid_score(columns, weights, "highest" if missing == "drop" else missing)
-    if missing == "drop":
-        score[np.any([np.isnan(v) for v in columns.values()], axis=0)] = np.nan
-    return score
 
 
 class Config(StageConfig):
     scores: Path | None = Field(None, description="score file from `egt score` (omit with manifest)")
     output: Path = Field(..., description="output folder")
     strategy: Literal["lowest", "prune", "random", "accuracy", "highest"] = "lowest"
-    metric: MetricName = Field("answer", description="entropy metric that selects (and orders by default)")
+    metric: MetricOrHybrid = Field("answer", description="entropy metric that selects (and orders by default)")
     n: int | None = Field(None, ge=0, description="pairs to keep (lowest/highest/random)")
     fraction: float | None = Field(None, gt=0, le=1, description="share of pairs to keep, instead of n")
     prune_percent: float | None = Field(None, ge=0, le=100, description="prune: drop the top p% by metric")
@@ -101,7 +60,7 @@ class Config(StageConfig):
     missing: Literal["highest", "lowest", "drop"] = Field("highest", description="where undefined values rank")
     seed: int = 0
     order: str = Field("ascending", description="ascending | descending | random | buckets:K")
-    order_metric: MetricName | None = Field(None, description="metric that orders (default: metric)")
+    order_metric: MetricOrHybrid | None = Field(None, description="metric that orders (default: metric)")
     manifest: Path | None = Field(None, description="rebuild the subset a manifest.json describes")
 
 
@@ -195,7 +154,7 @@ def select(rows: list[dict], cfg: Config, file: str = "<scores>") -> Selection:
     ids_arr = np.array(ids, dtype=object)
     by_value = cfg.strategy in ("lowest", "highest", "prune")
     values = metric_values(rows, cfg.metric, cfg.weights, cfg.missing, file) if by_value else None
-    label = cfg.metric if cfg.metric == "hybrid" else METRIC_COLUMNS[cfg.metric]
+    label = metric_label(cfg.metric)
     dropped: list[tuple[int, str]] = []
     eligible = np.arange(len(rows))
     if by_value and cfg.missing == "drop":
@@ -255,7 +214,7 @@ def _write_outputs(rows: list[dict], selection: Selection, cfg: Config, scores: 
         "egt_version": egt.__version__,
         "input": {"path": str(Path(scores).resolve()), "sha256": input_sha256, "rows": len(rows)},
         "strategy": cfg.strategy, "metric": cfg.metric,
-        "metric_column": cfg.metric if cfg.metric == "hybrid" else METRIC_COLUMNS[cfg.metric],
+        "metric_column": metric_label(cfg.metric),
         "weights": cfg.weights, "missing": cfg.missing, "seed": cfg.seed,
         "order": cfg.order, "order_metric": cfg.order_metric or cfg.metric,
         "thresholds": selection.thresholds, "counts": selection.counts,

@@ -17,8 +17,7 @@ from pathlib import Path
 from egt import __version__
 from egt.io import write_json, write_text
 from egt.report import markdown_table
-
-METRICS = ("answer", "sentence", "mean", "max", "vote")
+from egt.scorefile import METRICS
 MODEL_LABELS = {
     "sft": "SFT (stage 1 only)",
     "a_egt": "(a) EGT: lowest entropy, ascending",

@@ -8,8 +8,8 @@ Pure functions, no I/O. The definitions, for users, are in docs/definitions.md (
 - `topk_entropy_bounds`: bounds on H when an engine (vLLM) returns only the top-k log-probs.
 - `token_char_spans` / `spans_from_offsets`: which characters of the completion each token wrote.
 - `response_entropies`: answer-token, sentence, mean-token and max-token entropy of one judgement.
-- `pair_entropies`: the K-sample means, vote entropy and K-sample accuracy of one pair.
-- `hybrid_score`: combine metrics by percentile rank (egt.stats.percentile_ranks).
+- `pair_entropies`: the K-sample means, vote entropy and K-sample accuracy of one pair, under the
+  score-file column names of egt.scorefile (which also combines metrics into the hybrid score).
 
 Choices made where the paper is silent (documented here and in the README):
 - A row whose logits are all -inf has entropy 0 (no outcome is possible, nothing is uncertain).
@@ -38,16 +38,7 @@ import numpy as np
 import torch
 
 from egt.prompts import parse_verdict
-from egt.stats import percentile_ranks
-
-# Score-file column of each metric name the CLI accepts (hybrid is a combination of these).
-METRIC_COLUMNS = {
-    "answer": "answer_entropy_nats",
-    "sentence": "sentence_entropy_nats",
-    "mean": "mean_token_entropy_nats",
-    "max": "max_token_entropy_nats",
-    "vote": "vote_entropy_nats",
-}
+from egt.scorefile import METRIC_COLUMNS
 
 # fp32 working memory of one chunk in token_entropy: two [rows, vocab] buffers.
 DEFAULT_CHUNK_WORKSPACE_BYTES = 256 * 2**20
@@ -393,28 +384,11 @@ def pair_entropies(responses: Sequence[ResponseEntropy], label: int) -> dict:
         "k_accuracy": float(np.mean([v == label for v in verdicts])) if verdicts else math.nan,
         "majority_verdict": int(majority),
         "parse_failures": sum(r.verdict is None for r in responses),
-        "answer_entropy_nats": _mean_defined(r.answer_nats for r in responses),
+        METRIC_COLUMNS["answer"]: _mean_defined(r.answer_nats for r in responses),
         "answer_entropy_missing": sum(r.answer_nats is None for r in responses),
-        "sentence_entropy_nats": _mean_defined(r.sentence_nats for r in responses),
-        "mean_token_entropy_nats": _mean_defined(r.mean_token_nats for r in responses),
-        "max_token_entropy_nats": _mean_defined(r.max_token_nats for r in responses),
-        "vote_entropy_nats": vote_entropy(verdicts),
+        METRIC_COLUMNS["sentence"]: _mean_defined(r.sentence_nats for r in responses),
+        METRIC_COLUMNS["mean"]: _mean_defined(r.mean_token_nats for r in responses),
+        METRIC_COLUMNS["max"]: _mean_defined(r.max_token_nats for r in responses),
+        METRIC_COLUMNS["vote"]: vote_entropy(verdicts),
         "n_tokens_mean": float(np.mean([r.n_tokens for r in responses])) if responses else math.nan,
     }
-
-
-# ----------------------------------------------------------------------------- ranks
-
-def hybrid_score(columns: dict, weights: dict, missing: str = "highest") -> np.ndarray:
-    """Weighted mean of the percentile ranks of the named columns: sum_m w_m rank_m / sum_m w_m."""
-    unknown = sorted(set(weights) - set(columns))
-    if unknown:
-        raise ValueError(f"hybrid weights name {unknown}, but the columns are {sorted(columns)}")
-    total = float(sum(weights.values()))
-    if not weights or total <= 0:
-        raise ValueError(f"hybrid weights must sum to > 0, got {dict(weights)}")
-    lengths = {name: len(columns[name]) for name in weights}
-    if len(set(lengths.values())) > 1:
-        raise ValueError(f"hybrid columns differ in length: {lengths}")
-    score = sum(float(w) * percentile_ranks(columns[name], missing) for name, w in weights.items())
-    return np.asarray(score, dtype=np.float64) / total

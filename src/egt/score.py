@@ -9,7 +9,7 @@ default, so the entropy is the model's own); `egt.generation.judge` records the 
 every generated token from the raw logits of its step (before top-p and sampling noise).
 `egt.entropy` turns them into the per-response and per-pair values of docs/definitions.md. Output:
 
-    <output>/scores.parquet    one row per pair: the pair's columns + the score-file columns (docs/definitions.md)
+    <output>/scores.parquet    one row per pair: the pair's columns + egt.scorefile.SCORE_COLUMNS
     <output>/summary.json      pairs, parse failures, mean entropies, tokens, wall time
     <output>/tokens.parquet    with dump_tokens: one row per judgement (id, sample, token ids, texts, entropies)
     <output>/shards/           shard-00000.parquet + shard-00000.done (completion marker), ...
@@ -62,9 +62,7 @@ from egt.config import StageConfig
 from egt.errors import ConfigError, DataError, EgtError, require
 from egt.io import json_text, sha256_file, write_json
 from egt.schema import read_pairs, read_rows, write_rows
-
-ENTROPY_COLUMNS = ("answer_entropy_nats", "sentence_entropy_nats", "mean_token_entropy_nats",
-                   "max_token_entropy_nats", "vote_entropy_nats")
+from egt.scorefile import ENTROPY_COLUMNS, LOWER_BOUND_COLUMNS
 # Config keys that change the scores: a folder scored with other values cannot be resumed.
 FINGERPRINT_KEYS = ("samples", "temperature", "top_p", "max_new_tokens", "batch_size", "shard_size", "seed", "mode",
                     "response_column", "sentence_agg", "dump_tokens", "dtype", "backend", "vllm_entropy",
@@ -146,8 +144,8 @@ def score_row(pair, judgements, tokenizer, sentence_agg: str = "mean", lower_ent
     if lower_entropies is not None:
         lower = pair_entropies([_response_scores(j, tokenizer, sentence_agg, lo)[0]
                                 for j, lo in zip(judgements, lower_entropies)], pair.label)
-        for name in ENTROPY_COLUMNS[:-1]:
-            row[name.replace("_nats", "_lower_nats")] = lower[name]
+        for name, lower_name in LOWER_BOUND_COLUMNS.items():
+            row[lower_name] = lower[name]
     return row, token_rows
 
 
