@@ -7,7 +7,7 @@ Both arms run `egt.generation.judge` on the same requests (same seeds, so the sa
 - plain:   with_entropy=False (the seeded sampler still runs: only the entropy is off);
 - scoring: `egt.score.score_pairs`, i.e. judge with_entropy=True, then token spans and the
            per-response / per-pair entropies, exactly what each shard of `egt score` computes.
-The tiny judge (egt.models.build_tiny, untrained) is built in a temporary folder; each arm is
+The tiny judge (egt.tiny.build_tiny, untrained) is built in a temporary folder; each arm is
 timed `--repeats` times, interleaved, and the fastest run is reported (the machine is shared).
 Target (issue 5): scoring wall time <= 1.10x plain generation at batch 8.
 """
@@ -45,7 +45,8 @@ def main(argv: list[str] | None = None) -> int:
 
     from egt.data.synth import generate_pairs
     from egt.generation import JudgeRequest, judge, judgement_seed
-    from egt.models import TinyConfig, build_tiny, load_judge
+    from egt.models import load_judge
+    from egt.tiny import TinyConfig, build_tiny
     from egt.score import Config, score_pairs
 
     with tempfile.TemporaryDirectory(prefix="egt-bench-scoring-") as tmp:

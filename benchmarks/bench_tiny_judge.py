@@ -1,6 +1,6 @@
 """Can the embedded tiny judge learn the synthetic benchmark through egt's own SFT?
 
-Builds the tiny Qwen2-VL judge (`egt.models.build_tiny`, with its perception
+Builds the tiny Qwen2-VL judge (`egt.tiny.build_tiny`, with its perception
 pre-training: `--pretrain-steps` steps of captioning synthetic scenes), writes a
 clean train split with the oracle's faithful traces, fine-tunes it with
 `egt.sft.run` (TRL SFTTrainer, full fine-tuning, vision tower trained), then
@@ -92,8 +92,9 @@ def main(argv=None) -> dict:
     from egt import sft
     from egt.data import synth
     from egt.generation import JudgeRequest, judge
-    from egt.models import TinyConfig, build_tiny, count_parameters, load_judge
+    from egt.models import count_parameters, load_judge
     from egt.schema import read_pairs, write_pairs
+    from egt.tiny import TinyConfig, build_tiny
 
     args = parse_args(argv)
     torch.set_num_threads(args.threads)

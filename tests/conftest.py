@@ -1,7 +1,7 @@
 """Shared fixtures: the tiny judge and tiny synthetic data, built locally (no downloads).
 
 Fixtures (all session-scoped, built once per test run):
-- `tiny_model_dir` -> Path: a saved tiny Qwen2-VL judge (egt.models.build_tiny, seed 0, no perception
+- `tiny_model_dir` -> Path: a saved tiny Qwen2-VL judge (egt.tiny.build_tiny, seed 0, no perception
   pre-training: random weights);
   load it with `egt.models.load_judge(tiny_model_dir)`. Treat it as read-only (copy it to train it).
 - `synth_pairs_path(split="pool", n=24, seed=0, noise="none", **kw)` -> Path: a factory that writes a
@@ -20,7 +20,7 @@ import pytest
 
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory) -> Path:
-    from egt.models import TinyConfig, build_tiny
+    from egt.tiny import TinyConfig, build_tiny
 
     return build_tiny(TinyConfig(output=tmp_path_factory.mktemp("tiny_judge") / "model", seed=0, pretrain_steps=0))
 

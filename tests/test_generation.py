@@ -81,7 +81,7 @@ def pairs(synth_pairs_list):
 
 @pytest.mark.slow
 def test_greedy_equals_plain_generate(judge_model, pairs):
-    from egt.models import judge_batch_inputs
+    from egt.encode import judge_batch_inputs
 
     model, processor = judge_model
     inputs = judge_batch_inputs(processor, pairs)
@@ -111,7 +111,7 @@ def test_sampling_is_independent_of_batch_composition(judge_model, pairs):
 @pytest.mark.slow
 def test_recorded_entropy_is_the_raw_next_token_entropy(judge_model, pairs):
     """Recorded H_t == entropy of a fresh forward pass over prompt + generated tokens (logits at t-1)."""
-    from egt.models import judge_batch_inputs
+    from egt.encode import judge_batch_inputs
 
     model, processor = judge_model
     temperature = 0.8

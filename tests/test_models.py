@@ -7,8 +7,9 @@ import shutil
 import pytest
 import torch
 
-from egt.models import (SPECIAL_TOKENS, TinyConfig, build_tiny, count_parameters, judge_batch_inputs,
-                        judge_prompts, load_judge)
+from egt.encode import judge_batch_inputs, judge_prompts
+from egt.models import count_parameters, load_judge
+from egt.tiny import SPECIAL_TOKENS, TinyConfig, build_tiny
 from egt.prompts import TAGS, parse_verdict
 
 
@@ -189,3 +190,4 @@ def test_content_words_are_the_same_token_everywhere(judge):
         (word_id,) = tok(word, add_special_tokens=False)["input_ids"]
         for context in (f"It is{word}.", f"Response 1{word}: yes.", f"I see a{word} thing"):
             assert word_id in tok(context, add_special_tokens=False)["input_ids"], (word, context)
+

@@ -75,7 +75,8 @@ def sft_dir(tiny_model_dir, synth_pairs_path, tmp_path_factory) -> Path:
     gets non-zero advantages on any machine (a random judge scores 0 everywhere and learns nothing)."""
     import torch
 
-    from egt.models import judge_batch_inputs, load_judge
+    from egt.encode import judge_batch_inputs
+    from egt.models import load_judge
     from egt.prompts import format_judgement
 
     pairs = read_pairs(synth_pairs_path("train", 48, seed=1))

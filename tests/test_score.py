@@ -62,7 +62,8 @@ def reference_run(tiny_model_dir, pairs6, tmp_path_factory) -> Path:
 def test_teacher_forced_columns_match_an_independent_forward_pass(tiny_model_dir, synth_pairs_list, tmp_path):
     from egt.data.synth import oracle_trace
     from egt.entropy import response_entropies, token_char_spans, token_entropy
-    from egt.models import judge_batch_inputs, load_judge
+    from egt.encode import judge_batch_inputs
+    from egt.models import load_judge
     from egt.score import Config, run
 
     pairs = copy.deepcopy(synth_pairs_list[:3])  # the fixture's pairs are shared: never mutate them

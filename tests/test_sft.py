@@ -14,7 +14,8 @@ import torch
 
 from egt import distill, prompts
 from egt.config import load_config
-from egt.models import judge_batch_inputs, load_judge
+from egt.encode import judge_batch_inputs
+from egt.models import load_judge
 from egt.schema import read_pairs
 from egt.sft import Config, JudgeCollator, collate_examples, encode_examples, last_checkpoint, read_traces, run
 

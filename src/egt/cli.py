@@ -35,7 +35,7 @@ DATA = [
     Stage("synth", "egt.data.synth", "Generate the synthetic multimodal preference benchmark."),
 ]
 MODEL = [
-    Stage("tiny", "egt.models", "Build the tiny Qwen2-VL judge (tokenizer, processor, model).",
+    Stage("tiny", "egt.tiny", "Build the tiny Qwen2-VL judge (tokenizer, processor, model).",
           config="TinyConfig", run="build_tiny"),
 ]
 TOP = [

@@ -128,13 +128,12 @@ class Pipeline:
 
     # ------------------------------------------------------------ stages
     def data_and_model(self) -> dict:
-        from egt import models
+        from egt import tiny
         from egt.data import synth
 
         cfg = self.cfg
-        models.build_tiny(load_config(models.TinyConfig, None, {"output": str(self.dir / "base_model"),
-                                                               "seed": cfg.seed,
-                                                               "pretrain_steps": cfg.pretrain_steps}))
+        tiny.build_tiny(load_config(tiny.TinyConfig, None, {"output": str(self.dir / "base_model"),
+                                                           "seed": cfg.seed, "pretrain_steps": cfg.pretrain_steps}))
         splits = {"train": (cfg.n_train, cfg.noise), "pool": (cfg.n_pool, cfg.noise), "test": (cfg.n_test, "none")}
         pretrain = self.dir / "base_model" / "pretrain.json"
         out = json.loads(pretrain.read_text()) if pretrain.exists() else {}

@@ -45,6 +45,7 @@ from typing import Callable, Sequence
 import torch
 from transformers import GenerationConfig, LogitsProcessor, LogitsProcessorList, TopPLogitsWarper
 
+from egt.encode import append_completions, judge_batch_inputs
 from egt.entropy import token_entropy
 from egt.prompts import Verdict, parse_verdict
 from egt.schema import PreferencePair
@@ -165,8 +166,6 @@ def judge(model, processor, requests: Sequence[JudgeRequest], *, temperature: fl
 
     `on_batch(n)` is called after each batch with its number of requests (for a caller's progress bar).
     """
-    from egt.models import judge_batch_inputs
-
     tokenizer = processor.tokenizer
     eos_ids = eos_token_ids(model, tokenizer)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos_ids[0]
@@ -200,33 +199,6 @@ def judge(model, processor, requests: Sequence[JudgeRequest], *, temperature: fl
 
 # ---------------------------------------------------------------- teacher forcing
 
-def _append_completions(prompt_inputs, completion_ids: list[list[int]], pad_id: int) -> dict:
-    """Left-padded prompt batch + per-row completion tokens -> one left-padded batch.
-
-    Every [batch, length] tensor (input_ids, attention_mask, mm_token_type_ids) is rebuilt;
-    image tensors pass through unchanged. Also returns `completion_mask` (1 on completion tokens).
-    """
-    mask = prompt_inputs["attention_mask"].bool()
-    batch, length = mask.shape
-    per_token = [k for k, v in prompt_inputs.items() if torch.is_tensor(v) and tuple(v.shape[:2]) == (batch, length)
-                 and v.dim() == 2]
-    rows = {k: [] for k in per_token}
-    for i, comp in enumerate(completion_ids):
-        keep = mask[i]
-        for k in per_token:
-            values = prompt_inputs[k][i][keep].tolist()
-            extra = comp if k == "input_ids" else [1] * len(comp) if k == "attention_mask" else [0] * len(comp)
-            rows[k].append(values + list(extra))
-    width = max(len(r) for r in rows["input_ids"])
-    out = {k: v for k, v in prompt_inputs.items() if k not in per_token}
-    for k in per_token:
-        fill = pad_id if k == "input_ids" else 0
-        out[k] = torch.tensor([[fill] * (width - len(r)) + r for r in rows[k]], dtype=prompt_inputs[k].dtype)
-    out["completion_mask"] = torch.tensor([[0] * (width - len(c)) + [1] * len(c) for c in completion_ids],
-                                          dtype=torch.bool)
-    return out
-
-
 def _hide_placeholder_tokens(model, inputs: dict, pad_id: int) -> dict:
     """Teacher-force completions that contain image/video placeholder ids (untrained models write them).
 
@@ -239,7 +211,7 @@ def _hide_placeholder_tokens(model, inputs: dict, pad_id: int) -> dict:
     config = getattr(model, "config", None)
     placeholders = [getattr(config, name, None) for name in ("image_token_id", "video_token_id")]
     placeholders = torch.tensor([p for p in placeholders if p is not None], dtype=torch.long)
-    completion_mask = inputs.pop("completion_mask")
+    completion_mask = inputs.pop("completion_mask").bool()
     ids = inputs["input_ids"]
     stray = completion_mask & torch.isin(ids, placeholders) if len(placeholders) else None
     if stray is None or not bool(stray.any()):
@@ -259,8 +231,6 @@ def score_completions(model, processor, pairs: Sequence[PreferencePair], complet
     `judge_batch_inputs` does) or a list of token ids (e.g. what vLLM generated). Only the
     last `max completion length + 1` positions' logits are computed (`logits_to_keep`).
     """
-    from egt.models import judge_batch_inputs
-
     if len(pairs) != len(completions):
         raise ValueError(f"{len(completions)} completions for {len(pairs)} pairs")
     tokenizer = processor.tokenizer
@@ -277,7 +247,7 @@ def score_completions(model, processor, pairs: Sequence[PreferencePair], complet
             if longest:
                 prompts = judge_batch_inputs(processor, batch_pairs)
                 with torch.inference_mode():
-                    inputs = _hide_placeholder_tokens(model, _append_completions(prompts, batch_ids, pad_id), pad_id)
+                    inputs = _hide_placeholder_tokens(model, append_completions(prompts, batch_ids, pad_id), pad_id)
                     inputs = {k: (v.to(model.device) if torch.is_tensor(v) else v) for k, v in inputs.items()}
                     logits = model(**inputs, logits_to_keep=longest + 1).logits  # [B, longest + 1, V]
                     # Kept position j predicts kept position j + 1; the last one predicts nothing.

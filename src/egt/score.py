@@ -232,7 +232,7 @@ class _VLLMScorer:
 
         from egt.entropy import topk_entropy_bounds
         from egt.generation import Judgement, eos_token_ids, judgement_seed, score_completions
-        from egt.models import judge_prompts
+        from egt.encode import judge_prompts
         from egt.prompts import parse_verdict
 
         cfg, tokenizer = self.cfg, self.processor.tokenizer

@@ -18,7 +18,7 @@ runs are merged when `merge_lora`), checkpoints under `<output>/checkpoints`,
 scheduler, RNG and data position).
 
 Why a custom collator instead of TRL's `DataCollatorForVisionLanguageModeling`:
-the batch is built by `egt.models.judge_batch_inputs` — the same function the
+the batch is built by `egt.encode.judge_batch_inputs` — the same function the
 scorer and the evaluator use — so training and inference see byte-identical
 prompts, and `mm_token_type_ids` (needed by transformers 5 Qwen2-VL) and the
 completion mask come with it. With `cache_features: true` every example is
@@ -117,7 +117,7 @@ def encode_examples(processor, pairs: list[PreferencePair], traces: list[str],
     (1 on the trace and the end-of-turn token), pixel_values, image_grid_thw."""
     from tqdm.auto import tqdm
 
-    from egt.models import judge_batch_inputs
+    from egt.encode import judge_batch_inputs
 
     examples = []
     for start in tqdm(range(0, len(pairs), chunk_size), desc="sft: preprocess", disable=not progress):
