@@ -95,6 +95,7 @@ def main(argv=None) -> dict:
     from egt.models import count_parameters, load_judge
     from egt.schema import read_pairs, write_pairs
     from egt.tiny import TinyConfig, build_tiny
+    from egt.training import TRAIN_SUMMARY
 
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -128,9 +129,8 @@ def main(argv=None) -> dict:
     t0 = time.perf_counter()
     sft.run(cfg)
     timings["sft_wall_s"] = time.perf_counter() - t0
-    log_file = next((out / "sft" / name for name in ("train_log.json", "train_metrics.json")
-                     if (out / "sft" / name).exists()), None)
-    metrics = json.loads(log_file.read_text()) if log_file else {}
+    log_file = out / "sft" / TRAIN_SUMMARY
+    metrics = json.loads(log_file.read_text()) if log_file.exists() else {}
 
     model, processor = load_judge(out / "sft" / "model")
     test = read_pairs(test_path)

@@ -13,6 +13,7 @@ from egt import rl
 from egt.config import load_config
 from egt.errors import DataError
 from egt.schema import read_pairs, write_pairs
+from egt.training import LANGUAGE_LORA_TARGETS
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -234,5 +235,5 @@ def test_rl_lora_saves_a_merged_judge(sft_dir, curated, tmp_path):
     assert not any("lora" in k for k in model.state_dict())
     before, after = _state_dict(sft_dir), _state_dict(out / "model")
     changed = [k for k in before if not (before[k].to(after[k].dtype) == after[k]).all()]
-    assert changed and all(any(m in k for m in rl.LM_PROJECTIONS) for k in changed)
+    assert changed and all(any(m in k for m in LANGUAGE_LORA_TARGETS) for k in changed)
     shutil.rmtree(out / "checkpoints", ignore_errors=True)

@@ -17,7 +17,8 @@ from egt.config import load_config
 from egt.encode import judge_batch_inputs
 from egt.models import load_judge
 from egt.schema import read_pairs
-from egt.sft import Config, JudgeCollator, collate_examples, encode_examples, last_checkpoint, read_traces, run
+from egt.sft import Config, JudgeCollator, collate_examples, encode_examples, read_traces, run
+from egt.training import TRAIN_SUMMARY, last_checkpoint
 
 CONFIGS = Path(__file__).parents[1] / "configs"
 
@@ -76,7 +77,7 @@ def _params(model) -> dict[str, torch.Tensor]:
 def test_full_sft_learns_freezes_vision_and_saves_a_loadable_judge(traces_path, tiny_model_dir, tmp_path):
     before = _params(load_judge(tiny_model_dir)[0])
     out = run(sft_cfg(traces_path, tiny_model_dir, tmp_path / "sft", max_steps=10, adam_beta2=0.95))
-    metrics = json.loads((out / "train_log.json").read_text())
+    metrics = json.loads((out / TRAIN_SUMMARY).read_text())
     optimizer = torch.load(last_checkpoint(out / "checkpoints") / "optimizer.pt", weights_only=True)
     assert {tuple(g["betas"]) for g in optimizer["param_groups"]} == {(0.9, 0.95)}
     losses = [h["loss"] for h in metrics["log_history"] if "loss" in h]
@@ -139,12 +140,12 @@ def test_killed_run_resumes_from_its_last_checkpoint(traces_path, tiny_model_dir
     assert 3 <= start_step < 24
 
     run(sft_cfg(traces_path, tiny_model_dir, out, **common))
-    metrics = json.loads((out / "train_log.json").read_text())
+    metrics = json.loads((out / TRAIN_SUMMARY).read_text())
     assert metrics["resumed_from"] == str(start) and metrics["global_step"] == 24
     final_state = json.loads((last_checkpoint(out / "checkpoints") / "trainer_state.json").read_text())
     assert final_state["global_step"] == 24
     # the resumed run continues the same trajectory: same losses at each logged step, same final weights
-    ref_losses = {h["step"]: h["loss"] for h in json.loads((ref / "train_log.json").read_text())["log_history"]
+    ref_losses = {h["step"]: h["loss"] for h in json.loads((ref / TRAIN_SUMMARY).read_text())["log_history"]
                   if "loss" in h}
     got_losses = {h["step"]: h["loss"] for h in metrics["log_history"] if "loss" in h}
     assert got_losses.keys() == ref_losses.keys()

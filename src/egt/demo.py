@@ -42,6 +42,7 @@ from egt import __version__
 from egt.config import StageConfig, load_config
 from egt.io import write_json
 from egt.schema import read_rows
+from egt.training import TRAIN_SUMMARY
 
 RL_RUNS = {
     "a_egt": ("EGT: lowest-entropy subset, ascending", "curated_ascending"),
@@ -321,17 +322,14 @@ def _auroc_summary(result: dict) -> dict:
 
 
 def _trainer_log(stage_dir: Path) -> dict:
-    """Final training loss and steps from the trainer's saved log, when present."""
-    # egt sft writes train_log.json, egt rl train_summary.json; both hold global_step and log_history.
-    for candidate in (stage_dir / "train_log.json", stage_dir / "train_summary.json"):
-        if candidate.exists():
-            data = json.loads(candidate.read_text())
-            history = data.get("log_history", [])
-            losses = [h["loss"] for h in history if "loss" in h]
-            return {"train_loss": data.get("train_loss", losses[-1] if losses else None),
-                    "steps": data.get("global_step"),
-                    "first_loss": losses[0] if losses else None, "last_loss": losses[-1] if losses else None}
-    return {}
+    """Final training loss and steps from the stage's train_summary.json (egt sft and egt rl), when present."""
+    path = stage_dir / TRAIN_SUMMARY
+    if not path.exists():
+        return {}
+    data = json.loads(path.read_text())
+    losses = [h["loss"] for h in data.get("log_history", []) if "loss" in h]
+    return {"train_loss": data.get("train_loss", losses[-1] if losses else None), "steps": data.get("global_step"),
+            "first_loss": losses[0] if losses else None, "last_loss": losses[-1] if losses else None}
 
 
 def command_line(cfg: Config) -> str:

@@ -37,7 +37,9 @@ N, which are replayed. A checkpoint inside a generation regenerates that
 chunk's completions (the buffer is not checkpointed) without logging it again.
 
 The final model goes to `<output>/model` (LoRA merged into the base), loadable
-by egt.models.load_judge. consumed.jsonl is an egt.io.Journal (each line fsynced).
+by egt.models.load_judge; `<output>/train_summary.json` holds the log history.
+LoRA targets, vision freezing, precision, resume and saving are egt.training's,
+shared with `egt sft`; consumed.jsonl is an egt.io.Journal (each line fsynced).
 
 Departures from the paper: GRPO from TRL (loss_type default `dapo`, TRL's
 default) rather than R1-Reward's StableReinforce; KL off by default (beta=0).
@@ -48,6 +50,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import time
 from pathlib import Path
 from typing import Any, Literal
 
@@ -55,14 +58,14 @@ from pydantic import Field
 
 from egt.config import StageConfig, save_config
 from egt.errors import ConfigError, DataError
-from egt.io import Journal, write_json
+from egt.io import Journal
 from egt.prompts import judge_messages
 from egt.rewards import LogicJudgeConfig, build_logic, reward_functions
 from egt.schema import PreferencePair, read_pairs
+from egt.training import (LANGUAGE_LORA_TARGETS, freeze_vision, lora_config, resolve_precision, resolve_resume,
+                          save_final_model, write_train_summary)
 
 log = logging.getLogger(__name__)
-
-LM_PROJECTIONS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
 
 class Config(StageConfig):
@@ -93,8 +96,8 @@ class Config(StageConfig):
     lora_r: int = 16
     lora_alpha: int = 32
     lora_dropout: float = 0.05
-    lora_target_modules: list[str] | str = Field(default_factory=lambda: list(LM_PROJECTIONS),
-                                                 description="module names or a regex (LM only by default)")
+    lora_target_modules: list[str] | str = Field(default_factory=lambda: list(LANGUAGE_LORA_TARGETS),
+                                                 description="module names or a regex; never a vision module")
     freeze_vision: bool = Field(True, description="keep the vision tower and merger frozen")
     gradient_checkpointing: bool = False
     bf16: bool | None = Field(None, description="None = auto (on a CUDA GPU with bf16 support)")
@@ -221,20 +224,6 @@ def _make_trainer_class():
 # ---------------------------------------------------------------- run
 
 
-def _resume_checkpoint(cfg: Config, checkpoints: Path) -> Path | None:
-    if cfg.resume == "never":
-        return None
-    if cfg.resume == "auto":
-        from transformers.trainer_utils import get_last_checkpoint
-
-        last = get_last_checkpoint(str(checkpoints)) if checkpoints.is_dir() else None
-        return Path(last) if last else None
-    path = Path(cfg.resume)
-    if not (path / "trainer_state.json").exists():
-        raise ConfigError(f"resume: {path} is not a Trainer checkpoint (no trainer_state.json)")
-    return path
-
-
 def _grpo_args(cfg: Config, checkpoints: Path, bf16: bool, reward_weights: list[float]):
     from trl import GRPOConfig
 
@@ -282,52 +271,22 @@ def _check_schedule(n_pairs: int, args) -> None:
                     args.max_steps, steps_per_pass)
 
 
-def _freeze_vision(model) -> int:
-    frozen = 0
-    for name, param in model.named_parameters():
-        if ".visual." in f".{name}" or name.startswith("visual."):
-            param.requires_grad_(False)
-            frozen += param.numel()
-    return frozen
-
-
-def _save_final(trainer, cfg: Config, out: Path) -> Path:
-    model_dir = out / "model"
-    if not cfg.lora:
-        trainer.save_model(str(model_dir))
-        return model_dir
-    adapter_dir = out / "adapter"
-    trainer.save_model(str(adapter_dir))
-    trainer.accelerator.wait_for_everyone()
-    if trainer.accelerator.is_main_process:
-        from peft import PeftModel
-        from transformers import AutoModelForImageTextToText, AutoProcessor
-
-        base = AutoModelForImageTextToText.from_pretrained(str(cfg.model), dtype="auto")
-        merged = PeftModel.from_pretrained(base, str(adapter_dir)).merge_and_unload()
-        merged.save_pretrained(str(model_dir))
-        AutoProcessor.from_pretrained(str(cfg.model)).save_pretrained(str(model_dir))
-    return model_dir
-
-
 def run(cfg: Config, callbacks: list | None = None) -> Path:
     """Train; return the output folder (model/, checkpoints/, consumed.jsonl). `callbacks`: extra TrainerCallbacks."""
-    import torch
-
     out = Path(cfg.output)
     checkpoints = out / "checkpoints"
     consumed_path = out / "consumed.jsonl"
     if not (Path(cfg.model) / "config.json").exists():
         raise ConfigError(f"model: {cfg.model} is not a model folder (no config.json)")
     pairs = curriculum_pairs(Path(cfg.train))
-    on_gpu = torch.cuda.is_available() and not cfg.grpo_extra.get("use_cpu", False)
-    bf16 = cfg.bf16 if cfg.bf16 is not None else bool(on_gpu and torch.cuda.is_bf16_supported())
+    precision = "auto" if cfg.bf16 is None else ("bf16" if cfg.bf16 else "fp32")
+    bf16 = resolve_precision(precision, use_cpu=bool(cfg.grpo_extra.get("use_cpu", False))) == "bf16"
     funcs, weights = reward_functions(cfg.w_format, cfg.w_logic, cfg.w_accuracy, logic=build_logic(cfg.logic_judge))
     args = _grpo_args(cfg, checkpoints, bf16, weights)
     _check_schedule(len(pairs), args)
     dataset = build_dataset(pairs)
 
-    resume = _resume_checkpoint(cfg, checkpoints)
+    resume = resolve_resume(cfg.resume, checkpoints)
     if args.process_index == 0:
         out.mkdir(parents=True, exist_ok=True)
         save_config(cfg, out / "config.yaml")
@@ -339,27 +298,22 @@ def run(cfg: Config, callbacks: list | None = None) -> Path:
             log.warning("resuming from %s (step %d); %d consumed.jsonl line(s) after it will be replayed",
                         resume, step, dropped)
 
-    peft_config = None
-    if cfg.lora:
-        from peft import LoraConfig
-
-        peft_config = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
-                                 target_modules=cfg.lora_target_modules, task_type="CAUSAL_LM")
+    peft_config = lora_config(cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout, cfg.lora_target_modules) \
+        if cfg.lora else None
     trainer_cls = _make_trainer_class()
     try:
         trainer = trainer_cls(model=str(cfg.model), reward_funcs=funcs, args=args, train_dataset=dataset,
                               peft_config=peft_config, callbacks=callbacks, consumed_path=consumed_path)
     except ValueError as exc:  # TRL validates batch/group sizes here
         raise ConfigError(f"GRPO setup: {exc}") from None
-    if cfg.freeze_vision and not cfg.lora:
-        frozen = _freeze_vision(trainer.model)
+    if cfg.freeze_vision and not cfg.lora:  # with LoRA only the adapters train anyway
+        frozen = freeze_vision(trainer.model, tower=True, merger=True)
         log.info("froze %d vision parameters", frozen)
+    started = time.perf_counter()
     trainer.train(resume_from_checkpoint=str(resume) if resume else None)
-    model_dir = _save_final(trainer, cfg, out)
+    wall_s = time.perf_counter() - started
+    model_dir = save_final_model(trainer, out, cfg.model, lora=cfg.lora, merge=True)
     if trainer.accelerator.is_main_process:
-        write_json({"global_step": trainer.state.global_step, "model": str(model_dir), "bf16": bf16,
-                    "device": str(trainer.accelerator.device), "processes": trainer.accelerator.num_processes,
-                    "resumed_from": str(resume) if resume else None, "pairs": len(pairs),
-                    "log_history": trainer.state.log_history}, out / "train_summary.json")
+        write_train_summary(out, trainer, resume, wall_s, model=str(model_dir), bf16=bf16, pairs=len(pairs))
     return out
 

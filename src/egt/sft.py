@@ -12,10 +12,12 @@ only. Full fine-tuning or LoRA (PEFT), vision tower frozen by default.
 
 Outputs: `<output>/model` (model + processor, loadable by
 AutoModelForImageTextToText / AutoProcessor and `egt.models.load_judge`; LoRA
-runs are merged when `merge_lora`), checkpoints under `<output>/checkpoints`,
-`<output>/train_log.json` (log history, steps/s, samples/s). A rerun with
-`resume: auto` continues from the last checkpoint (model, optimizer,
-scheduler, RNG and data position).
+runs are merged when `merge_lora`, the adapter kept in `<output>/adapter`),
+checkpoints under `<output>/checkpoints`, `<output>/train_summary.json` (log
+history, losses, steps/s, samples/s). A rerun with `resume: auto` continues
+from the last complete checkpoint (model, optimizer, scheduler, RNG and data
+position). LoRA targets, vision freezing, precision, resume and saving are
+egt.training's, shared with `egt rl`.
 
 Why a custom collator instead of TRL's `DataCollatorForVisionLanguageModeling`:
 the batch is built by `egt.encode.judge_batch_inputs` — the same function the
@@ -34,22 +36,20 @@ from __future__ import annotations
 import math
 import time
 from pathlib import Path
-from typing import Literal
 
 from pydantic import Field
 
 from egt.config import StageConfig, save_config
 from egt.errors import ConfigError, DataError
-from egt.io import write_json
 from egt.schema import PreferencePair, read_pairs
-
-LANGUAGE_LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+from egt.training import (LANGUAGE_LORA_TARGETS, CheckpointReloadMixin, Precision, freeze_vision, lora_config,
+                          resolve_precision, resolve_resume, save_final_model, torch_dtype, write_train_summary)
 
 
 class Config(StageConfig):
     traces: Path = Field(description="traces file from `egt distill` (pairs + trace column)")
     model: str = Field(description="base model folder or hub id (Qwen2-VL family)")
-    output: Path = Field(description="run folder: model/, checkpoints/, train_log.json")
+    output: Path = Field(description="run folder: model/, checkpoints/, train_summary.json")
     trace_column: str = "trace"
     limit: int | None = Field(None, ge=1, description="train on the first N traces only")
     # method
@@ -58,7 +58,7 @@ class Config(StageConfig):
     lora_alpha: int = 32
     lora_dropout: float = Field(0.05, ge=0, lt=1)
     lora_target_modules: list[str] = Field(default_factory=lambda: list(LANGUAGE_LORA_TARGETS),
-                                           description="module names; vision modules excluded when frozen")
+                                           description="module names; never a vision module")
     merge_lora: bool = Field(True, description="save the merged model (else the adapter)")
     freeze_vision_tower: bool = Field(True, description="false where the vision tower must still learn (the tiny judge)")
     freeze_merger: bool = Field(False, description="also freeze the vision-language projector")
@@ -77,7 +77,7 @@ class Config(StageConfig):
     max_length: int | None = Field(None, ge=1, description="drop (not truncate) longer examples (cache_features)")
     seed: int = 0
     # hardware / speed
-    precision: Literal["auto", "bf16", "fp16", "fp32"] = Field("auto", description="auto: bf16 where supported")
+    precision: Precision = Field("auto", description="auto: bf16 where supported")
     attn_implementation: str | None = Field(None, description="sdpa, flash_attention_2, eager (None: default)")
     gradient_checkpointing: bool = False
     cache_features: bool = Field(True, description="preprocess every example once (small data)")
@@ -185,68 +185,11 @@ class JudgeCollator:
 
 # ------------------------------------------------------------------ model
 
-def resolve_precision(precision: str) -> str:
-    import torch
-
-    if precision != "auto":
-        return precision
-    return "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "fp32"
-
-
-def freeze_vision(model, freeze_tower: bool, freeze_merger: bool) -> int:
-    """Freeze the vision encoder (and optionally its projector); returns the number of frozen tensors."""
-    frozen = 0
-    for name, param in model.named_parameters():
-        if ".visual." not in f".{name}":
-            continue
-        is_merger = ".merger." in name
-        if (is_merger and freeze_merger) or (not is_merger and freeze_tower):
-            param.requires_grad_(False)
-            frozen += 1
-    return frozen
-
-
-def lora_config(cfg: Config):
-    from peft import LoraConfig
-
-    targets = cfg.lora_target_modules
-    if cfg.freeze_vision_tower:  # Qwen2.5-VL's vision MLP also has gate/up/down_proj: keep LoRA off it
-        targets = rf"^(?!.*visual).*\.({'|'.join(targets)})$"
-    return LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
-                      target_modules=targets, task_type="CAUSAL_LM")
-
-
-def last_checkpoint(checkpoints: Path) -> Path | None:
-    found = [p for p in checkpoints.glob("checkpoint-*")
-             if p.name.split("-")[-1].isdigit() and (p / "trainer_state.json").exists()]
-    return max(found, key=lambda p: int(p.name.split("-")[-1])) if found else None
-
-
 def _trainer_class():
     from trl import SFTTrainer
 
-    class _JudgeSFTTrainer(SFTTrainer):
-        """SFTTrainer whose resume reloads full-model weights through from_pretrained.
-
-        transformers 5 saves Qwen2-VL checkpoints under the original hub key names
-        (`visual.*`, `model.layers.*`) but Trainer._load_from_checkpoint loads the
-        raw state dict non-strictly, so every weight is silently skipped and the
-        resumed run would continue from the *base* weights. from_pretrained applies
-        the key conversion; a strict load then proves every tensor arrived.
-        PEFT, FSDP and DeepSpeed checkpoints keep the stock path.
-        """
-
-        def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
-            model = model if model is not None else self.model
-            ckpt = Path(resume_from_checkpoint)
-            full = (ckpt / "config.json").exists() and not (ckpt / "adapter_config.json").exists()
-            if not full or self.is_fsdp_enabled or self.is_deepspeed_enabled or hasattr(model, "peft_config"):
-                return super()._load_from_checkpoint(resume_from_checkpoint, model)
-            from transformers import AutoModelForImageTextToText
-
-            dtype = next(model.parameters()).dtype
-            loaded = AutoModelForImageTextToText.from_pretrained(str(ckpt), dtype=dtype)
-            model.load_state_dict(loaded.state_dict(), strict=True)
+    class _JudgeSFTTrainer(CheckpointReloadMixin, SFTTrainer):
+        """SFTTrainer whose resume reloads full-model weights (egt.training.CheckpointReloadMixin)."""
 
     return _JudgeSFTTrainer
 
@@ -287,8 +230,7 @@ def run(cfg: Config) -> Path:
         dataloader_num_workers=cfg.dataloader_num_workers, dataloader_pin_memory=torch.cuda.is_available(),
         train_sampling_strategy="group_by_length" if cfg.group_by_length else "random",
     )
-    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[precision]
-    model_kwargs = {"dtype": dtype}
+    model_kwargs = {"dtype": torch_dtype(precision)}
     if cfg.attn_implementation:
         model_kwargs["attn_implementation"] = cfg.attn_implementation
     try:
@@ -298,7 +240,7 @@ def run(cfg: Config) -> Path:
         raise ConfigError(f"model: cannot load '{cfg.model}' (a local model folder or a downloaded hub id): "
                           f"{str(exc).splitlines()[0]}") from None
     if cfg.freeze_vision_tower or cfg.freeze_merger:
-        freeze_vision(model, cfg.freeze_vision_tower, cfg.freeze_merger)
+        freeze_vision(model, tower=cfg.freeze_vision_tower, merger=cfg.freeze_merger)
 
     examples = encode_examples(processor, pairs, traces, progress=cfg.progress) if cfg.cache_features else None
     keep = list(range(len(pairs)))
@@ -311,53 +253,31 @@ def run(cfg: Config) -> Path:
         columns["length"] = [len(examples[i]["input_ids"]) for i in keep]
     train_dataset = datasets.Dataset.from_dict(columns)
 
+    peft_config = lora_config(cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout, cfg.lora_target_modules) \
+        if cfg.lora else None
     trainer = _trainer_class()(model=model, args=args, train_dataset=train_dataset, processing_class=processor,
-                         data_collator=JudgeCollator(processor, pairs, traces, examples),
-                         peft_config=lora_config(cfg) if cfg.lora else None)
-    resume_from = None
-    if cfg.resume == "auto":
-        resume_from = last_checkpoint(checkpoints)
-    elif cfg.resume != "never":
-        resume_from = Path(cfg.resume)
-        if not (resume_from / "trainer_state.json").exists():
-            raise ConfigError(f"resume: {resume_from} is not a checkpoint folder (no trainer_state.json)")
+                               data_collator=JudgeCollator(processor, pairs, traces, examples), peft_config=peft_config)
+    resume_from = resolve_resume(cfg.resume, checkpoints)
     if trainer.is_world_process_zero():
         out.mkdir(parents=True, exist_ok=True)
         save_config(cfg, out / "sft_config.yaml")
     t0 = time.perf_counter()
     result = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
     wall_s = time.perf_counter() - t0
-    _save_model(trainer, cfg, processor, out / "model")
+    save_final_model(trainer, out, cfg.model, processor, lora=cfg.lora, merge=cfg.merge_lora)
     if trainer.is_world_process_zero():
-        _write_metrics(out, trainer, result, wall_s, len(keep), len(pairs), resume_from)
+        _write_summary(out, trainer, result, wall_s, len(keep), len(pairs), resume_from)
     return out
 
 
-def _save_model(trainer, cfg: Config, processor, path: Path) -> None:
-    model = trainer.model
-    if cfg.lora and cfg.merge_lora:
-        merged = trainer.accelerator.unwrap_model(model).merge_and_unload()
-        if trainer.is_world_process_zero():
-            merged.save_pretrained(str(path))
-    else:
-        trainer.save_model(str(path))  # gathers ZeRO-3 shards (stage3_gather_16bit_weights_on_model_save)
-    if trainer.is_world_process_zero():
-        processor.save_pretrained(str(path))
-
-
-def _write_metrics(out: Path, trainer, result, wall_s: float, n_train: int, n_pairs: int,
+def _write_summary(out: Path, trainer, result, wall_s: float, n_train: int, n_pairs: int,
                    resumed_from: Path | None) -> None:
-    state = trainer.state
-    losses = [h["loss"] for h in state.log_history if "loss" in h]
-    metrics = {
-        "global_step": state.global_step, "epochs": state.epoch, "examples": n_train,
-        "dropped_too_long": n_pairs - n_train, "train_loss": result.training_loss,
-        "first_logged_loss": losses[0] if losses else None, "last_logged_loss": losses[-1] if losses else None,
-        "train_wall_s": round(wall_s, 3), "resumed_from": str(resumed_from) if resumed_from else None,
-        "train_steps_per_s": result.metrics.get("train_steps_per_second"),
-        "train_samples_per_s": result.metrics.get("train_samples_per_second"),
-        "log_history": state.log_history,
-    }
-    write_json(metrics, out / "train_log.json")
+    losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
+    write_train_summary(
+        out, trainer, resumed_from, wall_s, examples=n_train, dropped_too_long=n_pairs - n_train,
+        train_loss=result.training_loss, first_logged_loss=losses[0] if losses else None,
+        last_logged_loss=losses[-1] if losses else None,
+        train_steps_per_s=result.metrics.get("train_steps_per_second"),
+        train_samples_per_s=result.metrics.get("train_samples_per_second"))
     if not math.isfinite(result.training_loss):
         raise DataError(str(out), None, None, "training loss is not finite")
