@@ -188,6 +188,7 @@ class _Killed(Exception):
 
 @pytest.mark.slow
 def test_rl_resume_after_kill_continues_the_curriculum(sft_dir, curated, tmp_path):
+    import torch
     from transformers import TrainerCallback
 
     class KillAfterStep(TrainerCallback):
@@ -209,7 +210,17 @@ def test_rl_resume_after_kill_continues_the_curriculum(sft_dir, curated, tmp_pat
     assert (tmp_path / "run" / "checkpoints" / "checkpoint-3").is_dir()
     assert not (tmp_path / "run" / "checkpoints" / "checkpoint-5").exists()
 
-    out = rl.run(cfg)  # resume=auto picks checkpoint-3
+    class WeightsAtStart(TrainerCallback):
+        def on_train_begin(self, args, state, control, model=None, **kwargs):
+            self.state_dict = {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+    at_start = WeightsAtStart()
+    out = rl.run(cfg, callbacks=[at_start])  # resume=auto picks checkpoint-3
+    # The resumed run starts from checkpoint-3's weights, not the SFT model's (transformers 5 would load none).
+    checkpoint = _state_dict(tmp_path / "run" / "checkpoints" / "checkpoint-3")
+    assert at_start.state_dict.keys() == checkpoint.keys()
+    assert all(torch.equal(at_start.state_dict[k], checkpoint[k]) for k in checkpoint)
+    assert not all(torch.equal(at_start.state_dict[k], v) for k, v in _state_dict(sft_dir).items())
     lines = rl.read_consumed(consumed)
     assert [line["global_step"] for line in lines] == [1, 3, 5]
     assert [line["generation"] for line in lines] == [0, 1, 2]

@@ -62,8 +62,8 @@ from egt.io import Journal
 from egt.prompts import judge_messages
 from egt.rewards import LogicJudgeConfig, build_logic, reward_functions
 from egt.schema import PreferencePair, read_pairs
-from egt.training import (LANGUAGE_LORA_TARGETS, freeze_vision, lora_config, resolve_precision, resolve_resume,
-                          save_final_model, write_train_summary)
+from egt.training import (LANGUAGE_LORA_TARGETS, CheckpointReloadMixin, freeze_vision, lora_config,
+                          resolve_precision, resolve_resume, save_final_model, write_train_summary)
 
 log = logging.getLogger(__name__)
 
@@ -193,8 +193,9 @@ def _make_trainer_class():
     from accelerate.utils import gather_object
     from trl import GRPOTrainer
 
-    class CurriculumGRPOTrainer(GRPOTrainer):
-        """GRPOTrainer that logs the pairs of each generation and keeps its schedule across a resume."""
+    class CurriculumGRPOTrainer(CheckpointReloadMixin, GRPOTrainer):
+        """GRPOTrainer that logs the pairs of each generation and keeps its schedule across a resume
+        (and reloads the checkpoint's weights on resume: egt.training.CheckpointReloadMixin)."""
 
         def __init__(self, *args, consumed_path: Path, **kwargs):
             super().__init__(*args, **kwargs)
