@@ -5,7 +5,8 @@ import math
 import numpy as np
 import pytest
 
-from egt.curriculum import order_pairs, quantile_bins, rows_in_order
+from egt.curriculum import order_pairs, quantile_bins, sequence_by_order
+from egt.errors import DataError
 
 NAN = math.nan
 # Sorted ascending with ties by id: b(0.1) d(0.1) e(0.3) a(0.5) c(nan)
@@ -77,8 +78,11 @@ def test_bad_orderings_and_duplicate_ids_are_rejected():
         order_pairs([1.0, 2.0], ["a", "a"], "ascending")
 
 
-def test_rows_in_order_sorts_by_the_order_column():
+def test_sequence_by_order_sorts_by_the_order_column():
     rows = [{"id": "x", "order": 2}, {"id": "y", "order": 0}, {"id": "z", "order": 1}]
-    assert [r["id"] for r in rows_in_order(rows)] == ["y", "z", "x"]
-    with pytest.raises(ValueError, match="order"):
-        rows_in_order([{"id": "x"}])
+    assert [rows[i]["id"] for i in sequence_by_order([r["order"] for r in rows])] == ["y", "z", "x"]
+    assert sequence_by_order([None, None]) is None   # no order column: the RL stage keeps file order
+    with pytest.raises(DataError, match="f.parquet:1: field 'order' missing on this row"):
+        sequence_by_order([2, None], "f.parquet")
+    with pytest.raises(DataError, match="field 'order' value 3 appears more than once"):
+        sequence_by_order([3, 0, 3])

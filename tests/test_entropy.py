@@ -13,7 +13,6 @@ from egt.entropy import (
     default_chunk_size,
     pair_entropies,
     response_entropies,
-    spans_from_offsets,
     split_sentences,
     token_char_spans,
     token_entropy,
@@ -264,24 +263,6 @@ def test_token_char_spans_skip_special_and_raw_tokenizer(byte_bpe_tokenizer):
     raw_spans = token_char_spans(byte_bpe_tokenizer.backend_tokenizer, ids)
     assert raw_spans[:-1] == spans[:-1] and raw_spans[-1][0] == len(text)
     assert token_char_spans(byte_bpe_tokenizer, []) == []
-
-
-@pytest.mark.parametrize("text", CORPUS)
-def test_spans_from_offsets_match_decode_spans(byte_bpe_tokenizer, text):
-    prompt = "Judge this. "
-    enc = byte_bpe_tokenizer(prompt + text, add_special_tokens=False, return_offsets_mapping=True)
-    # Completion tokens = tokens after the prompt's tokens (the prompt ends at a word boundary).
-    n_prompt = len(byte_bpe_tokenizer(prompt, add_special_tokens=False)["input_ids"])
-    ids, offsets = enc["input_ids"][n_prompt:], enc["offset_mapping"][n_prompt:]
-    spans = spans_from_offsets(offsets, text_start=len(prompt), text_end=len(prompt + text))
-    assert_tiles(spans, text)
-    assert spans == token_char_spans(byte_bpe_tokenizer, ids)
-
-
-def test_spans_from_offsets_by_hand():
-    # "Hello world": offsets trimmed (leading space excluded), 2 byte tokens share one char.
-    offsets = [(0, 5), (6, 11), (11, 12), (11, 12)]
-    assert spans_from_offsets(offsets) == [(0, 5), (5, 11), (11, 11), (11, 12)]
 
 
 # ----------------------------------------------------------------------------- sentences

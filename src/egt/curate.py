@@ -44,8 +44,6 @@ from egt.io import check_unique_ids, sha256_file, write_json
 from egt.schema import read_rows, write_rows
 from egt.scorefile import MetricOrHybrid, metric_column, metric_label, metric_values
 
-STRATEGIES = ("lowest", "prune", "random", "accuracy", "highest")
-
 
 class Config(StageConfig):
     scores: Path | None = Field(None, description="score file from `egt score` (omit with manifest)")

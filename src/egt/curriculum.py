@@ -19,15 +19,20 @@ highest entropy by default (`missing="highest"`), or the lowest. Everything
 here is a pure function of (values, ids, seed): the input row order never
 changes the result. Departure from the paper: it only describes the ascending
 order; the other orderings are the ablations the issue asks for.
+
+`sequence_by_order(orders)` is the other side: the row order in which `egt rl`
+consumes a curated file, from its `order` column.
 """
 
 from __future__ import annotations
 
+from typing import Sequence
+
 import numpy as np
 
+from egt.errors import DataError
 from egt.stats import average_ranks
 
-ORDERINGS = ("ascending", "descending", "random", "buckets:k")
 MISSING_POLICIES = ("highest", "lowest", "drop")
 
 
@@ -120,9 +125,21 @@ def order_pairs(values, ids, ordering: str = "ascending", seed: int = 0,
     return order, stage
 
 
-def rows_in_order(rows: list[dict]) -> list[dict]:
-    """Rows of a curated file sorted by their `order` column (what the RL stage consumes)."""
-    missing = [i for i, r in enumerate(rows) if "order" not in r]
-    if missing:
-        raise ValueError(f"row {missing[0]} has no 'order' column; write it with `egt curate`")
-    return sorted(rows, key=lambda r: int(r["order"]))
+def sequence_by_order(orders: Sequence, file: str = "<rows>") -> list[int] | None:
+    """Row indices sorted by their `order` value; None when no row has one (use file order).
+
+    DataError naming the row when only some rows have an order or a value repeats.
+    """
+    has_order = [o is not None for o in orders]
+    if not any(has_order):
+        return None
+    if not all(has_order):
+        row = has_order.index(False)
+        raise DataError(file, row, "order", "missing on this row but present on others")
+    values = [int(o) for o in orders]
+    first: dict[int, int] = {}
+    for row, value in enumerate(values):
+        if value in first:
+            raise DataError(file, row, "order", f"value {value} appears more than once (first at row {first[value]})")
+        first[value] = row
+    return sorted(range(len(values)), key=values.__getitem__)

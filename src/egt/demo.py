@@ -253,7 +253,7 @@ class Pipeline:
     def report(self) -> dict:
         from egt.demo_report import write_report
 
-        path = write_report(self)
+        path = write_report(self, command_line(self.cfg))
         return {"report": str(path)}
 
     def run(self) -> Path:
@@ -356,7 +356,7 @@ def run(cfg: Config) -> Path:
     if cfg.seeds > 1:
         from egt.demo_report import write_seed_summary
 
-        summary = write_seed_summary(cfg, run_dirs)
+        summary = write_seed_summary(cfg, run_dirs, command_line(cfg))
         print(f"summary: {summary}")
     print(f"demo finished in {time.perf_counter() - start:.0f} s on {platform.machine()} "
           f"(python {sys.version.split()[0]}, egt {__version__})")

@@ -6,7 +6,7 @@ Pure functions, no I/O. The definitions, for users, are in docs/definitions.md (
   in nats, computed chunk by chunk over positions in fp32 (fp64 for fp64 input), so a
   [4096 x 152k] bf16 block never exists in fp32 at once (see benchmarks/bench_entropy.py).
 - `topk_entropy_bounds`: bounds on H when an engine (vLLM) returns only the top-k log-probs.
-- `token_char_spans` / `spans_from_offsets`: which characters of the completion each token wrote.
+- `token_char_spans`: which characters of the completion each token wrote.
 - `response_entropies`: answer-token, sentence, mean-token and max-token entropy of one judgement.
 - `pair_entropies`: the K-sample means, vote entropy and K-sample accuracy of one pair, under the
   score-file column names of egt.scorefile (which also combines metrics into the hybrid score).
@@ -225,27 +225,6 @@ def token_char_spans(tokenizer, token_ids: Sequence[int], *,
     kwargs = {"skip_special_tokens": skip_special_tokens}
     full = tokenizer.decode(ids, **kwargs)
     return _spans_from_ends(_token_ends(tokenizer, ids, full, kwargs))
-
-
-def spans_from_offsets(offsets: Sequence[tuple[int, int]], text_start: int = 0,
-                       text_end: int | None = None) -> list[tuple[int, int]]:
-    """Tiling char spans, relative to `text_start`, from a tokenizer's offset mapping.
-
-    `offsets` are the (start, end) of each token in the tokenized string, e.g. from
-    `tokenizer(text, return_offsets_mapping=True)`; for teacher-forced text where the completion
-    starts at `text_start` (and ends at `text_end`, default: the last token's end). Gaps that
-    trimmed offsets leave (a word's leading space) go to the following token; when byte-level
-    tokens share one character's offsets, the last of them gets it (as `token_char_spans` does).
-    The spans tile [0, text_end - text_start].
-    """
-    if not len(offsets):
-        return []
-    starts = [int(s) - text_start for s, _ in offsets]
-    raw_ends = [int(e) - text_start for _, e in offsets]
-    last = (text_end - text_start) if text_end is not None else max(raw_ends)
-    ends = [min(e, starts[i + 1]) for i, e in enumerate(raw_ends[:-1])] + [last]
-    ends = [min(max(e, 0), last) for e in ends]
-    return _spans_from_ends(ends)
 
 
 # ----------------------------------------------------------------------------- sentences

@@ -281,10 +281,6 @@ def accuracy_reward(completions: list, label: list, **_: Any) -> list[float]:
             for c, y in zip(completions, label, strict=True)]
 
 
-def logic_reward(completions: list, **_: Any) -> list[float]:
-    return [float(rule_logic(c)) for c in completions]
-
-
 LogicFn = Callable[..., list]
 
 

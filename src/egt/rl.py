@@ -57,6 +57,7 @@ from typing import Any, Literal
 from pydantic import Field
 
 from egt.config import StageConfig, save_config
+from egt.curriculum import sequence_by_order
 from egt.errors import ConfigError, DataError
 from egt.io import Journal
 from egt.prompts import judge_messages
@@ -128,18 +129,11 @@ def curriculum_pairs(path: Path) -> list[PreferencePair]:
     pairs = read_pairs(path)
     if not pairs:
         raise DataError(str(path), None, None, "no pairs to train on")
-    has_order = ["order" in p.extra and p.extra["order"] is not None for p in pairs]
-    if not any(has_order):
+    sequence = sequence_by_order([p.extra.get("order") for p in pairs], str(path))
+    if sequence is None:
         log.warning("%s has no `order` column: pairs are consumed in file order", path)
         return pairs
-    if not all(has_order):
-        row = has_order.index(False)
-        raise DataError(str(path), row, "order", "missing on this row but present on others")
-    orders = [int(p.extra["order"]) for p in pairs]
-    if len(set(orders)) != len(orders):
-        dup = next(o for o in orders if orders.count(o) > 1)
-        raise DataError(str(path), orders.index(dup), "order", f"value {dup} appears more than once")
-    return [p for _, p in sorted(zip(orders, pairs), key=lambda t: t[0])]
+    return [pairs[i] for i in sequence]
 
 
 def build_dataset(pairs: list[PreferencePair]):
