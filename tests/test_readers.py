@@ -324,3 +324,78 @@ def test_pairs_without_id_column_and_column_map_checks(tmp_path):
         load_benchmark("mmrlhf", path, column_map={"question": "prompt"})
     with pytest.raises(DataError, match="field 'uid' missing"):  # a mapped id column must exist
         load_benchmark("pairs", path, column_map={"question": "prompt", "id": "uid"})
+
+
+# ---------------------------------------------------------------- repeated ids
+
+def _vlrb_hf_row(pair_id: str, responses=("x", "y"), ranking=(0, 1), image=None) -> dict:
+    return {"id": pair_id, "query": "Q", "response": list(responses), "human_ranking": list(ranking),
+            "image": {"bytes": image or png_bytes(), "path": None}}
+
+
+def test_vlrewardbench_repeated_id_with_other_content_keeps_every_row(tmp_path):
+    # The public release repeats ids such as 'mathverse_2279': same question, other responses and image.
+    rows = [_vlrb_hf_row("mathverse_2279", ("a", "b")), _vlrb_hf_row("wildvision_1"),
+            _vlrb_hf_row("mathverse_2279", ("c", "d"), (1, 0), png_bytes((0, 255, 0))),
+            _vlrb_hf_row("mathverse_2279", ("e", "f"))]
+    path = tmp_path / "vl.parquet"
+    pq.write_table(pa.Table.from_pylist(rows), path)
+    result = load_benchmark("vlrewardbench", path)
+    assert [p.id for p in result.pairs] == ["mathverse_2279#0", "wildvision_1", "mathverse_2279#1",
+                                            "mathverse_2279#2"]
+    assert [p.meta["original_id"] for p in result.pairs] == ["mathverse_2279", "wildvision_1",
+                                                             "mathverse_2279", "mathverse_2279"]
+    assert [p.response_1 for p in result.pairs] == ["a", "x", "c", "e"] and result.pairs[2].label == 2
+    assert all(p.category == "reasoning" for i, p in enumerate(result.pairs) if i != 1)
+    repeats = [w for w in result.warnings if "shared by" in w]
+    assert len(repeats) == 1 and "1 id(s) are shared by 3 rows" in repeats[0] and "rows 0, 2, 3" in repeats[0]
+    assert result.skipped == []
+
+
+def test_vlrewardbench_r1_jsonl_repeated_id_and_the_cli(tmp_path, capsys):
+    from egt.cli import main
+    from egt.schema import read_pairs
+
+    write_png(tmp_path / "a.png")
+    row = {"id": "RLAIF_7", "prompt": "Q", "chosen": "good", "rejected": "bad", "image": "a.png"}
+    path = write_jsonl(tmp_path / "vl.jsonl", [row, {**row, "rejected": "worse"}, {**row, "id": "RLHF_1"}])
+    assert main(["data", "convert", "--format", "vlrewardbench", "--input", str(path),
+                 "--output", str(tmp_path / "out.parquet")]) == 0
+    out = capsys.readouterr().out
+    assert "converted 3 pairs" in out and out.count("shared by 2 rows") == 1
+    pairs = read_pairs(tmp_path / "out.parquet")
+    assert [p.id for p in pairs] == ["RLAIF_7#0", "RLAIF_7#1", "RLHF_1"]
+    assert [p.rejected for p in pairs] == ["bad", "worse", "bad"]
+
+
+def test_identical_duplicate_rows_are_refused_or_skipped(tmp_path):
+    write_png(tmp_path / "a.png")
+    row = {"id": "RLAIF_7", "prompt": "Q", "chosen": "good", "rejected": "bad", "image": "a.png"}
+    path = write_jsonl(tmp_path / "vl.jsonl", [row, {**row, "rejected": "worse"}, row])
+    with pytest.raises(DataError, match="identical duplicate of line 1") as err:
+        load_benchmark("vlrewardbench", path)
+    assert (err.value.file, err.value.line, err.value.field) == (str(path), 3, "id")
+    assert str(err.value).startswith(f"{path}:3: field 'id'")
+    result = load_benchmark("vlrewardbench", path, on_error="skip")
+    assert [p.id for p in result.pairs] == ["RLAIF_7#0", "RLAIF_7#1"]
+    assert [(s["line"], s["field"]) for s in result.skipped] == [(3, "id")]
+    assert "identical duplicate of line 1" in result.skipped[0]["reason"]
+
+
+def test_other_readers_keep_rows_that_share_an_id(tmp_path):
+    write_png(tmp_path / "i.png")
+    mmrb = [{"ID": "vqa_3", "Text": "Q", "Image": "i.png", "Output1": "o1", "Output2": "o2", "Better": "Output1",
+             "Meta": {"Category": "general_correctness"}}]
+    mmrb.append({**mmrb[0], "Output2": "o3"})
+    (tmp_path / "all.json").write_text(json.dumps(mmrb))
+    pairs = load_benchmark("mmrb", tmp_path / "all.json").pairs
+    assert [(p.id, p.meta["original_id"]) for p in pairs] == [("vqa_3#0", "vqa_3"), ("vqa_3#1", "vqa_3")]
+    img = write_png(tmp_path / "imgs/cake.png")
+    r1 = [{**r1_row(str(img)), "id": 9}, {**r1_row(str(img), answer="<answer>1</answer>"), "id": 9}]
+    (tmp_path / "rl.json").write_text(json.dumps(r1))
+    assert [p.id for p in load_benchmark("r1reward", tmp_path / "rl.json").pairs] == ["9#0", "9#1"]
+    generic = write_jsonl(tmp_path / "p.jsonl", [
+        {"uid": "a", "question": "Q", "chosen": "x", "rejected": "y"},
+        {"uid": "a", "question": "Q", "chosen": "x", "rejected": "z"}])
+    pairs = load_benchmark("pairs", generic, column_map={"id": "uid"}).pairs
+    assert [(p.id, p.meta["original_id"]) for p in pairs] == [("a#0", "a"), ("a#1", "a")]

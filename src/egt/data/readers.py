@@ -33,6 +33,16 @@ Conventions (others compute metrics on them):
 - MM-RLHF rows that share an id: egt id `<id>#<k>` (k = 0-based position among
   the file's rows with that id, skipped rows included, so ids are stable),
   meta group_id (original id), group_index, group_size (rows in the file).
+- Repeated ids elsewhere (vlrewardbench, mmrb, r1reward, pairs). Rows that share
+  an id but differ in any field are distinct items -- the public VL-RewardBench
+  release repeats 25 ids over its 1,250 rows (same question, other responses
+  and images) -- so all of them are kept: EVERY row of such an id becomes
+  `<id>#<k>`, k = 0-based position among that id's distinct rows in file order
+  (bad rows included, so ids do not depend on on_error), with
+  meta["original_id"] = the source id, and one warning counts them. No row keeps
+  the bare id: none of them is the original and the others copies. A row that
+  is identical in every field to an earlier one is a true duplicate: an error
+  naming both (on_error="fail") or a skipped record (on_error="skip").
 - Images: embedded bytes stay bytes; paths are resolved against `image_root`
   (default: the input file's folder) to absolute paths and must stay inside it
   (absolute paths are only checked when image_root is given). Each image's
@@ -48,8 +58,9 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
+from egt.data.records import RepeatedIds, is_json_array, iter_records
 from egt.errors import DataError
 from egt.prompts import parse_verdict
 from egt.schema import ImageRef, PreferencePair
@@ -78,74 +89,6 @@ class _Ctx:
     column_map: dict
     warnings: list[str]
     group_pos: dict = field(default_factory=dict)    # mmrlhf: id -> (next k, size)
-
-
-# ------------------------------------------------------------------ records
-
-def _is_json_array(path: Path) -> bool:
-    """A .json file holding one JSON array (else .json is read as JSON lines)."""
-    if path.suffix.lower() != ".json":
-        return False
-    with open(path, "rb") as handle:
-        return handle.read(65536).lstrip()[:1] == b"["
-
-
-def _iter_records(path: Path) -> Iterator[tuple[int, Any]]:
-    """Yield (JSONL line number or 0-based row index, row or DataError) for every record."""
-    file = str(path)
-    if path.is_dir():
-        yield from _iter_dataset(path)
-        return
-    if path.suffix.lower() == ".parquet":
-        import pyarrow.parquet as pq
-
-        try:
-            table = pq.read_table(path)
-        except Exception as exc:  # pyarrow raises several types for corrupt files
-            raise DataError(file, None, None, f"not a readable Parquet file ({exc})") from None
-        for i, row in enumerate(table.to_pylist()):
-            yield i, row
-        return
-    raw = path.read_bytes()
-    if _is_json_array(path):
-        try:
-            rows = json.loads(raw.decode("utf-8"))
-        except UnicodeDecodeError as exc:
-            line = raw[:exc.start].count(b"\n") + 1
-            raise DataError(file, line, None, "file is not valid UTF-8") from None
-        except json.JSONDecodeError as exc:
-            raise DataError(file, exc.lineno, None, f"invalid JSON ({exc.msg})") from None
-        for i, row in enumerate(rows):
-            yield i, row
-        return
-    for lineno, line in enumerate(raw.split(b"\n"), start=1):
-        try:
-            text = line.decode("utf-8")
-        except UnicodeDecodeError:
-            yield lineno, DataError(file, lineno, None, "line is not valid UTF-8")
-            continue
-        if not text.strip():
-            continue
-        try:
-            yield lineno, json.loads(text)
-        except json.JSONDecodeError as exc:
-            yield lineno, DataError(file, lineno, None, f"invalid JSON ({exc.msg})")
-
-
-def _iter_dataset(path: Path) -> Iterator[tuple[int, Any]]:
-    import datasets
-
-    try:
-        ds = datasets.load_from_disk(str(path))
-    except Exception as exc:
-        raise DataError(str(path), None, None,
-                        f"not a dataset saved with datasets.save_to_disk ({exc.__class__.__name__})") from None
-    if isinstance(ds, datasets.DatasetDict):
-        raise DataError(str(path), None, None,
-                        f"holds several splits ({', '.join(ds)}); pass one, e.g. --input {path / next(iter(ds))}")
-    # arrow format keeps Image columns as raw {bytes, path}: nothing is decoded here
-    rows = (r for t in ds.with_format("arrow").iter(batch_size=256) for r in t.to_pylist())
-    yield from enumerate(rows)
 
 
 # ------------------------------------------------------------------ fields
@@ -453,6 +396,14 @@ def _check_format(fmt: str, row: dict, ctx: _Ctx, line: int) -> None:
 
 # ------------------------------------------------------------------ entry point
 
+# The source's id field per format; mmrlhf numbers its groups itself (`_mmrlhf`).
+_ID_FIELDS = {"vlrewardbench": "id", "mmrb": "ID", "r1reward": "id"}
+
+
+def _id_field(fmt: str, column_map: dict) -> str | None:
+    return column_map.get("id", "id") if fmt == "pairs" else _ID_FIELDS.get(fmt)
+
+
 def load_benchmark(format: str, input: str | Path, image_root: str | Path | None = None,
                    on_error: str = "fail", column_map: dict | None = None) -> LoadResult:
     """Read one benchmark / dataset file into validated pairs (see the module docstring)."""
@@ -473,7 +424,7 @@ def load_benchmark(format: str, input: str | Path, image_root: str | Path | None
         raise DataError(str(image_root), None, None, "image root is not a folder")
     base = Path(image_root) if image_root is not None else (path if path.is_dir() else path.parent)
     ctx = _Ctx(str(path), base.resolve(), image_root is not None, dict(column_map or {}), [])
-    records = list(_iter_records(path))
+    records = list(iter_records(path))
     if not records:
         raise DataError(str(path), None, None, "file is empty: no records")
     first = next(((ln, r) for ln, r in records if isinstance(r, dict)), None)
@@ -491,7 +442,9 @@ def load_benchmark(format: str, input: str | Path, image_root: str | Path | None
 
     result = LoadResult(pairs=[], warnings=ctx.warnings)
     seen: dict[str, int] = {}
-    unit = "row" if path.is_dir() or path.suffix.lower() == ".parquet" or _is_json_array(path) else "line"
+    unit = "row" if path.is_dir() or path.suffix.lower() == ".parquet" or is_json_array(path) else "line"
+    id_field = _id_field(format, ctx.column_map)
+    repeats = RepeatedIds.find(records, id_field, ctx.file, unit, ctx.warnings) if id_field else RepeatedIds()
     adapter = _ADAPTERS[format]
     for line, row in records:
         try:
@@ -499,7 +452,14 @@ def load_benchmark(format: str, input: str | Path, image_root: str | Path | None
                 raise row
             if not isinstance(row, dict):
                 raise DataError(ctx.file, line, None, f"expected a JSON object, got {type(row).__name__}")
+            if line in repeats.identical_to:
+                first = repeats.identical_to[line]
+                raise DataError(ctx.file, line, id_field, f"duplicate id '{row[id_field]}' (first at {unit} {first}): "
+                                                          f"identical duplicate of {unit} {first}")
             pair = adapter(row, ctx, line)
+            if line in repeats.index:
+                pair.meta = {**pair.meta, "original_id": pair.meta.get("original_id", pair.id)}
+                pair.id = f"{pair.id}#{repeats.index[line]}"
             result.warnings.extend(pair.validate(ctx.file, line))
             if pair.id in seen:
                 raise DataError(ctx.file, line, "id", f"duplicate id '{pair.id}' (first at {unit} {seen[pair.id]})")
