@@ -69,3 +69,15 @@ def test_wrong_format_and_bad_config_exit_1(tmp_path):
 def test_module_entry_point(tmp_path):
     out = subprocess.run([sys.executable, "-m", "egt.cli", "--help"], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0 and "distill" in out.stdout
+
+
+@pytest.mark.parametrize("stage", ["score", "eval"])
+def test_dtype_typo_is_a_one_line_config_error(tmp_path, stage):
+    args = ["--model", str(tmp_path / "m"), "--output", str(tmp_path / "o"), "--dtype", "bfloat61"]
+    args += ["--pairs", str(tmp_path / "p.parquet")] if stage == "score" else \
+        ["--benchmark", "synthetic", "--data", str(tmp_path / "p.parquet")]
+    out = egt(stage, *args)
+    assert out.returncode == 1 and "Traceback" not in out.stderr + out.stdout
+    module = "score" if stage == "score" else "evaluate"
+    assert out.stderr.count("\n") == 1 and out.stderr.startswith(f"error: invalid {module} config (command line): ")
+    assert "'dtype'" in out.stderr and "bfloat61" in out.stderr and "float32, bfloat16, float16" in out.stderr

@@ -191,3 +191,22 @@ def test_content_words_are_the_same_token_everywhere(judge):
         for context in (f"It is{word}.", f"Response 1{word}: yes.", f"I see a{word} thing"):
             assert word_id in tok(context, add_special_tokens=False)["input_ids"], (word, context)
 
+
+def test_dtype_names_are_checked(tiny_model_dir):
+    from egt.config import load_config
+    from egt.errors import ConfigError
+    from egt.evaluate import Config as EvalConfig
+    from egt.models import canonical_dtype
+    from egt.score import Config as ScoreConfig
+
+    assert [canonical_dtype(n) for n in ("auto", "float32", "bf16", "fp16", "fp32")] == \
+        ["auto", "float32", "bfloat16", "float16", "float32"]
+    with pytest.raises(ValueError, match="auto, float32, bfloat16, float16"):
+        canonical_dtype("float64")
+    assert load_config(ScoreConfig, None, ["output=o", "dtype=bf16"]).dtype == "bfloat16"
+    for cfg_cls, base in ((ScoreConfig, ["output=o"]), (EvalConfig, ["benchmark=pairs", "data=d", "model=m",
+                                                                      "output=o"])):
+        with pytest.raises(ConfigError, match=r"'dtype': Value error, must be one of .*\(got 'bfloat61'\)"):
+            load_config(cfg_cls, None, base + ["dtype=bfloat61"])
+    with pytest.raises(ConfigError, match="dtype: must be one of"):
+        load_judge(tiny_model_dir, dtype="flaot32")

@@ -94,17 +94,18 @@ def _merge(base: dict, update: dict) -> dict:
 
 
 def _format_validation_error(cls: type, exc: ValidationError, source: str) -> str:
-    lines = [f"invalid {cls.__module__.rsplit('.', 1)[-1]} config ({source}):"]
+    """One line (the CLI prints errors as one line): every problem, each naming its key."""
+    problems = []
     for err in exc.errors():
         loc = ".".join(str(p) for p in err["loc"]) or "<root>"
         if err["type"] == "extra_forbidden":
             known = ", ".join(sorted(cls.model_fields))
-            lines.append(f"  unknown key '{loc}' (known keys: {known})")
+            problems.append(f"unknown key '{loc}' (known keys: {known})")
         else:
             got = err.get("input")
             got_text = "" if isinstance(got, dict) else f" (got {got!r})"
-            lines.append(f"  '{loc}': {err['msg']}{got_text}")
-    return "\n".join(lines)
+            problems.append(f"'{loc}': {err['msg']}{got_text}")
+    return f"invalid {cls.__module__.rsplit('.', 1)[-1]} config ({source}): " + "; ".join(problems)
 
 
 def load_yaml(path: str | Path) -> dict:

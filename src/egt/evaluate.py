@@ -48,6 +48,7 @@ from egt import metrics as M
 from egt.config import StageConfig, save_config
 from egt.errors import EgtError
 from egt.io import Journal, check_unique_ids, write_json, write_text
+from egt.models import TorchDtype
 from egt.report import markdown_table
 from egt.schema import PreferencePair, read_pairs, write_rows
 
@@ -75,7 +76,7 @@ class Config(StageConfig):
     batch_size: int = Field(16, ge=1, description="judgements generated per batch")
     seed: int = Field(0, description="seeds the sampled judgements and the random orders")
     device: str = Field("auto", description="auto (cuda if available), cpu, cuda, cuda:1, ...")
-    dtype: str = Field("auto", description="model dtype: auto, bfloat16, float16, float32")
+    dtype: TorchDtype = Field("auto", description="model dtype: auto, bfloat16, float16, float32 (or bf16, fp16, fp32)")
     limit: int | None = Field(None, ge=1, description="judge only the first N pairs")
     on_error: Literal["fail", "skip"] = Field("fail", description="bad benchmark rows: stop, or skip and count")
     progress: bool = True

@@ -61,6 +61,7 @@ from pydantic import Field
 from egt.config import StageConfig
 from egt.errors import ConfigError, DataError, EgtError, require
 from egt.io import json_text, sha256_file, write_json
+from egt.models import TorchDtype
 from egt.schema import read_pairs, read_rows, write_rows
 from egt.scorefile import ENTROPY_COLUMNS, LOWER_BOUND_COLUMNS
 # Config keys that change the scores: a folder scored with other values cannot be resumed.
@@ -86,7 +87,7 @@ class Config(StageConfig):
     dump_tokens: bool = Field(False, description="also write tokens.parquet (per-token entropies)")
     merge: bool = Field(False, description="only merge the finished shards of output into scores.parquet")
     device: str = Field("auto", description="auto | cpu | cuda | cuda:N (auto under accelerate: the process's device)")
-    dtype: str = Field("auto", description="auto | float32 | bfloat16 | float16")
+    dtype: TorchDtype = Field("auto", description="auto | float32 | bfloat16 | float16 (or fp32, bf16, fp16)")
     backend: Literal["hf", "vllm"] = "hf"
     vllm_entropy: Literal["exact", "topk"] = Field("exact", description="vllm: HF teacher-forced pass or top-k bounds")
     vllm_logprobs: int = Field(20, ge=1, description="vllm topk: log-probs per token")
