@@ -48,6 +48,22 @@ def test_chosen_rejected_and_swapped():
     assert swapped.meta["swapped_from"] == "p0" and "swapped_from" not in pair.meta
 
 
+def test_swapped_synthetic_pair_keeps_its_truth_and_the_oracle_follows(synth_pairs_list):
+    """meta.true_label names a position, so the swapped copy's truth flips with its label; the
+    oracle teacher then writes a trace for the order the prompt shows (it reads true_label)."""
+    from egt.data.synth import oracle_trace
+    from egt.prompts import parse_verdict
+
+    for pair in synth_pairs_list[:6]:
+        swapped = pair.swapped()
+        assert swapped.meta["true_label"] == 3 - pair.meta["true_label"]
+        assert swapped.meta["noisy"] == pair.meta["noisy"]
+        assert swapped.chosen == pair.chosen  # the same response is preferred, only its position moved
+        assert parse_verdict(oracle_trace(swapped)).verdict == swapped.meta["true_label"]
+        correct = swapped.response_1 if swapped.meta["true_label"] == 1 else swapped.response_2
+        assert pair.meta["scene"]["claim"] in correct
+
+
 @pytest.mark.parametrize("change, field, reason", [
     ({"id": ""}, "id", "non-empty"),
     ({"response_1": "  "}, "response_1", "empty"),

@@ -73,6 +73,15 @@ class ImageRef:
         return ImageRef(path=path, data=data)
 
 
+def _swapped_meta(meta: dict, pair_id: str) -> dict:
+    """Meta of the swapped copy. A known true label (`meta.true_label`, e.g. the synthetic benchmark's)
+    names a position like `label` does, so it flips with it; everything else is kept."""
+    out = {**meta, "swapped_from": pair_id}
+    if meta.get("true_label") in (1, 2):
+        out["true_label"] = 3 - int(meta["true_label"])
+    return out
+
+
 @dataclass
 class PreferencePair:
     id: str
@@ -100,7 +109,7 @@ class PreferencePair:
             id=self.id + suffix, images=list(self.images), question=self.question,
             response_1=self.response_2, response_2=self.response_1, label=3 - self.label,
             source=self.source, category=self.category,
-            meta={**self.meta, "swapped_from": self.id}, extra=dict(self.extra))
+            meta=_swapped_meta(self.meta, self.id), extra=dict(self.extra))
 
     def open_images(self):
         return [ref.open() for ref in self.images]
