@@ -59,6 +59,21 @@ def test_curriculum_pairs_sorting_and_errors(synth_pairs_list, tmp_path):
         rl.curriculum_pairs(tmp_path / "dup.parquet")
 
 
+def test_both_orders_puts_each_swapped_copy_right_after_its_pair(synth_pairs_list, tmp_path):
+    pairs = synth_pairs_list[:4]
+    for p, order in zip(pairs, [2, 0, 3, 1]):
+        p.extra["order"] = order
+    write_pairs(pairs, tmp_path / "ordered.parquet")
+    got = rl.curriculum_pairs(tmp_path / "ordered.parquet", both_orders=True)
+    first = [pairs[i] for i in (1, 3, 0, 2)]
+    assert [p.id for p in got] == [q for p in first for q in (p.id, p.id + "::swap")]
+    for original, swapped in zip(got[::2], got[1::2]):
+        assert (swapped.response_1, swapped.response_2) == (original.response_2, original.response_1)
+        assert swapped.label == 3 - original.label and swapped.chosen == original.chosen
+    # with both orders in one generation, the labels a generation trains on are balanced
+    assert all(a.label + b.label == 3 for a, b in zip(got[::2], got[1::2]))
+
+
 def test_shipped_rl_configs_load():
     paths = [p for p in (ROOT / "configs").rglob("*.yaml") if p.read_text().startswith("# egt: rl")]
     assert paths, "no rl config shipped"
@@ -156,6 +171,16 @@ def test_rl_consumes_curriculum_in_order_and_trains(sft_dir, curated, tmp_path):
     assert summary["global_step"] == 4
     logged = [h for h in summary["log_history"] if "rewards/format_reward/mean" in h]
     assert logged and all(f"rewards/{n}/mean" in logged[0] for n in ("accuracy_reward", "logic_reward", "accuracy_x_logic_reward"))
+
+
+@pytest.mark.slow
+def test_rl_both_orders_trains_each_pair_and_its_swap_in_one_generation(sft_dir, curated, tmp_path):
+    curated_file, expected = curated
+    out = rl.run(_config(sft_dir, curated_file, tmp_path / "run", max_steps=2, both_orders=True))
+    lines = rl.read_consumed(out / "consumed.jsonl")
+    assert [line["ids"] for line in lines] == [[expected[0], expected[0] + "::swap"],
+                                               [expected[1], expected[1] + "::swap"]]
+    assert "both_orders: true" in (out / "config.yaml").read_text()
 
 
 @pytest.mark.slow

@@ -113,6 +113,9 @@ class Config(StageConfig):
     save_steps: int = 100
     save_total_limit: int | None = None
     resume: str = Field("auto", description="auto (latest checkpoint in output/checkpoints), never, or a path")
+    both_orders: bool = Field(False, description="swap augmentation: each pair also shown with its responses "
+                              "swapped (label flipped), right after it in the curriculum, so both orders share a "
+                              "generation and their position pushes cancel")
     seed: int = 0
     logging_steps: int = 1
     report_to: str = "none"
@@ -124,16 +127,18 @@ class Config(StageConfig):
 # ---------------------------------------------------------------- data
 
 
-def curriculum_pairs(path: Path) -> list[PreferencePair]:
-    """Pairs sorted by their `order` column (file order if no row has one)."""
+def curriculum_pairs(path: Path, both_orders: bool = False) -> list[PreferencePair]:
+    """Pairs sorted by their `order` column (file order if no row has one); with `both_orders` each
+    pair is followed by its swapped copy (`PreferencePair.swapped`, id `<id>::swap`)."""
     pairs = read_pairs(path)
     if not pairs:
         raise DataError(str(path), None, None, "no pairs to train on")
     sequence = sequence_by_order([p.extra.get("order") for p in pairs], str(path))
     if sequence is None:
         log.warning("%s has no `order` column: pairs are consumed in file order", path)
-        return pairs
-    return [pairs[i] for i in sequence]
+    else:
+        pairs = [pairs[i] for i in sequence]
+    return [q for p in pairs for q in (p, p.swapped())] if both_orders else pairs
 
 
 def build_dataset(pairs: list[PreferencePair]):
@@ -248,8 +253,11 @@ def _grpo_args(cfg: Config, checkpoints: Path, bf16: bool, reward_weights: list[
         raise ConfigError(f"invalid GRPO settings: {exc}") from None
 
 
-def _check_schedule(n_pairs: int, args) -> None:
+def _check_schedule(n_pairs: int, args, both_orders: bool = False) -> None:
     pairs_per_generation = args.generation_batch_size // args.num_generations
+    if both_orders and pairs_per_generation % 2:
+        log.warning("both_orders: a generation takes %d pairs (odd), so some pairs and their swapped copies "
+                    "fall into different generations", pairs_per_generation)
     if n_pairs < pairs_per_generation:
         raise ConfigError(f"{n_pairs} pairs but one generation needs {pairs_per_generation} "
                           "(generation_batch_size / num_generations): lower the batch size or add pairs")
@@ -273,12 +281,12 @@ def run(cfg: Config, callbacks: list | None = None) -> Path:
     consumed_path = out / "consumed.jsonl"
     if not (Path(cfg.model) / "config.json").exists():
         raise ConfigError(f"model: {cfg.model} is not a model folder (no config.json)")
-    pairs = curriculum_pairs(Path(cfg.train))
+    pairs = curriculum_pairs(Path(cfg.train), cfg.both_orders)
     precision = "auto" if cfg.bf16 is None else ("bf16" if cfg.bf16 else "fp32")
     bf16 = resolve_precision(precision, use_cpu=bool(cfg.grpo_extra.get("use_cpu", False))) == "bf16"
     funcs, weights = reward_functions(cfg.w_format, cfg.w_logic, cfg.w_accuracy, logic=build_logic(cfg.logic_judge))
     args = _grpo_args(cfg, checkpoints, bf16, weights)
-    _check_schedule(len(pairs), args)
+    _check_schedule(len(pairs), args, cfg.both_orders)
     dataset = build_dataset(pairs)
 
     resume = resolve_resume(cfg.resume, checkpoints)
