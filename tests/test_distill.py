@@ -21,7 +21,7 @@ from egt import prompts
 from egt.config import load_config
 from egt.distill import Config, backoff_delay_s, drop_reason, judge_reply, run
 from egt.io import Journal
-from egt.schema import ImageRef, PreferencePair, read_rows, write_pairs
+from egt.schema import ImageRef, PreferencePair, read_pairs, read_rows, write_pairs
 
 SECRET = "sk-test-SECRET123"
 KEY_ENV = "EGT_TEST_TEACHER_KEY"
@@ -284,6 +284,28 @@ def test_oracle_backend_keeps_only_traces_matching_the_label(synth_pairs_path, t
 
 
 @pytest.mark.slow
+def test_both_orders_distils_each_pair_and_its_swap(synth_pairs_path, tmp_path):
+    """Swap augmentation: every pair is also distilled in the other order, with a trace written for
+    that order (the oracle reads the swapped truth), and the fidelity filter applied per order."""
+    path = synth_pairs_path("train", 20, seed=4, noise="uniform:0.3")
+    out = run(Config(pairs=path, output=tmp_path / "d", backend="oracle", oracle_wrong_rate=0.0,
+                     orders="both", progress=False))
+    kept = read_pairs(out / "traces.parquet")
+    dropped = read_rows(out / "dropped.parquet")
+    stats = json.loads((out / "stats.json").read_text())
+    assert stats["orders"] == "both" and stats["pairs"] == 40 and len(kept) + len(dropped) == 40
+    by_id = {p.id: p for p in kept}
+    for pair in kept:
+        assert prompts.parse_verdict(pair.extra["trace"]).verdict == pair.label  # the filter, per order
+        if pair.id.endswith("::swap"):
+            original = read_pairs(path)[int(pair.id.split("-")[-1].split(":")[0])]
+            assert (pair.response_1, pair.response_2, pair.label) == \
+                (original.response_2, original.response_1, 3 - original.label)
+    # a faithful oracle keeps exactly the clean pairs, in both orders, and drops the flipped ones in both
+    clean = {p.id for p in read_pairs(path) if not p.meta["noisy"]}
+    assert set(by_id) == clean | {i + "::swap" for i in clean}
+
+
 def test_hf_backend_counts_attempts_of_a_local_teacher(synth_pairs_path, tiny_model_dir, tmp_path):
     # The untrained tiny judge writes no verdict in 6 tokens: every attempt is unparsable.
     pairs_path = synth_pairs_path("train", n=4, seed=3)

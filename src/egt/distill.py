@@ -41,6 +41,12 @@ torn last line (kill -9 while writing) is cut off. The final files are rebuilt f
 `traces.parquet` (pair + trace + attempts), `dropped.parquet` (pair +
 drop_reason + attempt_outcomes), `stats.json`.
 
+Swap augmentation (`orders: both`): pairwise judges learn position shortcuts, and
+the standard remedy (JudgeLM, PandaLM) is to train on both orders. Each pair is
+distilled as given and with its responses swapped (`<id>::swap`, label flipped),
+each order with its own attempts and fidelity filter, so SFT sees a trace
+written for the order its prompt shows. The paper distils one order.
+
 Deviation from the paper: `reveal_label: true` tells the teacher which response
 is better and asks it to justify it. This LEAKS THE LABEL into the trace (the
 teacher rationalises rather than judges) and makes the fidelity filter nearly
@@ -79,6 +85,9 @@ class Config(StageConfig):
     reveal_label: bool = Field(False, description="tell the teacher the better response (LEAKS the label)")
     canonicalize: bool = Field(True, description="store kept traces as format_judgement(think, verdict)")
     limit: int | None = Field(None, ge=1, description="distill only the first N pairs")
+    orders: Literal["one", "both"] = Field(
+        "one", description="both: swap augmentation -- each pair is also distilled with its responses swapped "
+                           "(`<id>::swap`, label flipped), each order with its own attempts and filter")
     seed: int = 0
     progress: bool = True
     # openai backend
@@ -376,6 +385,9 @@ def run(cfg: Config) -> Path:
     if cfg.limit is not None:
         pairs = pairs[: cfg.limit]
     check_unique_ids([p.id for p in pairs], cfg.pairs)
+    if cfg.orders == "both":
+        pairs = [q for p in pairs for q in (p, p.swapped())]
+        check_unique_ids([p.id for p in pairs], cfg.pairs)  # an input id may already end in ::swap
     save_config(cfg, out / "distill_config.yaml")  # holds the env var NAME only, never the key
 
     journal = Journal(out / JOURNAL, key="id")
@@ -441,6 +453,7 @@ def _write_outputs(cfg: Config, out: Path, pairs: list[PreferencePair], done: di
         "dropped": len(dropped_rows), "kept_pct": round(100 * len(kept_rows) / n, 3) if n else 0.0,
         "attempts_histogram": {str(k): attempts_hist[k] for k in sorted(attempts_hist)},
         "drop_reasons": dict(reasons), "max_attempts": cfg.max_attempts, "reveal_label": cfg.reveal_label,
+        "orders": cfg.orders,
         "prompt_tokens": tokens["prompt"], "completion_tokens": tokens["completion"],
         "retries": tokens["retries"], "wall_time_s": round(wall_s, 3),
     }
