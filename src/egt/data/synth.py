@@ -408,7 +408,7 @@ def generate_pairs(split: str, n: int, seed: int, noise: str = "none", image_dir
         png = _png_bytes(render_scene(spec["scene"]))
         if image_dir is not None:
             path = image_dir / f"{pair_id}.png"
-            atomic_write_bytes(path, png)
+            atomic_write_bytes(path, png, fsync=False)  # rebuilt by a rerun; the pairs file is the commit
             images = [ImageRef(path=str(path))]
         else:
             images = [ImageRef(data=png)]
