@@ -9,8 +9,8 @@ one-thread jobs side by side do ~1.6x the work of one two-thread job.
 
 Each job runs with `threads` torch threads whatever the worker count, so its numbers do not
 depend on how many workers ran (CPU kernels give different last bits for different thread
-counts). Workers are spawned processes (fresh CUDA/OMP state), each pinned to its own cores
-where the OS allows; a job's stdout and stderr go to its `log` file when one is given. With
+counts). Workers are spawned processes (fresh CUDA/OMP state); a job's stdout and stderr go
+to its `log` file when one is given. With
 `workers=1` the jobs run in this process, one after another, with the same thread count.
 A failing job raises in the caller (after the running ones finish) with the job's name.
 """
@@ -88,15 +88,9 @@ def _run_one(job: Job, threads: int):
         return job.fn(*job.args, **job.kwargs)
 
 
-def _worker_init(cores: list[int], threads: int, counter) -> None:
+def _worker_init(threads: int) -> None:
     import torch
 
-    with counter.get_lock():
-        slot = counter.value
-        counter.value += 1
-    if hasattr(os, "sched_setaffinity") and len(cores) >= threads:
-        start = (slot * threads) % len(cores)
-        os.sched_setaffinity(0, {cores[(start + i) % len(cores)] for i in range(threads)})
     torch.set_num_threads(threads)
 
 
@@ -124,11 +118,10 @@ def run_jobs(jobs: list[Job], workers: int | None = None, threads: int = 1,
         return results
     from multiprocessing import get_context
 
-    ctx = get_context("spawn")
-    counter = ctx.Value("i", 0)
     results: list[Any] = [None] * len(jobs)
     failures = []
-    with ctx.Pool(workers, initializer=_worker_init, initargs=(available_cores(), threads, counter)) as pool:
+    pool = get_context("spawn").Pool(workers, initializer=_worker_init, initargs=(threads,))
+    try:
         pending = [pool.apply_async(_worker_call, (job, threads)) for job in jobs]
         for index, (job, handle) in enumerate(zip(jobs, pending)):
             ok, value = handle.get()
@@ -138,6 +131,10 @@ def run_jobs(jobs: list[Job], workers: int | None = None, threads: int = 1,
                     on_done(job, value)
             else:
                 failures.append((job, value))
+        pool.close()  # close + join (not terminate) so the workers release their semaphores
+    finally:
+        pool.terminate()
+        pool.join()
     if failures:
         job, text = failures[0]
         more = f" (and {len(failures) - 1} more failed job(s))" if len(failures) > 1 else ""
