@@ -167,3 +167,22 @@ def test_min_detectable_difference_hand_value_and_inverse():
         min_detectable_difference(0, 0.2)
     with pytest.raises(ValueError):
         min_detectable_difference(100, 0.0)
+
+
+def test_compare_paired_states_interval_tests_and_verdict():
+    from egt.stats import compare_paired
+
+    # 200 pairs: A right on 120, B on 100; 30 pairs only A, 10 only B.
+    a = np.array([True] * 90 + [True] * 30 + [False] * 10 + [False] * 70)
+    b = np.array([True] * 90 + [False] * 30 + [True] * 10 + [False] * 70)
+    out = compare_paired(a, b, n_boot=2000)
+    assert out["difference"] == pytest.approx(0.1)
+    assert out["ci_low"] > 0 and out["verdict"] == "higher"
+    assert out["discordant_rate"] == pytest.approx(0.2)
+    assert out["p_values"][0] == pytest.approx(mcnemar(a, b)["p_value"])
+    assert out["min_detectable"] == pytest.approx(min_detectable_difference(200, 0.2))
+    flat = compare_paired(a, a)
+    assert flat["verdict"] == "inconclusive" and flat["difference"] == 0 and np.isnan(flat["min_detectable"])
+    two_seeds = compare_paired(np.stack([a, b]), np.stack([b, a]), n_boot=2000)
+    assert two_seeds["n_seeds"] == 2 and two_seeds["per_seed"] == pytest.approx([0.1, -0.1])
+    assert two_seeds["verdict"] == "inconclusive"

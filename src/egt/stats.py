@@ -185,3 +185,26 @@ def min_detectable_difference(n_pairs: int, discordant_rate: float, alpha: float
         return float("nan")
     delta = math.sqrt(discordant_rate) * (z_a * math.sqrt(n) + z_b * math.sqrt(inner)) / (n + z_b * z_b)
     return delta if delta <= discordant_rate else float("nan")
+
+
+def compare_paired(correct_a, correct_b, n_boot: int = 4000, seed: int = 0, alpha: float = 0.05) -> dict:
+    """Everything a report states about judge A vs judge B on the same pairs.
+
+    `correct_a`, `correct_b`: [pairs] or [seeds x pairs] booleans. Returns the mean difference
+    A - B, its 95% interval (paired bootstrap; hierarchical over seeds and pairs for 2-D input),
+    the exact McNemar p-value per seed, the discordant rate and the smallest difference one
+    seed's test split detects (alpha, power 0.8) at that rate, and a verdict on the sign:
+    `higher` / `lower` when the interval excludes 0, else `inconclusive`.
+    """
+    a, b = _paired(correct_a, correct_b)
+    a2, b2 = (a[None, :], b[None, :]) if a.ndim == 1 else (a, b)
+    boot = paired_bootstrap(a2 if a.ndim == 2 else a, b2 if a.ndim == 2 else b, n_boot=n_boot, seed=seed,
+                            confidence=1 - alpha)
+    tests = [mcnemar(x, y) for x, y in zip(a2, b2)]
+    discordant = float(np.mean([(t["b"] + t["c"]) / t["n"] for t in tests]))
+    mdd = min_detectable_difference(a2.shape[1], discordant, alpha) if discordant > 0 else float("nan")
+    verdict = "higher" if boot["ci_low"] > 0 else "lower" if boot["ci_high"] < 0 else "inconclusive"
+    return {"difference": boot["mean_difference"], "ci_low": boot["ci_low"], "ci_high": boot["ci_high"],
+            "per_seed": [t["difference"] for t in tests], "p_values": [t["p_value"] for t in tests],
+            "discordant_rate": discordant, "min_detectable": mdd, "verdict": verdict,
+            "n_seeds": int(a2.shape[0]), "n_pairs": int(a2.shape[1])}
