@@ -9,6 +9,16 @@ steps on `CAPTION_PROMPT` -> `synth.scene_caption` of a fresh synthetic scene, e
     Describe the image.  ->  I see a small orange triangle at the bottom right and a large green
                              circle in the centre. The orange triangle is right of the green circle.
 
+and, like an instruction-tuned VLM that can say whether a statement about an image holds,
+`verify_share` of each batch checks one claim (`synth.verify_text`):
+
+    What colour is the circle? Claim: It is blue. Is the claim right?
+                             ->  I see a green circle. The claim says blue, I see green: no.
+
+Without it the judge had to learn that comparison from the judge traces alone, and whether
+it did within one SFT epoch depended on the seed (README, tiny judge: SFT judges from one
+caption-only base ranged from 0.07 to 0.51 both-order accuracy over two seeds).
+
 AdamW (betas 0.9 / 0.98), linear warm-up over the first 1/30 of the steps then a cosine
 decay, gradient norm clipped at 1, loss on the caption tokens (and their end-of-turn
 token) only. Batches are built by egt.encode.chat_batch_inputs, as every other batch.
@@ -21,19 +31,26 @@ from egt.encode import chat_batch_inputs
 CAPTION_PROMPT = "Describe the image."
 
 
-def pretrain_perception(model, processor, steps: int, batch_size: int = 8, lr: float = 1e-3, seed: int = 0) -> dict:
-    """Caption-train `model` in place for `steps` steps; returns loss and timing stats."""
+def pretrain_perception(model, processor, steps: int, batch_size: int = 8, lr: float = 1e-3, seed: int = 0,
+                        verify_share: float = 0.0) -> dict:
+    """Caption-train `model` in place for `steps` steps; returns loss and timing stats.
+
+    `verify_share` of every batch are single-claim checks (`synth.verify_examples`) instead of captions."""
     import math
     import time
 
     import torch
     from tqdm.auto import tqdm
 
-    from egt.data.synth import caption_examples
+    from egt.data.synth import caption_examples, verify_examples
 
-    prompt = processor.apply_chat_template(
-        [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": CAPTION_PROMPT}]}],
-        tokenize=False, add_generation_prompt=True)
+    def chat(text: str) -> str:
+        return processor.apply_chat_template([{"role": "user", "content": [{"type": "image"}, {"type": "text",
+                                                                                             "text": text}]}],
+                                             tokenize=False, add_generation_prompt=True)
+
+    prompt = chat(CAPTION_PROMPT)
+    n_verify = int(round(batch_size * verify_share))
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.9, 0.98), weight_decay=0.0)
     warmup = max(1, steps // 30)
     schedule = torch.optim.lr_scheduler.LambdaLR(
@@ -41,9 +58,12 @@ def pretrain_perception(model, processor, steps: int, batch_size: int = 8, lr: f
     model.train()
     losses, t0 = [], time.perf_counter()
     for step in tqdm(range(steps), desc="pre-training perception (captions)", unit="step", mininterval=2.0):
-        examples = caption_examples(step * batch_size, batch_size, seed)
-        inputs = chat_batch_inputs(processor, [prompt] * batch_size, [img for img, _ in examples],
-                                   [text for _, text in examples], padding_side="right", append_eos=True)
+        examples = [(img, prompt, text) for img, text in caption_examples(step * batch_size, batch_size - n_verify,
+                                                                           seed)]
+        examples += [(img, chat(question), answer)
+                     for img, question, answer in verify_examples(step * n_verify, n_verify, seed)]
+        inputs = chat_batch_inputs(processor, [p for _, p, _ in examples], [img for img, _, _ in examples],
+                                   [text for _, _, text in examples], padding_side="right", append_eos=True)
         labels = inputs["input_ids"].masked_fill(inputs.pop("completion_mask") == 0, -100)
         loss = model(**inputs, labels=labels).loss
         loss.backward()

@@ -94,6 +94,8 @@ class TinyConfig(StageConfig):
     pretrain_steps: int = Field(2000, ge=0, description="optimizer steps of captioning synthetic scenes; 0 = random weights")
     pretrain_batch_size: int = Field(8, ge=1)
     pretrain_lr: float = Field(1e-3, gt=0)
+    pretrain_verify_share: float = Field(0.5, ge=0, le=1, description="share of each pre-training batch that "
+                                         "checks one claim about the image instead of captioning it")
 
 
 # ---------------------------------------------------------------- building
@@ -170,6 +172,24 @@ def _model_config(cfg: TinyConfig, tokenizer):
                          vision_end_token_id=ids["<|vision_end|>"], tie_word_embeddings=True)
 
 
+SHIPPED_BASE = Path(__file__).parent / "assets" / "tiny_judge_base"
+
+
+def shipped_base() -> Path:
+    """The pre-trained tiny base that ships with egt (what `egt demo` fine-tunes by default).
+
+    Built once with `egt model tiny --output src/egt/assets/tiny_judge_base` (the TinyConfig
+    defaults, seed 0; its recipe and pre-training losses are in egt_tiny.json / pretrain.json
+    beside the weights), so a demo does not spend minutes pre-training; a rebuild on another
+    machine differs in the last bits of the weights (CPU kernels)."""
+    from egt.errors import EgtError
+
+    if not (SHIPPED_BASE / "model.safetensors").exists():
+        raise EgtError(f"{SHIPPED_BASE}: the shipped tiny base is missing; rebuild it with "
+                       f"`egt model tiny --output {SHIPPED_BASE}` or pass base_model=PATH")
+    return SHIPPED_BASE
+
+
 def build_tiny(cfg: TinyConfig) -> Path:
     """Build and save the tiny judge (tokenizer, processors, model, generation config) to cfg.output."""
     import torch
@@ -188,7 +208,7 @@ def build_tiny(cfg: TinyConfig) -> Path:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(cfg.seed)
             stats = pretrain_perception(model, processor, cfg.pretrain_steps, cfg.pretrain_batch_size,
-                                        cfg.pretrain_lr, cfg.seed)
+                                        cfg.pretrain_lr, cfg.seed, cfg.pretrain_verify_share)
     model.generation_config = GenerationConfig(
         eos_token_id=config.text_config.eos_token_id, pad_token_id=config.text_config.pad_token_id,
         bos_token_id=config.text_config.bos_token_id, do_sample=False, max_new_tokens=96)

@@ -308,6 +308,31 @@ def caption_examples(start: int, n: int, seed: int, hard_fraction: float = 0.25)
     return out
 
 
+VERIFY_QUESTION = "{question} Claim: {claim} Is the claim right?"
+VERIFY_ANSWER = "I see {fact}. The claim says {said}, I see {seen}: {verdict}."
+
+
+def verify_text(scene: dict, right: bool) -> tuple[str, str]:
+    """(prompt, answer) of a single-claim check: one response to the scene's question, right or wrong.
+
+    What an instruction-tuned VLM can do before it is ever a judge -- read the image and say whether one
+    statement about it holds -- in words unlike the judge trace's (no "Response 1/2", no verdict tag)."""
+    said = scene["claim"] if right else scene["wrong_claim"]
+    prompt = VERIFY_QUESTION.format(question=scene["question"], claim=_response(scene["kind"], said))
+    answer = VERIFY_ANSWER.format(fact=scene["fact"], said=said, seen=scene["claim"], verdict="yes" if right else "no")
+    return prompt, answer
+
+
+def verify_examples(start: int, n: int, seed: int, hard_fraction: float = 0.25) -> list[tuple]:
+    """(PIL image, prompt, answer) single-claim checks for scenes start..start+n of the 'verify' stream
+    (disjoint from the splits and the captions); the claim is right for half of them."""
+    out = []
+    for i in range(start, start + n):
+        spec = _sample_spec("verify", seed, i, list(QUESTION_KINDS), hard_fraction)
+        out.append((render_scene(spec["scene"]), *verify_text(spec["scene"], right=spec["true_label"] == 1)))
+    return out
+
+
 # ---------------------------------------------------------------- drawing
 
 def _rgb(colour: dict) -> tuple[int, int, int]:
@@ -487,4 +512,5 @@ def corpus_texts(n: int = 2000, seed: int = 12345) -> list[str]:
         texts += [pair.question, pair.response_1, pair.response_2]
         rng = random.Random(i)
         texts += [oracle_trace(pair, faithful=bool(i % 5), rng=rng if i % 2 else None), scene_caption(spec["scene"])]
+        texts += list(verify_text(spec["scene"], right=bool(i % 2)))
     return texts
