@@ -15,21 +15,28 @@ EGT = [sys.executable, "-m", "egt.cli"]
 
 def test_demo_tiny_runs_every_stage_writes_the_report_and_resumes(tmp_path):
     out = tmp_path / "demo"
-    first = subprocess.run(EGT + ["demo", "--tiny", "--output", str(out)], capture_output=True, text=True,
-                           timeout=600)
+    first = subprocess.run(EGT + ["demo", "--tiny", "--output", str(out), "--workers", "2",
+                                  "--dose-response", "0", "0.3"], capture_output=True, text=True, timeout=600)
     assert first.returncode == 0, first.stderr[-3000:]
     # One line per stage on the terminal.
     for index, stage in enumerate(["data", "distill", "sft", "score", "analyze", "curate", "rl", "eval", "report"], 1):
         assert f"[{index}/9] {stage}" in first.stdout
     report = (out / "report.md").read_text()
-    for heading in ("## Setup", "## Stage 1", "## RQ1", "## Curation", "## Results", "## Wall time per stage"):
+    for heading in ("## Setup", "## Stage 1", "## RQ1", "## Curation", "## Stage 3", "### RL gain vs label noise",
+                    "## Wall time per stage"):
         assert heading in report
-    # Every model was evaluated in both orders and the results table has a row for each.
-    for model in ("sft", "a_egt", "b_full", "c_random", "d_descending"):
+    # Every model was evaluated in both orders and the results table has a row for each; the dose-response
+    # reuses (b) for the pool's own noise rate and adds one run on the true labels.
+    for model in ("sft", "a_egt", "b_full", "c_random", "d_descending", "noise_0"):
         metrics = json.loads((out / "eval" / model / "metrics.json").read_text())
         assert metrics["orders"] == "both" and metrics["n_pairs"] == 24
         assert 0.0 <= metrics["overall"]["both_order_accuracy"] <= 1.0
-    assert report.count("| (") >= 4
+    assert not (out / "rl" / "noise_0.3").exists()
+    assert report.count("| (") >= 4 and "| full pool, true labels |" in report
+    # Claims are paired comparisons with an interval and a McNemar p-value.
+    assert "| EGT (a) beats the full pool (b) | +" in report or "| EGT (a) beats the full pool (b) | -" in report
+    assert "McNemar" in report and "(rl_gain_vs_noise.png)" in report
+    assert (out / "rl_gain_vs_noise.png").exists()
     # The RL runs consumed their curated pairs in curriculum order.
     consumed = [json.loads(line) for line in (out / "rl" / "a_egt" / "consumed.jsonl").read_text().splitlines()]
     assert consumed and all(entry["ids"] for entry in consumed)

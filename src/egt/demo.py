@@ -1,27 +1,32 @@
-"""`egt demo`: the whole EGT recipe on the embedded tiny judge, with a report.
+"""`egt demo`: the whole EGT recipe on the embedded tiny judge, with a replication report.
 
-    egt demo --output runs/demo            # ~8-10 min on 2 CPU cores
-    egt demo --output runs/demo3 --seeds 3 # three seeds, mean +- spread
-    egt demo --tiny --output /tmp/d        # CI-sized smoke run (~20 s)
+    egt demo --output runs/demo                                   # what `make demo` runs
+    egt demo --output runs/study --seeds 3 --dose-response 0 0.1 0.2   # the 3-seed study (README)
+    egt demo --tiny --output /tmp/d                               # CI-sized smoke run
 
-Stages (one run folder; each stage writes `<stage>/.done` and a rerun skips it):
- 1 data+model  tiny Qwen2-VL judge; synthetic train / pool (label noise with
-               known flags) / clean test splits
- 2 distill     oracle teacher with deliberate mistakes + the fidelity filter
- 3 sft         the tiny judge on the kept traces (TRL SFTTrainer)
- 4 score       K sampled judgements per pool pair and their entropies
- 5 analyze     entropy bins vs accuracy, noise share, AUROC, figures
- 6 curate      lowest-entropy subset (EGT) + random and accuracy baselines
- 7 rl          GRPO from the same SFT checkpoint, same steps and seed, for
-               (a) EGT: curated, ascending entropy; (b) full pool, random order;
-               (c) random subset of the curated size, random order;
-               (d) curated, descending entropy
- 8 eval        SFT and (a)-(d) on the clean test split, both orders
- 9 report      report.md with every table and figure from this run
+Stages (one run folder; each stage writes `stages/<stage>.json` and a rerun skips it):
+ 1 data     synthetic train / pool (label noise with known flags) / clean test splits;
+            the base judge is the shipped pre-trained tiny base (egt.tiny.shipped_base)
+ 2 distill  oracle teacher with deliberate mistakes + the fidelity filter
+ 3 sft      the base on the kept traces (TRL SFTTrainer)
+ 4 score    K sampled judgements per pool pair and their entropies
+ 5 analyze  entropy bins vs accuracy, noise share, AUROC, figures
+ 6 curate   lowest-entropy subset (EGT) + random and accuracy baselines
+ 7 rl       GRPO from the same SFT checkpoint, same settings and seed, for
+            (a) EGT: curated, ascending entropy; (b) full pool, random order;
+            (c) random subset of the curated size, random order;
+            (d) curated, descending entropy; plus, with `dose_response`, the full
+            pool relabelled at each noise rate (0 = the true labels)
+ 8 eval     SFT and every RL model on the clean test split, both orders
+ 9 report   report.md: every table and figure from this run, paired statistics
 
-Deviation from the paper, by necessity of scale: the judge is a ~0.9M-parameter
-model whose only pre-training is a minute of captioning synthetic scenes, the
-teacher is an oracle that reads the scene, and the RL runs are 100 steps. The report says which claims reproduce here.
+RL runs and evaluations are independent jobs, `workers` at a time, one CPU thread
+each (egt.parallel), so their numbers do not depend on the worker count.
+
+Deviations from the paper, by necessity of scale: the judge is a ~0.9M-parameter model
+whose pre-training is minutes of captioning and checking single claims about synthetic
+scenes, the teacher is an oracle that reads the scene, and the RL runs are 100 steps.
+The report says which claims reproduce here and what was measured where they do not.
 """
 
 from __future__ import annotations
@@ -34,12 +39,13 @@ import shlex
 import sys
 import time
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Literal
 
 from pydantic import Field
 
 from egt import __version__
 from egt.config import StageConfig, load_config
+from egt.demo_report import dose_name, dose_runs
 from egt.io import write_json
 from egt.schema import read_rows
 from egt.training import TRAIN_SUMMARY
@@ -50,19 +56,23 @@ RL_RUNS = {
     "c_random": ("Random subset of the same size, random order", "random_subset"),
     "d_descending": ("Lowest-entropy subset, descending (curriculum ablation)", "curated_descending"),
 }
+STAGES = ("data", "distill", "sft", "score", "analyze", "curate", "rl", "eval", "report")
 
 
 class Config(StageConfig):
     output: Path = Field(Path("runs/demo"), description="run folder")
-    seed: int = Field(0, description="seed of everything (data, model init, sampling, RL)")
+    seed: int = Field(0, description="seed of everything downstream of the base model (data, SFT, sampling, RL)")
     seeds: int = Field(1, description="run the recipe for seeds seed..seed+seeds-1 and summarise")
     tiny: bool = Field(False, description="CI-sized run: small data, few steps")
-    noise: str = Field("ambiguity:0.3", description="label-noise model of the train pool")
-    pretrain_steps: int = Field(1000, description="perception pre-training of the tiny judge (`egt model tiny` "
-                                "defaults to 2000, steadier across seeds; 1000 keeps the demo ~10 min)")
+    workers: int | None = Field(None, ge=1, description="parallel jobs for RL runs and evaluations (None: one per "
+                                "core); each job uses one thread, so results do not depend on this")
+    base_model: Path | None = Field(None, description="base judge to fine-tune; None = the shipped tiny base "
+                                    "(egt.tiny.shipped_base, rebuilt by `egt model tiny`)")
+    noise: str = Field("ambiguity:0.3", description="label-noise model of the train split and the RL pool")
     n_train: int = Field(19000, description="fresh pairs beat more epochs: the tiny judge memorises")
     n_pool: int = 800
-    n_test: int = 400
+    n_test: int = Field(1000, description="clean test pairs, each judged in both orders")
+    distill_orders: Literal["one", "both"] = Field("one", description="both: swap augmentation of the SFT traces")
     distill_max_attempts: int = 3
     oracle_wrong_rate: float = Field(0.3, description="share of deliberately wrong teacher traces")
     sft_epochs: float = 1.0
@@ -77,22 +87,55 @@ class Config(StageConfig):
     accuracy_min_correct: int = Field(0, description="accuracy baseline: right in >= m of K (0 = K)")
     rl_steps: int = Field(100, description="GRPO steps per run (100 x 4 pairs = one pass over the EGT subset)")
     rl_num_generations: int = 4
-    rl_batch_size: int = 16
-    rl_learning_rate: float = 2e-4
+    rl_batch_size: int = Field(16, description="completions per step (rl_batch_size / rl_num_generations pairs)")
+    rl_learning_rate: float = 5e-5
+    rl_beta: float = 0.0
+    rl_loss_type: str = "dapo"
+    rl_both_orders: bool = Field(False, description="show every RL pair in both orders (swap augmentation)")
+    rl_freeze_vision: bool = Field(False, description="the tiny judge still learns to see during RL")
     rl_temperature: float = 1.0
+    dose_response: list[float] = Field(default_factory=list, description="also run RL on the full pool relabelled "
+                                       "at these noise rates (0 = true labels) and report gain vs noise")
     eval_batch_size: int = 64
 
     def sized(self) -> "Config":
         if not self.tiny:
             return self
-        small = dict(pretrain_steps=10, n_train=200, n_pool=48, n_test=24, sft_epochs=1.0, samples=2, rl_steps=2,
+        small = dict(n_train=200, n_pool=48, n_test=24, sft_epochs=1.0, samples=2, rl_steps=2,
                      rl_num_generations=2, rl_batch_size=4, max_new_tokens=48)
         return self.model_copy(update=small)
 
 
+def rl_settings(cfg: Config) -> dict:
+    """The `egt rl` settings every demo RL run shares (benchmarks/bench_rl.py starts from them too)."""
+    return {"max_steps": cfg.rl_steps, "num_generations": cfg.rl_num_generations,
+            "per_device_train_batch_size": cfg.rl_batch_size, "learning_rate": cfg.rl_learning_rate,
+            "beta": cfg.rl_beta, "loss_type": cfg.rl_loss_type, "both_orders": cfg.rl_both_orders,
+            "freeze_vision": cfg.rl_freeze_vision, "temperature": cfg.rl_temperature,
+            "max_completion_length": cfg.max_new_tokens}
+
+
 def _stage_cfg(module, **values):
     """Build a stage's Config through the validating loader (clear errors)."""
-    return load_config(module.Config, None, values)
+    return load_config(module.Config, None, {k: (str(v) if isinstance(v, Path) else v) for k, v in values.items()})
+
+
+def _rl_job(values: dict) -> dict:
+    from egt import rl
+
+    out = rl.run(_stage_cfg(rl, **values))
+    return _trainer_log(out)
+
+
+def _eval_job(values: dict) -> dict:
+    from egt import evaluate
+
+    out = evaluate.run(_stage_cfg(evaluate, **values))
+    return json.loads((Path(out) / "metrics.json").read_text())
+
+
+def _noisy_share(rows: list[dict]) -> float:
+    return round(sum(bool(r["meta"].get("noisy")) for r in rows) / max(len(rows), 1), 3)
 
 
 class Pipeline:
@@ -103,16 +146,17 @@ class Pipeline:
         self.timings: dict[str, float] = {}
         self.headlines: dict[str, dict] = {}
 
-    def stage(self, index: int, name: str, fn: Callable[[], dict]) -> dict:
+    def stage(self, name: str, fn: Callable[[], dict]) -> dict:
         """Run one stage unless its marker exists; record wall time and headline."""
+        index, total = STAGES.index(name) + 1, len(STAGES)
         marker = self.dir / "stages" / f"{name}.json"
         if marker.exists():
             record = json.loads(marker.read_text())
-            self.log(f"[{index}/9] {name:<8} cached ({record['seconds']:.0f} s)  {record['headline_text']}")
+            self.log(f"[{index}/{total}] {name:<8} cached ({record['seconds']:.0f} s)  {record['headline_text']}")
         else:
             log_path = self.dir / "logs" / f"{name}.log"
             log_path.parent.mkdir(parents=True, exist_ok=True)
-            self.log(f"[{index}/9] {name:<8} running ... (details: {log_path})")
+            self.log(f"[{index}/{total}] {name:<8} running ... (details: {log_path})")
             start = time.perf_counter()
             # Each stage's own bars and trainer logs go to its log file so the terminal
             # keeps one line per stage.
@@ -122,35 +166,48 @@ class Pipeline:
             text = _headline_text(headline)
             record = {"seconds": seconds, "headline": headline, "headline_text": text}
             write_json(record, marker)
-            self.log(f"[{index}/9] {name:<8} done in {seconds:.0f} s  {text}")
+            self.log(f"[{index}/{total}] {name:<8} done in {seconds:.0f} s  {text}")
         self.timings[name] = record["seconds"]
         self.headlines[name] = record["headline"]
         return record["headline"]
 
     # ------------------------------------------------------------ stages
-    def data_and_model(self) -> dict:
-        from egt import tiny
+    def base_model(self) -> Path:
+        from egt.tiny import shipped_base
+
+        return Path(self.cfg.base_model) if self.cfg.base_model else shipped_base()
+
+    def data(self) -> dict:
         from egt.data import synth
+        from egt.io import read_json, sha256_file
 
         cfg = self.cfg
-        tiny.build_tiny(load_config(tiny.TinyConfig, None, {"output": str(self.dir / "base_model"),
-                                                           "seed": cfg.seed, "pretrain_steps": cfg.pretrain_steps}))
+        base = self.base_model()
+        out = {"base_model": str(base), "base_sha256": sha256_file(base / "model.safetensors")}
+        for name in ("egt_tiny.json", "pretrain.json"):
+            if (base / name).exists():
+                out[name.split(".")[0]] = read_json(base / name)
         splits = {"train": (cfg.n_train, cfg.noise), "pool": (cfg.n_pool, cfg.noise), "test": (cfg.n_test, "none")}
-        pretrain = self.dir / "base_model" / "pretrain.json"
-        out = json.loads(pretrain.read_text()) if pretrain.exists() else {}
         for offset, (split, (n, noise)) in enumerate(splits.items()):
             path = synth.run(_stage_cfg(synth, split=split, n=n, seed=cfg.seed * 100 + offset, noise=noise,
-                                        output=str(self.dir / "data" / f"{split}.parquet")))
+                                        output=self.dir / "data" / f"{split}.parquet"))
             rows = read_rows(path)
             out[f"{split}_pairs"] = len(rows)
-            out[f"{split}_noise"] = round(sum(bool(r["meta"].get("noisy")) for r in rows) / max(len(rows), 1), 3)
+            out[f"{split}_noise"] = _noisy_share(rows)
+        for noise, run in dose_runs(cfg).items():  # the pool's scenes relabelled at each rate
+            if run == "b_full":
+                continue
+            path = synth.run(_stage_cfg(synth, split="pool", n=cfg.n_pool, seed=cfg.seed * 100 + 1,
+                                        noise=f"ambiguity:{noise}" if noise else "none",
+                                        output=self.dir / "data" / f"pool_{dose_name(noise)}.parquet"))
+            out[f"pool_{dose_name(noise)}_noise"] = _noisy_share(read_rows(path))
         return out
 
     def distill(self) -> dict:
         from egt import distill
 
-        out = distill.run(_stage_cfg(distill, pairs=str(self.dir / "data" / "train.parquet"),
-                                     output=str(self.dir / "distill"), backend="oracle",
+        out = distill.run(_stage_cfg(distill, pairs=self.dir / "data" / "train.parquet",
+                                     output=self.dir / "distill", backend="oracle", orders=self.cfg.distill_orders,
                                      max_attempts=self.cfg.distill_max_attempts,
                                      oracle_wrong_rate=self.cfg.oracle_wrong_rate, seed=self.cfg.seed))
         stats = json.loads((Path(out) / "stats.json").read_text())
@@ -161,8 +218,8 @@ class Pipeline:
         from egt import sft
 
         cfg = self.cfg
-        sft.run(_stage_cfg(sft, model=str(self.dir / "base_model"), traces=str(self.dir / "distill" / "traces.parquet"),
-                           output=str(self.dir / "sft"), num_train_epochs=cfg.sft_epochs,
+        sft.run(_stage_cfg(sft, model=self.base_model(), traces=self.dir / "distill" / "traces.parquet",
+                           output=self.dir / "sft", num_train_epochs=cfg.sft_epochs,
                            learning_rate=cfg.sft_learning_rate, per_device_train_batch_size=cfg.sft_batch_size,
                            adam_beta2=cfg.sft_adam_beta2, freeze_vision_tower=False, seed=cfg.seed))
         state = _trainer_log(self.dir / "sft")
@@ -172,9 +229,8 @@ class Pipeline:
         from egt import score
 
         cfg = self.cfg
-        out = score.run(_stage_cfg(score, model=str(self.dir / "sft" / "model"),
-                                   pairs=str(self.dir / "data" / "pool.parquet"), output=str(self.dir / "score"),
-                                   samples=cfg.samples, temperature=cfg.score_temperature,
+        out = score.run(_stage_cfg(score, model=self.dir / "sft" / "model", pairs=self.dir / "data" / "pool.parquet",
+                                   output=self.dir / "score", samples=cfg.samples, temperature=cfg.score_temperature,
                                    max_new_tokens=cfg.max_new_tokens, batch_size=cfg.eval_batch_size,
                                    seed=cfg.seed))
         rows = read_rows(Path(out) / "scores.parquet")
@@ -184,8 +240,8 @@ class Pipeline:
     def analyze(self) -> dict:
         from egt import analyze
 
-        out = analyze.run(_stage_cfg(analyze, scores=str(self.dir / "score" / "scores.parquet"),
-                                     output=str(self.dir / "analysis")))
+        out = analyze.run(_stage_cfg(analyze, scores=self.dir / "score" / "scores.parquet",
+                                     output=self.dir / "analysis"))
         result = json.loads((Path(out) / "analysis.json").read_text())
         noisy = {m: v.get("noisy") for m, v in _auroc_summary(result).items()}
         return {"auroc_noisy": noisy, "auroc": _auroc_summary(result)}
@@ -194,7 +250,7 @@ class Pipeline:
         from egt import curate
 
         cfg = self.cfg
-        scores = str(self.dir / "score" / "scores.parquet")
+        scores = self.dir / "score" / "scores.parquet"
         n_keep = max(1, int(round(cfg.curate_fraction * cfg.n_pool)))
         min_correct = cfg.accuracy_min_correct or cfg.samples
         subsets = {
@@ -206,49 +262,64 @@ class Pipeline:
         }
         summary = {}
         for name, options in subsets.items():
-            out = curate.run(_stage_cfg(curate, scores=scores, output=str(self.dir / "curate" / name),
+            out = curate.run(_stage_cfg(curate, scores=scores, output=self.dir / "curate" / name,
                                         seed=cfg.seed, **options))
             rows = read_rows(Path(out) / "selected.parquet")
-            summary[name] = {"pairs": len(rows),
-                             "noise": round(sum(bool(r["meta"].get("noisy")) for r in rows) / max(len(rows), 1), 3)}
+            summary[name] = {"pairs": len(rows), "noise": _noisy_share(rows)}
         return {"egt_pairs": summary["curated_ascending"]["pairs"],
                 "egt_noise": summary["curated_ascending"]["noise"],
                 "pool_noise": summary["full_random"]["noise"], "subsets": summary}
 
+    def rl_runs(self) -> dict[str, Path]:
+        """RL run name -> its training pairs: (a)-(d), then the dose-response pools."""
+        runs = {name: self.dir / "curate" / subset / "selected.parquet" for name, (_, subset) in RL_RUNS.items()}
+        for noise, run in dose_runs(self.cfg).items():
+            if run != "b_full":
+                runs[run] = self._ordered_pool(noise)
+        return runs
+
+    def _ordered_pool(self, noise: float) -> Path:
+        """The relabelled pool in the full-pool run's random order, so only the labels differ from (b)."""
+        from egt.schema import read_pairs, write_pairs
+
+        path = self.dir / "data" / f"pool_{dose_name(noise)}_ordered.parquet"
+        if not path.exists():
+            order = {r["id"]: r["order"] for r in read_rows(self.dir / "curate" / "full_random" / "selected.parquet")}
+            pairs = read_pairs(self.dir / "data" / f"pool_{dose_name(noise)}.parquet")
+            for pair in pairs:
+                pair.extra["order"] = order[pair.id]
+            write_pairs(pairs, path)
+        return path
+
     def rl(self) -> dict:
-        from egt import rl
+        from egt.parallel import Job, run_jobs
 
         cfg = self.cfg
-        out = {}
-        for run_name, (_, subset) in RL_RUNS.items():
-            rl.run(_stage_cfg(rl, model=str(self.dir / "sft" / "model"),
-                              train=str(self.dir / "curate" / subset / "selected.parquet"),
-                              output=str(self.dir / "rl" / run_name), max_steps=cfg.rl_steps,
-                              num_generations=cfg.rl_num_generations,
-                              per_device_train_batch_size=cfg.rl_batch_size, learning_rate=cfg.rl_learning_rate,
-                              temperature=cfg.rl_temperature, max_completion_length=cfg.max_new_tokens,
-                              seed=cfg.seed))
-            out[run_name] = _trainer_log(self.dir / "rl" / run_name)
-        return {"runs": len(out), "steps": cfg.rl_steps, "logs": out}
+        jobs = [Job(name, _rl_job, ({**rl_settings(cfg), "model": str(self.dir / "sft" / "model"),
+                                     "train": str(train), "output": str(self.dir / "rl" / name), "seed": cfg.seed},),
+                    log=self.dir / "logs" / f"rl-{name}.log")
+                for name, train in self.rl_runs().items()]
+        logs = run_jobs(jobs, workers=cfg.workers, threads=1)
+        return {"runs": len(jobs), "steps": cfg.rl_steps, "logs": dict(zip([j.name for j in jobs], logs))}
 
     def models_to_eval(self) -> dict[str, Path]:
         models = {"sft": self.dir / "sft" / "model"}
-        models.update({name: self.dir / "rl" / name / "model" for name in RL_RUNS})
+        models.update({name: self.dir / "rl" / name / "model" for name in self.rl_runs()})
         return models
 
     def evaluate(self) -> dict:
-        from egt import evaluate
+        from egt.parallel import Job, run_jobs
 
-        out = {}
-        for name, model_dir in self.models_to_eval().items():
-            result = evaluate.run(_stage_cfg(evaluate, benchmark="synthetic",
-                                             data=str(self.dir / "data" / "test.parquet"), model=str(model_dir),
-                                             orders="both", output=str(self.dir / "eval" / name),
-                                             batch_size=self.cfg.eval_batch_size,
-                                             max_new_tokens=self.cfg.max_new_tokens, seed=self.cfg.seed))
-            out[name] = json.loads((Path(result) / "metrics.json").read_text())
-        return {"both_order_accuracy": {k: _metric(v, "both_order_accuracy") for k, v in out.items()},
-                "metrics": out}
+        cfg = self.cfg
+        jobs = [Job(name, _eval_job, ({"benchmark": "synthetic", "data": str(self.dir / "data" / "test.parquet"),
+                                       "model": str(model_dir), "orders": "both",
+                                       "output": str(self.dir / "eval" / name), "batch_size": cfg.eval_batch_size,
+                                       "max_new_tokens": cfg.max_new_tokens, "seed": cfg.seed, "progress": False},),
+                    log=self.dir / "logs" / f"eval-{name}.log")
+                for name, model_dir in self.models_to_eval().items()]
+        results = dict(zip([j.name for j in jobs], run_jobs(jobs, workers=cfg.workers, threads=1)))
+        return {"both_order_accuracy": {k: _metric(v, "both_order_accuracy") for k, v in results.items()},
+                "metrics": results}
 
     def report(self) -> dict:
         from egt.demo_report import write_report
@@ -258,17 +329,11 @@ class Pipeline:
 
     def run(self) -> Path:
         self.dir.mkdir(parents=True, exist_ok=True)
-        self.stage(1, "data", self.data_and_model)
-        self.stage(2, "distill", self.distill)
-        self.stage(3, "sft", self.sft)
-        self.stage(4, "score", self.score)
-        self.stage(5, "analyze", self.analyze)
-        self.stage(6, "curate", self.curate)
-        self.stage(7, "rl", self.rl)
-        self.stage(8, "eval", self.evaluate)
+        for name in STAGES[:-1]:
+            self.stage(name, getattr(self, "evaluate" if name == "eval" else name))
         # The report is always rewritten so it reflects every cached stage.
         (self.dir / "stages" / "report.json").unlink(missing_ok=True)
-        self.stage(9, "report", self.report)
+        self.stage("report", self.report)
         return self.dir
 
 

@@ -1,10 +1,16 @@
-"""The demo's replication report (`report.md`) and the multi-seed summary.
+"""The demo's replication report (`report.md`) and the multi-seed summary (`summary.md`).
 
-Everything here is read from the run folder the pipeline wrote; nothing is
-typed in by hand. Claims are judged with a simple rule stated in the report:
-a difference counts only when it exceeds twice its standard error. The caller
-(egt.demo) passes the pipeline's state and the command line that reruns it;
-this module imports nothing from egt.demo.
+Everything here is read from the run folders the pipeline wrote; nothing is typed in
+by hand. Models are compared on the SAME clean test pairs, so every claim is a paired
+comparison (egt.stats.compare_paired): the difference in both-order accuracy, its 95%
+interval (paired bootstrap over the test pairs; over seeds and pairs in the summary),
+the exact McNemar p-value, and the smallest difference the test split can detect. A
+claim is "reproduced" when the interval excludes zero in the paper's direction,
+"reversed" when it excludes zero the other way, and otherwise "inconclusive" with the
+detectable difference stated. Each claim row also carries the measurement that explains
+it (the subsets' label noise, the dose-response of RL to noise, the RL training curve).
+The caller (egt.demo) passes the pipeline and the command line that reruns it; this
+module imports nothing from egt.demo.
 """
 
 from __future__ import annotations
@@ -12,14 +18,16 @@ from __future__ import annotations
 import datetime as dt
 import json
 import math
+import os
 import platform
 import statistics
 from pathlib import Path
 
 from egt import __version__
-from egt.io import write_json, write_text
+from egt.io import read_json, write_json, write_text
 from egt.report import markdown_table
 from egt.scorefile import METRICS
+
 MODEL_LABELS = {
     "sft": "SFT (stage 1 only)",
     "a_egt": "(a) EGT: lowest entropy, ascending",
@@ -27,6 +35,27 @@ MODEL_LABELS = {
     "c_random": "(c) random subset, random order",
     "d_descending": "(d) lowest entropy, descending",
 }
+# (name, model A, model B, what the paper expects of A - B)
+CLAIMS = [
+    ("RL on the EGT subset (a) improves on SFT", "a_egt", "sft"),
+    ("EGT (a) beats the full pool (b)", "a_egt", "b_full"),
+    ("entropy selection (a) beats random selection (c)", "a_egt", "c_random"),
+    ("ascending (a) beats descending (d)", "a_egt", "d_descending"),
+]
+DETERMINISM = ("Deterministic per machine: the same command on the same machine writes the same numbers (every "
+               "stage is seeded; RL runs and evaluations use one thread each whatever the number of workers). "
+               "Across machines CPU kernels round differently in the last bits, sampled judgements can then "
+               "diverge, and numbers move within the seed-to-seed spread shown in the multi-seed summary.")
+
+
+def dose_name(noise: float) -> str:
+    return f"noise_{noise:g}"
+
+
+def dose_runs(cfg) -> dict[float, str]:
+    """Noise rate -> the RL run trained on the full pool labelled at that rate. The rate of the demo's
+    own pool is run (b) itself (same scenes, labels and order), so it is not trained twice."""
+    return {noise: "b_full" if cfg.noise == f"ambiguity:{noise}" else dose_name(noise) for noise in cfg.dose_response}
 
 
 def _fmt(value, digits: int = 3) -> str:
@@ -37,92 +66,178 @@ def _fmt(value, digits: int = 3) -> str:
     return str(value)
 
 
-def _read_json(path: Path) -> dict:
-    return json.loads(path.read_text()) if path.exists() else {}
+def _read(path: Path) -> dict:
+    return read_json(path) if path.exists() else {}
 
 
 def _overall(run_dir: Path, model: str) -> dict:
-    return _read_json(run_dir / "eval" / model / "metrics.json").get("overall", {})
+    return _read(run_dir / "eval" / model / "metrics.json").get("overall", {})
 
 
-def _se(p: float, n: int) -> float:
-    return math.sqrt(max(p * (1 - p), 1e-12) / max(n, 1))
+def per_pair(run_dir: Path, model: str, field: str = "both_correct") -> dict[str, bool] | None:
+    """id -> `both_correct` (or `position_consistent`) of one evaluated model, None if not evaluated."""
+    path = run_dir / "eval" / model / "predictions.jsonl"
+    if not path.exists():
+        return None
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return {r["id"]: bool(r[field]) for r in rows}
 
 
-def _claim(name: str, a: float | None, b: float | None, n_a: int, n_b: int, expect: str,
-           biased: bool = False) -> list[str]:
-    """One row: the measured difference and whether it clears 2 standard errors."""
-    if a is None or b is None:
-        return [name, "n/a", "n/a", "n/a", "not measured"]
-    row = _claim_row(name, a, b, n_a, n_b, expect)
-    if biased:
-        row[-1] += " — caution: a judge in this comparison is position-biased (consistency < 0.5)"
-    return row
+def paired(run_dirs: list[Path], model_a: str, model_b: str, field: str = "both_correct") -> dict | None:
+    """compare_paired over the seeds' run folders (one row per seed, pairs aligned by id)."""
+    from egt.stats import compare_paired
+
+    rows_a, rows_b = [], []
+    for run_dir in run_dirs:
+        a, b = per_pair(run_dir, model_a, field), per_pair(run_dir, model_b, field)
+        if a is None or b is None:
+            return None
+        ids = sorted(set(a) & set(b))
+        rows_a.append([a[i] for i in ids])
+        rows_b.append([b[i] for i in ids])
+    if len({len(r) for r in rows_a}) != 1 or not rows_a[0]:
+        return None
+    return compare_paired(rows_a if len(rows_a) > 1 else rows_a[0], rows_b if len(rows_b) > 1 else rows_b[0])
 
 
-def _claim_row(name: str, a: float, b: float, n_a: int, n_b: int, expect: str) -> list[str]:
-    diff = a - b
-    se = math.sqrt(_se(a, n_a) ** 2 + _se(b, n_b) ** 2)
-    if abs(diff) <= 2 * se:
-        verdict = "inconclusive at this scale (|diff| <= 2 SE)"
-    elif diff > 0:
-        verdict = "reproduced" if expect == "higher" else "not reproduced (reversed)"
-    else:
-        verdict = "not reproduced (reversed)" if expect == "higher" else "reproduced"
-    return [name, f"{diff:+.3f}", f"{se:.3f}", f"{diff / se:+.1f}" if se > 0 else "n/a", verdict]
+def _verdict(result: dict | None) -> str:
+    if result is None:
+        return "not measured"
+    if result["verdict"] == "higher":
+        return "reproduced"
+    if result["verdict"] == "lower":
+        return "reversed"
+    return f"inconclusive (this split detects differences of about {_fmt(result['min_detectable'])})"
 
 
-def write_report(pipeline, rerun: str) -> Path:
-    """`<run>/report.md` from a finished pipeline (its cfg, dir, headlines, timings); `rerun` reproduces it."""
-    cfg, run_dir = pipeline.cfg, pipeline.dir
-    heads = pipeline.headlines
-    analysis = _read_json(run_dir / "analysis" / "analysis.json")
-    lines = [f"# EGT at toy scale — replication report (seed {cfg.seed})", "",
-             f"Generated by egt {__version__} on {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M UTC}, "
-             f"{platform.machine()} with {_cpu_count()} CPU cores, no GPU. Every number below was measured "
-             "in this run folder; the rule for calling a claim reproduced is stated with the results.", "",
-             "Rerun exactly:", "", "```", rerun, "```", ""]
+def _interval(result: dict | None) -> str:
+    if result is None:
+        return "n/a"
+    return f"{result['difference']:+.3f} [{result['ci_low']:+.3f}, {result['ci_high']:+.3f}]"
 
+
+def _p_values(result: dict | None) -> str:
+    return "n/a" if result is None else " ".join(f"{p:.2g}" for p in result["p_values"])
+
+
+# ---------------------------------------------------------------- measured context of each claim
+
+def _subset_noise(heads: dict) -> dict[str, float]:
+    subsets = heads.get("curate", {}).get("subsets", {})
+    return {k: v.get("noise") for k, v in subsets.items()}
+
+
+def _train_curve(run_dir: Path, model: str) -> str:
+    summary = _read(run_dir / "rl" / model / "train_summary.json")
+    logged = [h for h in summary.get("log_history", []) if "rewards/accuracy_reward/mean" in h]
+    if not logged:
+        return ""
+    fifth = max(1, len(logged) // 5)
+    first = statistics.fmean(h["rewards/accuracy_reward/mean"] for h in logged[:fifth])
+    last = statistics.fmean(h["rewards/accuracy_reward/mean"] for h in logged[-fifth:])
+    zero = statistics.fmean(h.get("frac_reward_zero_std", 0.0) for h in logged)
+    return f"train accuracy reward {first:.2f} -> {last:.2f} (first / last fifth), {zero:.0%} of groups without signal"
+
+
+def _context(name: str, run_dir: Path, heads: dict, slope: float | None) -> str:
+    noise = _subset_noise(heads)
+    egt, pool, rand = noise.get("curated_ascending"), noise.get("full_random"), noise.get("random_subset")
+    if name.startswith("RL on"):
+        return _train_curve(run_dir, "a_egt")
+    if "full pool" in name and egt is not None and pool is not None:
+        text = f"label noise {egt:.2f} (EGT) vs {pool:.2f} (pool), half the pairs"
+        if slope is not None:
+            text += f"; dose-response: {slope * 0.1:+.3f} gain per 10 points of noise"
+        return text
+    if "random selection" in name and egt is not None and rand is not None:
+        return f"label noise {egt:.2f} (EGT) vs {rand:.2f} (random subset), same size"
+    if "descending" in name:
+        return "same pairs, reversed order; each pair is used about once"
+    return ""
+
+
+def dose_response(run_dirs: list[Path], cfg) -> list[dict]:
+    """Per noise rate: pool noise, gain over SFT (paired, over the given seeds), the run used."""
+    rows = []
+    for noise, run in dose_runs(cfg).items():
+        result = paired(run_dirs, run, "sft")
+        pool_noise = [_read(d / "stages" / "data.json").get("headline", {}).get(
+            "pool_noise" if run == "b_full" else f"pool_{run}_noise") for d in run_dirs]
+        acc = [_overall(d, run).get("both_order_accuracy") for d in run_dirs]
+        rows.append({"noise": noise, "run": run, "pool_noise": _mean(pool_noise), "accuracy": _mean(acc),
+                     "comparison": result})
+    return rows
+
+
+def _mean(values) -> float | None:
+    clean = [v for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))]
+    return statistics.fmean(clean) if clean else None
+
+
+def _slope(rows: list[dict]) -> float | None:
+    points = [(r["pool_noise"], r["comparison"]["difference"]) for r in rows
+              if r["comparison"] is not None and r["pool_noise"] is not None]
+    if len(points) < 2 or len({x for x, _ in points}) < 2:
+        return None
+    mx, my = statistics.fmean(x for x, _ in points), statistics.fmean(y for _, y in points)
+    return sum((x - mx) * (y - my) for x, y in points) / sum((x - mx) ** 2 for x, _ in points)
+
+
+def _dose_figure(rows: list[dict], heads: dict | None, path: Path) -> Path:
+    from egt.report import new_figure, save_figure
+
+    fig, (ax,) = new_figure()
+    measured = [r for r in rows if r["comparison"] is not None]
+    xs = [r["pool_noise"] for r in measured]
+    ys = [r["comparison"]["difference"] for r in measured]
+    err = [[y - r["comparison"]["ci_low"] for y, r in zip(ys, measured)],
+           [r["comparison"]["ci_high"] - y for y, r in zip(ys, measured)]]
+    ax.errorbar(xs, ys, yerr=err, marker="o", linewidth=2, capsize=4, label="full pool relabelled (95% CI)")
+    ax.axhline(0.0, color="black", linewidth=1)
+    ax.set_xlabel("mislabeled share of the RL pairs")
+    ax.set_ylabel("both-order accuracy gain over SFT")
+    ax.set_title("RL gain vs label noise")
+    ax.grid(True, alpha=0.3)
+    ax.legend()
+    return save_figure(fig, path)
+
+
+# ---------------------------------------------------------------- report sections
+
+def _setup_section(cfg, heads: dict) -> list[str]:
     data = heads.get("data", {})
-    lines += ["## Setup", "",
-              f"A ~0.9M-parameter Qwen2-VL judge built locally (`egt model tiny`: {cfg.pretrain_steps} steps of "
-              f"captioning synthetic scenes, caption loss {_fmt(data.get('pretrain_first_loss'))} -> "
-              f"{_fmt(data.get('pretrain_last_loss'))}), the synthetic benchmark "
-              f"(`egt data synth`) with label-noise model `{cfg.noise}` on train and pool and a clean test split, "
-              f"K = {cfg.samples} sampled judgements per pool pair, EGT subset = the {cfg.curate_fraction:.0%} "
-              f"lowest `{cfg.curate_metric}` entropy, {cfg.rl_steps} GRPO steps per RL run "
-              f"(group {cfg.rl_num_generations}, batch {cfg.rl_batch_size}).", "",
-              markdown_table(["split", "pairs", "mislabeled share"],
-                             [[s, data.get(f"{s}_pairs"), _fmt(data.get(f"{s}_noise"))] for s in ("train", "pool", "test")]),
-              ""]
+    recipe, pretrain = data.get("egt_tiny", {}), data.get("pretrain", {})
+    base = (f"the shipped tiny base `{data.get('base_model')}` (sha256 {str(data.get('base_sha256'))[:12]}…; "
+            f"{pretrain.get('pretrain_steps', recipe.get('pretrain_steps', '?'))} pre-training steps, caption loss "
+            f"{_fmt(pretrain.get('pretrain_first_loss'))} -> {_fmt(pretrain.get('pretrain_last_loss'))}; rebuild it "
+            f"with `egt model tiny --output PATH`, then pass `base_model=PATH`)")
+    rl = (f"{cfg.rl_steps} GRPO steps per RL run, {cfg.rl_batch_size // cfg.rl_num_generations} pairs x "
+          f"{cfg.rl_num_generations} completions per step, lr {cfg.rl_learning_rate:g}, loss {cfg.rl_loss_type}, "
+          f"KL beta {cfg.rl_beta:g}, both orders {'on' if cfg.rl_both_orders else 'off'}, vision tower "
+          f"{'frozen' if cfg.rl_freeze_vision else 'trained'}")
+    return ["## Setup", "",
+            f"A ~0.9M-parameter Qwen2-VL judge fine-tuned from {base}; the synthetic benchmark (`egt data synth`) "
+            f"with label-noise model `{cfg.noise}` on train and pool and a clean test split; SFT traces distilled "
+            f"in {'both orders (swap augmentation)' if cfg.distill_orders == 'both' else 'one order'}; "
+            f"K = {cfg.samples} sampled judgements per pool pair; EGT subset = the {cfg.curate_fraction:.0%} lowest "
+            f"`{cfg.curate_metric}` entropy; {rl}.", "",
+            markdown_table(["split", "pairs", "mislabeled share"],
+                           [[s, data.get(f"{s}_pairs"), _fmt(data.get(f"{s}_noise"))]
+                            for s in ("train", "pool", "test")]), ""]
 
+
+def _stage1_section(cfg, heads: dict) -> list[str]:
     distill = heads.get("distill", {}).get("stats", {})
     sft = heads.get("sft", {})
-    lines += ["## Stage 1 — distillation with the fidelity filter, then SFT", "",
-              f"Oracle teacher writing a deliberately wrong trace {cfg.oracle_wrong_rate:.0%} of the time, "
-              f"up to {cfg.distill_max_attempts} attempts per pair. Kept {distill.get('kept', 'n/a')} of "
-              f"{distill.get('pairs', 'n/a')} pairs ({_fmt(distill.get('kept_pct'), 1)} %); "
-              f"dropped by reason: {json.dumps(distill.get('drop_reasons', {}))}; "
-              f"attempts histogram: {json.dumps(distill.get('attempts_histogram', {}))}. Pairs whose (noisy) "
-              "label contradicts the scene can never pass the filter, so the filter also removes label noise "
-              "from the SFT data.", "",
-              f"SFT: final training loss {_fmt(sft.get('train_loss'))} after {sft.get('steps', 'n/a')} steps.", ""]
-
-    lines += _rq1_section(analysis, cfg)
-    lines += _curation_section(heads.get("curate", {}))
-    lines += _results_section(run_dir, cfg)
-
-    timing_rows = [[name, f"{seconds:.0f}"] for name, seconds in pipeline.timings.items()]
-    timing_rows.append(["total", f"{sum(pipeline.timings.values()):.0f}"])
-    lines += ["## Wall time per stage", "", "Seconds on this machine (a cached stage shows the time of the run "
-              "that produced it).", "", markdown_table(["stage", "seconds"], timing_rows), ""]
-    return write_text("\n".join(lines), run_dir / "report.md")
-
-
-def _cpu_count() -> int:
-    import os
-
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return ["## Stage 1 — distillation with the fidelity filter, then SFT", "",
+            f"Oracle teacher writing a deliberately wrong trace {cfg.oracle_wrong_rate:.0%} of the time, "
+            f"up to {cfg.distill_max_attempts} attempts per pair and order. Kept {distill.get('kept', 'n/a')} of "
+            f"{distill.get('pairs', 'n/a')} ({_fmt(distill.get('kept_pct'), 1)} %); dropped by reason: "
+            f"{json.dumps(distill.get('drop_reasons', {}))}; attempts histogram: "
+            f"{json.dumps(distill.get('attempts_histogram', {}))}. A mislabeled pair passes the filter only with "
+            "a trace that misreads the scene, so the filter removes most label noise from the SFT data but not "
+            "all of it.", "",
+            f"SFT: final training loss {_fmt(sft.get('train_loss'))} after {sft.get('steps', 'n/a')} steps.", ""]
 
 
 def _rq1_section(analysis: dict, cfg) -> list[str]:
@@ -134,18 +249,12 @@ def _rq1_section(analysis: dict, cfg) -> list[str]:
         au = analysis["auroc"][m]
         rows.append([m, _fmt(analysis["spearman"].get(m)), _fmt(au.get("majority_error")),
                      _fmt(au.get("true_error")), _fmt(au.get("noisy"))])
-    quint = []
-    for m in metrics:
-        bins = analysis["bins"][m]["quintiles"]
-        quint.append([m] + [_fmt(b.get("majority_accuracy"), 2) for b in bins])
-    noise = []
-    if analysis.get("noise_known"):
-        for m in metrics:
-            bins = analysis["bins"][m]["quintiles"]
-            noise.append([m] + [_fmt(b.get("noisy_share"), 2) for b in bins])
+    quint = [[m] + [_fmt(b.get("majority_accuracy"), 2) for b in analysis["bins"][m]["quintiles"]] for m in metrics]
+    noise = ([[m] + [_fmt(b.get("noisy_share"), 2) for b in analysis["bins"][m]["quintiles"]] for m in metrics]
+             if analysis.get("noise_known") else [])
     out = ["## RQ1 — does the judge's own entropy find hard and mislabeled pairs?", "",
-           "Per pool pair: K sampled judgements from the SFT judge; entropies in nats over the full "
-           "vocabulary (docs/definitions.md). `majority_error`: the label disagrees with the judge's majority verdict; "
+           "Per pool pair: K sampled judgements from the SFT judge; entropies in nats over the full vocabulary "
+           "(docs/definitions.md). `majority_error`: the label disagrees with the judge's majority verdict; "
            "`true_error`: the judge's majority verdict is wrong against the TRUE label; `noisy`: the label "
            "itself was flipped by the noise model. AUROC 0.5 = no signal.", "",
            markdown_table(["metric", "Spearman vs K-sample acc", "AUROC majority_error", "AUROC true_error",
@@ -166,78 +275,105 @@ def _rq1_section(analysis: dict, cfg) -> list[str]:
     return out
 
 
-def _curation_section(curate: dict) -> list[str]:
-    subsets = curate.get("subsets", {})
+def _curation_section(heads: dict) -> list[str]:
+    subsets = heads.get("curate", {}).get("subsets", {})
     names = {"curated_ascending": "EGT: lowest entropy", "random_subset": "random, same size",
              "accuracy": "accuracy-based (right in all K)", "full_random": "full pool"}
-    rows = [[label, subsets[key]["pairs"], _fmt(subsets[key]["noise"])] for key, label in names.items() if key in subsets]
+    rows = [[label, subsets[key]["pairs"], _fmt(subsets[key]["noise"])] for key, label in names.items()
+            if key in subsets]
     out = ["## Curation — is the low-entropy subset cleaner?", "",
            markdown_table(["subset", "pairs", "mislabeled share"], rows), ""]
     if "curated_ascending" in subsets and "full_random" in subsets:
         egt, pool = subsets["curated_ascending"], subsets["full_random"]
-        verdict = ("yes" if egt["noise"] < pool["noise"] else "no")
-        out += [f"Lowest-entropy subset cleaner than the pool: **{verdict}** "
+        out += [f"Lowest-entropy subset cleaner than the pool: **{'yes' if egt['noise'] < pool['noise'] else 'no'}** "
                 f"({_fmt(egt['noise'])} vs {_fmt(pool['noise'])} mislabeled).", ""]
     return out
 
 
-def _results_section(run_dir: Path, cfg) -> list[str]:
-    rows, acc, consistency = [], {}, {}
-    n_test = cfg.n_test
-    for model, label in MODEL_LABELS.items():
-        o = _overall(run_dir, model)
-        if not o:
-            continue
-        acc[model] = o.get("both_order_accuracy")
-        consistency[model] = o.get("position_consistency")
-        rows.append([label, _fmt(o.get("chosen_first_accuracy")), _fmt(o.get("chosen_second_accuracy")),
-                     _fmt(o.get("both_order_accuracy")), _fmt(o.get("position_consistency")),
-                     _fmt(o.get("format_failure_rate")), _fmt(o.get("mean_generated_tokens"), 1)])
-    def biased(*models):
-        return any((consistency.get(m) or 0.0) < 0.5 for m in models)
+def _models(run_dir: Path, cfg) -> dict[str, str]:
+    labels = dict(MODEL_LABELS)
+    for noise, run in dose_runs(cfg).items():
+        if run not in labels:
+            labels[run] = "full pool, true labels" if noise == 0 else f"full pool relabelled at {noise:.0%} noise"
+    return {m: label for m, label in labels.items() if (run_dir / "eval" / m / "metrics.json").exists()}
 
-    claims = [
-        _claim("EGT (a) beats the full pool (b)", acc.get("a_egt"), acc.get("b_full"), n_test, n_test, "higher",
-               biased("a_egt", "b_full")),
-        _claim("entropy selection (a) beats random selection (c)", acc.get("a_egt"), acc.get("c_random"),
-               n_test, n_test, "higher", biased("a_egt", "c_random")),
-        _claim("ascending (a) beats descending (d)", acc.get("a_egt"), acc.get("d_descending"), n_test, n_test,
-               "higher", biased("a_egt", "d_descending")),
-        _claim("RL (a) improves on SFT", acc.get("a_egt"), acc.get("sft"), n_test, n_test, "higher",
-               biased("a_egt", "sft")),
-    ]
-    notes = []
-    if any(biased(m) for m in acc):
-        notes = ["**Caution.** A judge whose position consistency is below 0.5 mostly answers by position, not "
-                 "by content: its accuracy in one order is bought by the other, and differences between such "
-                 "judges measure shifts of that bias more than better judging, "
-                 "so read the claims below with that in mind.", ""]
-    return ["## Results — clean test split, both orders", "",
-            f"{n_test} test pairs, each judged greedily with the better response first and second. "
-            "Both-order accuracy counts a pair only when both judgements are right; consistency = the same "
-            "response picked in both orders.", "",
-            markdown_table(["model", "acc chosen-first", "acc chosen-second", "both-order acc", "consistency",
-                            "format failures", "mean tokens"], rows), ""] + notes + [
-            "Claims of the paper, on both-order accuracy. A claim counts as reproduced only when the "
-            "difference exceeds 2 standard errors (binomial, independent samples approximation); "
-            "otherwise this scale cannot tell.", "",
-            markdown_table(["claim", "difference", "SE", "z", "verdict"], claims), ""]
+
+def _results_section(run_dir: Path, cfg, heads: dict) -> list[str]:
+    rows = []
+    for model, label in _models(run_dir, cfg).items():
+        o = _overall(run_dir, model)
+        gain = paired([run_dir], model, "sft") if model != "sft" else None
+        cons = paired([run_dir], model, "sft", "position_consistent") if model != "sft" else None
+        rows.append([label, _fmt(o.get("chosen_first_accuracy")), _fmt(o.get("chosen_second_accuracy")),
+                     _fmt(o.get("both_order_accuracy")), _interval(gain), _p_values(gain),
+                     _fmt(o.get("position_consistency")), _interval(cons)])
+    dose = dose_response([run_dir], cfg)
+    slope = _slope(dose)
+    claims = []
+    for name, a, b in CLAIMS:
+        result = paired([run_dir], a, b)
+        claims.append([name, _interval(result), _p_values(result), _verdict(result),
+                       _context(name, run_dir, heads, slope)])
+    out = ["## Stage 3 — RL, judged on the clean test split in both orders", "",
+           f"{cfg.n_test} test pairs, each judged greedily with the better response first and second. Both-order "
+           "accuracy counts a pair only when both judgements are right; consistency = the same response picked "
+           "in both orders. Gains are paired differences against the SFT judge on the same pairs with their 95% "
+           "interval (paired bootstrap) and the exact McNemar p-value.", "",
+           markdown_table(["model", "acc chosen-first", "acc chosen-second", "both-order acc",
+                           "gain vs SFT [95% CI]", "McNemar p", "consistency", "consistency gain [95% CI]"], rows), "",
+           "Claims of the paper, on both-order accuracy (reproduced / reversed: the 95% interval excludes 0):", "",
+           markdown_table(["claim", "difference [95% CI]", "McNemar p", "verdict", "measured context"], claims), ""]
+    if dose:
+        _dose_figure(dose, heads, run_dir / "rl_gain_vs_noise.png")
+        out += ["### RL gain vs label noise (dose-response)", "",
+                "The same pool scenes relabelled at each noise rate, the same RL settings and data order as (b):", "",
+                markdown_table(["noise model rate", "mislabeled share", "both-order acc", "gain vs SFT [95% CI]",
+                                "McNemar p", "verdict"],
+                               [[f"{r['noise']:.0%}", _fmt(r["pool_noise"]), _fmt(r["accuracy"]),
+                                 _interval(r["comparison"]), _p_values(r["comparison"]),
+                                 _verdict(r["comparison"]).replace("reproduced", "RL helps").replace(
+                                     "reversed", "RL hurts")] for r in dose]), "",
+                "![RL gain vs noise](rl_gain_vs_noise.png)", ""]
+    return out
+
+
+def write_report(pipeline, rerun: str) -> Path:
+    """`<run>/report.md` from a finished pipeline (its cfg, dir, headlines, timings); `rerun` reproduces it."""
+    cfg, run_dir, heads = pipeline.cfg, pipeline.dir, pipeline.headlines
+    analysis = _read(run_dir / "analysis" / "analysis.json")
+    lines = [f"# EGT at toy scale — replication report (seed {cfg.seed})", "",
+             f"Generated by egt {__version__} on {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M UTC}, "
+             f"{platform.machine()} with {_cpu_count()} CPU cores, no GPU. Every number below was measured in this "
+             "run folder. " + DETERMINISM, "", "Rerun exactly:", "", "```", rerun, "```", ""]
+    lines += _setup_section(cfg, heads)
+    lines += _stage1_section(cfg, heads)
+    lines += _rq1_section(analysis, cfg)
+    lines += _curation_section(heads)
+    lines += _results_section(run_dir, cfg, heads)
+    timing_rows = [[name, f"{seconds:.0f}"] for name, seconds in pipeline.timings.items()]
+    timing_rows.append(["total", f"{sum(pipeline.timings.values()):.0f}"])
+    lines += ["## Wall time per stage", "", "Seconds on this machine (a cached stage shows the time of the run "
+              "that produced it).", "", markdown_table(["stage", "seconds"], timing_rows), ""]
+    return write_text("\n".join(lines), run_dir / "report.md")
+
+
+def _cpu_count() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 # ---------------------------------------------------------------- seeds
 
-def _seed_values(run_dir: Path) -> dict[str, float | None]:
+def _seed_values(run_dir: Path, cfg) -> dict[str, float | None]:
     values: dict[str, float | None] = {}
-    analysis = _read_json(run_dir / "analysis" / "analysis.json")
-    for metric, au in analysis.get("auroc", {}).items():
+    for metric, au in _read(run_dir / "analysis" / "analysis.json").get("auroc", {}).items():
         values[f"AUROC noisy label: {metric}"] = au.get("noisy")
         values[f"AUROC judge error: {metric}"] = au.get("true_error")
-    curate = _read_json(run_dir / "stages" / "curate.json").get("headline", {}).get("subsets", {})
-    for key, label in (("full_random", "pool"), ("curated_ascending", "EGT subset"), ("random_subset", "random subset"),
-                       ("accuracy", "accuracy subset")):
+    curate = _read(run_dir / "stages" / "curate.json").get("headline", {}).get("subsets", {})
+    for key, label in (("full_random", "pool"), ("curated_ascending", "EGT subset"),
+                       ("random_subset", "random subset"), ("accuracy", "accuracy subset")):
         if key in curate:
             values[f"mislabeled share: {label}"] = curate[key]["noise"]
-    for model, label in MODEL_LABELS.items():
+    for model, label in _models(run_dir, cfg).items():
         o = _overall(run_dir, model)
         values[f"both-order acc: {label}"] = o.get("both_order_accuracy")
         values[f"consistency: {label}"] = o.get("position_consistency")
@@ -245,22 +381,50 @@ def _seed_values(run_dir: Path) -> dict[str, float | None]:
 
 
 def write_seed_summary(cfg, run_dirs: list[Path], rerun: str) -> Path:
-    """`<output>/summary.md` and summary.json: mean and spread of every number over the seeds' runs."""
-    per_seed = [_seed_values(d) for d in run_dirs]
+    """`<output>/summary.md` and summary.json: every number over the seeds, and the paired claims pooled over
+    seeds (hierarchical bootstrap over seeds and test pairs)."""
+    per_seed = [_seed_values(d, cfg) for d in run_dirs]
+    seeds = [cfg.seed + i for i in range(len(run_dirs))]
     keys = list(dict.fromkeys(k for v in per_seed for k in v))
     rows = []
     for key in keys:
         vals = [v.get(key) for v in per_seed]
         clean = [x for x in vals if x is not None and not (isinstance(x, float) and math.isnan(x))]
-        mean = statistics.fmean(clean) if clean else None
         spread = statistics.stdev(clean) if len(clean) > 1 else 0.0
-        rows.append([key, f"{_fmt(mean)} ± {_fmt(spread)}" if clean else "n/a"] + [_fmt(x) for x in vals])
-    seeds = [cfg.seed + i for i in range(len(run_dirs))]
+        rows.append([key, f"{_fmt(statistics.fmean(clean))} ± {_fmt(spread)}" if clean else "n/a"]
+                    + [_fmt(x) for x in vals])
+    comparisons = [(f"{MODEL_LABELS.get(m, m)} vs SFT", m, "sft") for m in _models(run_dirs[0], cfg) if m != "sft"]
+    comparisons += [(name, a, b) for name, a, b in CLAIMS[1:]]
+    claim_rows, claims_json = [], {}
+    for name, a, b in comparisons:
+        result = paired(run_dirs, a, b)
+        claims_json[name] = result
+        per = "n/a" if result is None else " ".join(f"{d:+.3f}" for d in result["per_seed"])
+        every = "n/a" if result is None else ("yes" if all(d > 0 for d in result["per_seed"]) else "no")
+        claim_rows.append([name, _interval(result), per, every, _verdict(result)])
+    dose = dose_response(run_dirs, cfg)
     text = ["# EGT demo — summary over seeds", "",
             f"Seeds {seeds}; mean ± sample standard deviation over seeds. Per-seed reports: "
-            + ", ".join(f"[seed {s}]({d.name}/report.md)" for s, d in zip(seeds, run_dirs)) + ".", "",
+            + ", ".join(f"[seed {s}]({d.name}/report.md)" for s, d in zip(seeds, run_dirs)) + ". " + DETERMINISM, "",
             "Rerun: `" + rerun + "`", "",
-            markdown_table(["quantity", "mean ± sd"] + [f"seed {s}" for s in seeds], rows), ""]
+            "## Paired comparisons pooled over seeds", "",
+            "Both-order accuracy differences on each seed's clean test split; 95% interval from a hierarchical "
+            "bootstrap (seeds, then pairs); reproduced / reversed when it excludes 0.", "",
+            markdown_table(["comparison", "mean difference [95% CI]", "per seed", "every seed > 0", "verdict"],
+                           claim_rows), ""]
+    if dose:
+        _dose_figure(dose, None, cfg.output / "rl_gain_vs_noise.png")
+        text += ["## RL gain vs label noise (dose-response, pooled over seeds)", "",
+                 markdown_table(["noise model rate", "mislabeled share", "both-order acc", "gain vs SFT [95% CI]",
+                                 "per seed", "verdict"],
+                                [[f"{r['noise']:.0%}", _fmt(r["pool_noise"]), _fmt(r["accuracy"]),
+                                  _interval(r["comparison"]),
+                                  " ".join(f"{d:+.3f}" for d in r["comparison"]["per_seed"]) if r["comparison"] else "n/a",
+                                  _verdict(r["comparison"])] for r in dose]), "",
+                 "![RL gain vs noise](rl_gain_vs_noise.png)", ""]
+    text += ["## Every number, per seed", "",
+             markdown_table(["quantity", "mean ± sd"] + [f"seed {s}" for s in seeds], rows), ""]
     path = write_text("\n".join(text), cfg.output / "summary.md")
-    write_json({"seeds": seeds, "values": per_seed}, cfg.output / "summary.json")
+    write_json({"seeds": seeds, "values": per_seed, "claims": claims_json,
+                "dose_response": [{k: v for k, v in r.items()} for r in dose]}, cfg.output / "summary.json")
     return path
