@@ -94,6 +94,8 @@ class Config(StageConfig):
     rl_both_orders: bool = Field(False, description="show every RL pair in both orders (swap augmentation)")
     rl_freeze_vision: bool = Field(False, description="the tiny judge still learns to see during RL")
     rl_temperature: float = 1.0
+    rl_variants: list[Literal["a_egt", "b_full", "c_random", "d_descending"]] = Field(
+        default_factory=lambda: list(RL_RUNS), description="which of the RL runs (a)-(d) to train and evaluate")
     dose_response: list[float] = Field(default_factory=list, description="also run RL on the full pool relabelled "
                                        "at these noise rates (0 = true labels) and report gain vs noise")
     eval_batch_size: int = 64
@@ -272,7 +274,8 @@ class Pipeline:
 
     def rl_runs(self) -> dict[str, Path]:
         """RL run name -> its training pairs: (a)-(d), then the dose-response pools."""
-        runs = {name: self.dir / "curate" / subset / "selected.parquet" for name, (_, subset) in RL_RUNS.items()}
+        runs = {name: self.dir / "curate" / subset / "selected.parquet" for name, (_, subset) in RL_RUNS.items()
+                if name in self.cfg.rl_variants}
         for noise, run in dose_runs(self.cfg).items():
             if run != "b_full":
                 runs[run] = self._ordered_pool(noise)

@@ -55,7 +55,9 @@ def dose_name(noise: float) -> str:
 def dose_runs(cfg) -> dict[float, str]:
     """Noise rate -> the RL run trained on the full pool labelled at that rate. The rate of the demo's
     own pool is run (b) itself (same scenes, labels and order), so it is not trained twice."""
-    return {noise: "b_full" if cfg.noise == f"ambiguity:{noise}" else dose_name(noise) for noise in cfg.dose_response}
+    full_pool = "b_full" in getattr(cfg, "rl_variants", ["b_full"])
+    return {noise: "b_full" if full_pool and cfg.noise == f"ambiguity:{noise}" else dose_name(noise)
+            for noise in cfg.dose_response}
 
 
 def _fmt(value, digits: int = 3) -> str:
