@@ -164,6 +164,41 @@ def test_scene_captions_name_what_is_drawn():
     assert synth.scene_caption(count) == "I see 3 small green triangles."
 
 
+def test_verify_examples_check_one_claim_against_the_scene():
+    from egt.data import synth
+
+    examples = synth.verify_examples(0, 40, seed=0)
+    answers = [a for _, _, a in examples]
+    assert 10 < sum(a.endswith(": yes.") for a in answers) < 30  # right and wrong claims, about half each
+    for _, prompt, answer in examples:
+        said = answer.split("The claim says ")[1].split(",")[0]
+        seen = answer.split(", I see ")[1].rsplit(":", 1)[0]
+        assert prompt.endswith("Is the claim right?") and said in prompt
+        assert answer.endswith(": yes.") == (said == seen)
+    scene = {"kind": "colour", "question": "What colour is the circle?", "claim": "green", "wrong_claim": "blue",
+             "fact": "a green circle"}
+    assert synth.verify_text(scene, right=False) == (
+        "What colour is the circle? Claim: It is blue. Is the claim right?",
+        "I see a green circle. The claim says blue, I see green: no.")
+
+
+def test_shipped_base_is_the_default_recipe_and_loads():
+    """What the demo fine-tunes: `egt model tiny` with the TinyConfig defaults, seed 0, pre-trained."""
+    import json
+
+    from egt.tiny import shipped_base
+
+    base = shipped_base()
+    recipe = json.loads((base / "egt_tiny.json").read_text())
+    defaults = TinyConfig(output=base).model_dump(mode="json", exclude={"output"})
+    assert recipe == defaults
+    stats = json.loads((base / "pretrain.json").read_text())
+    assert stats["pretrain_steps"] == defaults["pretrain_steps"]
+    assert stats["pretrain_last_loss"] < 0.3 * stats["pretrain_first_loss"]
+    model, processor = load_judge(base)
+    assert count_parameters(model) > 500_000 and processor.tokenizer.convert_tokens_to_ids("<answer>") > 0
+
+
 def test_generation_config_stops_at_im_end(tiny_model_dir):
     import json
 

@@ -5,9 +5,11 @@ same code paths as Qwen2.5-VL-7B: a byte-level BPE tokenizer trained locally on 
 synthetic benchmark's text (egt.data.synth), the judge prompt and the chat template;
 Qwen2VLImageProcessor / Qwen2VLVideoProcessor / Qwen2VLProcessor (64x64 images, patch
 8, merge 2 -> 16 image tokens); and a Qwen2VLForConditionalGeneration of ~0.86M
-parameters, pre-trained for `pretrain_steps` (default 2,000, ~2 min on 2 cores) to
-caption synthetic scenes (egt.pretrain), the way a real base VLM has learnt to see
-before it is fine-tuned as a judge; `pretrain_steps=0` leaves it randomly initialised.
+parameters, pre-trained for `pretrain_steps` (default 10,000, ~12 min on 2 cores) to
+caption synthetic scenes and to check single claims about them (egt.pretrain), the way a
+real instruction-tuned VLM has learnt to see and to verify a statement before it is
+fine-tuned as a judge; `pretrain_steps=0` leaves it randomly initialised. egt ships the
+result of the defaults (`shipped_base`), so the demo does not pre-train.
 Same seed (and thread count) -> same files. It reloads like any hub checkpoint
 (`egt.models.load_judge`, or AutoModelForImageTextToText + AutoProcessor).
 
@@ -91,7 +93,8 @@ class TinyConfig(StageConfig):
     merge_size: int = 2
     max_position_embeddings: int = 1024
     # perception pre-training (a base VLM sees before it judges)
-    pretrain_steps: int = Field(2000, ge=0, description="optimizer steps of captioning synthetic scenes; 0 = random weights")
+    pretrain_steps: int = Field(10000, ge=0, description="optimizer steps of pre-training (captions and single-claim "
+                                "checks); 0 = random weights")
     pretrain_batch_size: int = Field(8, ge=1)
     pretrain_lr: float = Field(1e-3, gt=0)
     pretrain_verify_share: float = Field(0.5, ge=0, le=1, description="share of each pre-training batch that "
