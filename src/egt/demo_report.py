@@ -141,20 +141,26 @@ def _train_curve(run_dir: Path, model: str) -> str:
     return f"train accuracy reward {first:.2f} -> {last:.2f} (first / last fifth), {zero:.0%} of groups without signal"
 
 
-def _context(name: str, run_dir: Path, heads: dict, slope: float | None) -> str:
+def _context(name: str, run_dir: Path, heads: dict, slope: float | None, result: dict | None) -> str:
+    """The measurement that explains a claim's outcome (noise of the subsets, what the dose-response of RL
+    to label noise predicts for their difference, the RL training curves)."""
     noise = _subset_noise(heads)
     egt, pool, rand = noise.get("curated_ascending"), noise.get("full_random"), noise.get("random_subset")
+    detectable = f"; this split detects about {_fmt(result['min_detectable'])}" if result else ""
     if name.startswith("RL on"):
         return _train_curve(run_dir, "a_egt")
-    if "full pool" in name and egt is not None and pool is not None:
-        text = f"label noise {egt:.2f} (EGT) vs {pool:.2f} (pool), half the pairs"
+    if ("full pool" in name or "random selection" in name) and egt is not None:
+        other, what = (pool, "full pool") if "full pool" in name else (rand, "random subset")
+        if other is None:
+            return ""
+        text = f"label noise {egt:.2f} (EGT) vs {other:.2f} ({what})"
         if slope is not None:
-            text += f"; dose-response: {slope * 0.1:+.3f} gain per 10 points of noise"
+            text += (f"; the dose-response ({slope * 0.1:+.3f} gain per 10 points of noise) predicts "
+                     f"{slope * (egt - other):+.3f} from the noise difference alone{detectable}")
         return text
-    if "random selection" in name and egt is not None and rand is not None:
-        return f"label noise {egt:.2f} (EGT) vs {rand:.2f} (random subset), same size"
     if "descending" in name:
-        return "same pairs, reversed order; each pair is used about once"
+        curves = [c for c in (_train_curve(run_dir, "a_egt"), _train_curve(run_dir, "d_descending")) if c]
+        return "same pairs, reversed order" + ("; (a) " + curves[0] + "; (d) " + curves[1] if len(curves) == 2 else "")
     return ""
 
 
@@ -315,7 +321,7 @@ def _results_section(run_dir: Path, cfg, heads: dict) -> list[str]:
     for name, a, b in CLAIMS:
         result = paired([run_dir], a, b)
         claims.append([name, _interval(result), _p_values(result), _verdict(result),
-                       _context(name, run_dir, heads, slope)])
+                       _context(name, run_dir, heads, slope, result)])
     out = ["## Stage 3 — RL, judged on the clean test split in both orders", "",
            f"{cfg.n_test} test pairs, each judged greedily with the better response first and second. Both-order "
            "accuracy counts a pair only when both judgements are right; consistency = the same response picked "
