@@ -349,6 +349,32 @@ def test_page_without_tokens_shows_pairs_and_the_howto(browser, fixture_dir, tmp
     assert [b.text for b in boxes] == read_rows(tmp_path / "scores.parquet")[2]["completions"]
 
 
+def test_analyze_links_quintile_pairs_into_its_viewer(browser, fixture_dir, tmp_path):
+    out = tmp_path / "analysis"
+    assert main(["analyze", str(fixture_dir / "scores.parquet"), "--output", str(out), "--metrics", "max,vote",
+                 "--view"]) == 0
+    report = (out / "report.md").read_text()
+    analysis = json.loads((out / "analysis.json").read_text())
+    rows = read_rows(fixture_dir / "scores.parquet")
+    by_max = sorted(rows, key=lambda r: (r["max_token_entropy_nats"], r["id"]))
+    examples = analysis["view"]["examples"]["max"]
+    # 12 distinct values in quintiles of rank quantiles: ranks 1-2, 3-5, 6-7, 8-10, 11-12
+    assert [e["least"]["id"] for e in examples] == [by_max[k]["id"] for k in (0, 2, 5, 7, 10)]
+    assert [e["most"]["id"] for e in examples] == [by_max[k]["id"] for k in (1, 4, 6, 9, 11)]
+    link = f"[{by_max[-1]['id']}](view.html#id={by_max[-1]['id']}&sort=max)"
+    assert link in report and "## Pairs to look at" in report
+    open_page(browser, out / "view.html", f"#id={by_max[-1]['id']}&sort=max")
+    assert browser.find_element("css selector", "#detail h2").text.startswith(by_max[-1]["id"])
+    assert browser.find_element("id", "sort").get_attribute("value") == "max"
+
+
+def test_analyze_without_view_is_unchanged(fixture_dir, tmp_path):
+    assert main(["analyze", str(fixture_dir / "scores.parquet"), "--output", str(tmp_path / "a")]) == 0
+    assert not (tmp_path / "a" / "view.html").exists()
+    assert "view" not in json.loads((tmp_path / "a" / "analysis.json").read_text())
+    assert "view.html" not in (tmp_path / "a" / "report.md").read_text()
+
+
 @pytest.mark.slow
 def test_reads_what_egt_score_dump_tokens_writes(tiny_model_dir, synth_pairs, tmp_path):
     from egt.score import Config, run
