@@ -29,6 +29,7 @@ Run the tests with `pytest tests/test_entropy.py`; the memory benchmark with
 
 from __future__ import annotations
 
+import bisect
 import math
 import re
 from collections import Counter
@@ -323,8 +324,7 @@ def token_layout(text: str, token_spans: Sequence[tuple[int, int]]) -> TokenLayo
         sentence_starts = [lo + start for start, _ in split_sentences(text[lo:hi])]
         if sentence_starts:  # whitespace-only think text has no sentences
             for i, first in region.items():
-                j = int(np.searchsorted(sentence_starts, first, side="right")) - 1
-                sentences[i] = max(j, 0)
+                sentences[i] = max(bisect.bisect_right(sentence_starts, first) - 1, 0)
     return TokenLayout(verdict.verdict, answer, tuple(region), tuple(sentences))
 
 
