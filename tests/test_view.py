@@ -24,7 +24,8 @@ from egt.cli import main
 from egt.entropy import pair_entropies, response_entropies, token_layout
 from egt.errors import DataError, EgtError
 from egt.schema import PreferencePair, read_rows, write_rows
-from egt.view import COLOUR_STOPS, TOKENS_HOWTO, build_view_data, entropy_colour, nice_ceiling, view_link, write_view
+from egt.view import (COLOUR_STOPS, TOKENS_HOWTO, build_view_data, entropy_colour, nice_ceiling, read_view_data,
+                      render_html, view_link, write_view)
 
 # Two hand-made judgements. Think text "The circle is blue. Response 1 says blue: yes." has two sentences;
 # " Response" starts with the space that ends sentence 1, so sentence 2 starts at token 7 (" 1").
@@ -96,7 +97,8 @@ def fixture_dir(tmp_path_factory):
 @pytest.fixture(scope="module")
 def view_file(fixture_dir):
     return write_view(fixture_dir / "scores.parquet", fixture_dir / "view.html",
-                      manifests=[fixture_dir / "max_low" / "manifest.json"], page_size=PAGE, scale_max=2.0)
+                      manifests=[fixture_dir / "max_low" / "manifest.json"], page_size=PAGE, scale_max=2.0,
+                      title="egt view — 12 hand-made pairs (tests/test_view.py)")
 
 
 def u16(b64):
@@ -179,8 +181,11 @@ def test_without_tokens_it_says_how_to_get_them(fixture_dir, tmp_path):
     assert data["tokens"] is None and data["tokens_note"] == TOKENS_HOWTO and "dump_tokens=true" in TOKENS_HOWTO
     first = read_rows(tmp_path / "scores.parquet")[0]
     assert data["det"][0]["j"] == [[text, v] for text, v in zip(first["completions"], first["verdicts"])]
-    html = out.read_text()
-    assert "dump_tokens=true" in html and "<b>not html</b>" not in html  # data text is escaped inside the JSON
+    assert read_view_data(out)["tokens_note"] == TOKENS_HOWTO
+    plain = render_html(data, compress=False)                    # the data as plain JSON in the page
+    assert "dump_tokens=true" in plain and "<b>not html</b>" not in plain and "\\u003cb>not html" in plain
+    (tmp_path / "plain.html").write_text(plain)
+    assert read_view_data(tmp_path / "plain.html") == read_view_data(out) == json.loads(json.dumps(data))
 
 
 def test_errors_name_file_row_and_field(fixture_dir, tmp_path, capsys):
@@ -218,7 +223,7 @@ def test_cli_writes_the_page(fixture_dir, tmp_path, capsys):
     assert code == 0 and str(out) in capsys.readouterr().out
     html = out.read_text()
     assert "<title>my &lt;view&gt;</title>" in html and "http://" not in html and "https://" not in html
-    data = json.loads(re.search(r'<script type="application/json" id="egt-data">(.*?)</script>', html, re.S).group(1))
+    data = read_view_data(out)
     assert data["page_size"] == 7 and len(data["manifests"]) == 1 and data["title"] == "my <view>"
 
 
@@ -335,13 +340,13 @@ def test_token_colours_answer_token_and_sentences(browser, view_file, tmp_path):
     assert browser.save_screenshot(str(shot))
     image = Image.open(shot)
     assert image.format == "PNG" and image.size[0] >= 1000
-    if os.environ.get("EGT_VIEW_SCREENSHOT"):
-        shutil.copy(shot, os.environ["EGT_VIEW_SCREENSHOT"])
+    if os.environ.get("EGT_VIEW_SCREENSHOT"):  # the README's copy: 256 colours keep it small
+        image.convert("RGB").quantize(colors=256).save(os.environ["EGT_VIEW_SCREENSHOT"], optimize=True)
 
 
 def test_page_without_tokens_shows_pairs_and_the_howto(browser, fixture_dir, tmp_path):
     shutil.copy(fixture_dir / "scores.parquet", tmp_path / "scores.parquet")
-    page = write_view(tmp_path / "scores.parquet")
+    page = write_view(tmp_path / "scores.parquet", compress=False)   # also: the page reads plain JSON
     open_page(browser, page, "#id=v02")
     assert "dump_tokens=true" in browser.find_element("id", "note").text
     assert browser.find_elements("css selector", "#detail .tok") == []

@@ -29,6 +29,7 @@ judgement only when it is shown. benchmarks/bench_view.py measures page weight a
 from __future__ import annotations
 
 import base64
+import gzip
 import hashlib
 import io
 import json
@@ -149,8 +150,11 @@ def pack_judgement(text: str, pieces: list[str], entropies, sentence_agg: str = 
     scores = response_entropies(text, spans, h, sentence_agg, layout=layout)
     sentences = layout.sentences
     starts = [i for i, s in enumerate(sentences) if s >= 0 and (i == 0 or sentences[i - 1] != s)]
-    means = [_number(np.mean([h[i] for i in layout.region if sentences[i] == s])) for s in
-             sorted({s for s in sentences if s >= 0})]
+    members: dict[int, list[float]] = {}
+    for i in layout.region:
+        if sentences[i] >= 0:
+            members.setdefault(sentences[i], []).append(float(h[i]))
+    means = [_number(sum(v) / len(v)) for _, v in sorted(members.items())]
     region = (min(layout.region), max(layout.region) + 1) if layout.region else (0, 0)
     return [text, layout.verdict or 0, _u16_base64([_utf16_len(p) for p in pieces]), _u16_base64(_millinats(h)),
             -1 if layout.answer_token is None else layout.answer_token, starts, region[0], region[1], means,
@@ -174,8 +178,8 @@ class _Thumbnails:
             raw = ref.data if ref.data is not None else Path(ref.path).read_bytes()
             key = hashlib.sha1(raw).hexdigest()
             if key not in self.index:
-                self.index[key] = len(self.urls)
-                self.urls.append(self._encode(ImageRef(data=raw).open()))
+                self.urls.append(self._encode(raw))
+                self.index[key] = len(self.urls) - 1
             result = self.index[key]
         except (OSError, DataError) as exc:
             reason = "image file not found" if isinstance(exc, FileNotFoundError) else \
@@ -186,7 +190,14 @@ class _Thumbnails:
             self.by_path[ref.path] = result
         return result
 
-    def _encode(self, image) -> str:
+    def _encode(self, raw: bytes) -> str:
+        from PIL import Image
+
+        image = ImageRef(data=raw).open()
+        kind = Image.open(io.BytesIO(raw)).format
+        if max(image.size) <= self.px and kind in ("PNG", "JPEG", "GIF", "WEBP") and len(raw) <= 3 * self.px ** 2:
+            # small already (no bigger than its raw RGB pixels): the file itself; a 64 px synthetic PNG is ~300 bytes
+            return f"data:image/{kind.lower()};base64," + base64.b64encode(raw).decode("ascii")
         image.thumbnail((self.px, self.px))
         encoded = {}
         for fmt, kwargs in (("PNG", {"optimize": True}), ("JPEG", {"quality": 80})):
@@ -318,7 +329,8 @@ def build_view_data(scores: str | Path, tokens: str | Path | None = None, manife
                 verdict = (row.get("verdicts") or [])[k] if k < len(row.get("verdicts") or []) else 0
                 judgements.append([text, int(verdict or 0)])
         without_tokens += has_tokens and any(len(j) == 2 for j in judgements)
-        meta = json.dumps(metas[i], ensure_ascii=False, sort_keys=True, default=str)
+        scalars_first = sorted(metas[i].items(), key=lambda kv: (isinstance(kv[1], (dict, list)), kv[0]))
+        meta = json.dumps(dict(scalars_first), ensure_ascii=False, default=str)
         details.append({"q": row.get("question", ""), "r1": row.get("response_1", ""), "r2": row.get("response_2", ""),
                         "meta": meta if len(meta) <= META_MAX_CHARS else meta[:META_MAX_CHARS] + " ... (cut)",
                         "stats": {k: _number(row.get(k)) for k in ("k_accuracy", "parse_failures", "format_ok_rate",
@@ -350,24 +362,52 @@ def build_view_data(scores: str | Path, tokens: str | Path | None = None, manife
     }
 
 
-def render_html(data: dict) -> str:
-    """The page: the template with `data` embedded as JSON (`<` escaped, so no text can end the script)."""
+def render_html(data: dict, compress: bool = True) -> str:
+    """The page: the template with `data` embedded (`read_view_data` reads it back).
+
+    The images go in as a JSON list of data URLs; everything else as JSON, gzip-compressed and
+    base64-encoded (`compress=False`: plain JSON). `<` is escaped, so no text can end a script.
+    """
     template = resources.files("egt").joinpath("view_template.html").read_text(encoding="utf-8")
-    payload = json.dumps(data, ensure_ascii=False, separators=(",", ":"), allow_nan=False).replace("<", "\\u003c")
-    title = data["title"].replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-    parts = {"TITLE": title, "DATA": payload}
-    return re.sub(r"__EGT_(TITLE|DATA)__", lambda m: parts[m.group(1)], template)  # one pass: data is never re-read
+    rest = {k: v for k, v in data.items() if k != "images"}
+    payload = json.dumps(rest, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+    if compress:
+        payload = base64.b64encode(gzip.compress(payload.encode("utf-8"), 6, mtime=0)).decode("ascii")
+    else:
+        payload = payload.replace("<", "\\u003c")
+    parts = {"TITLE": data["title"].replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;"),
+             "IMAGES": json.dumps(data["images"]).replace("<", "\\u003c"),
+             "ENCODING": "gzip+base64" if compress else "json", "DATA": payload}
+    return re.sub(r"__EGT_(TITLE|IMAGES|ENCODING|DATA)__", lambda m: parts[m.group(1)], template)  # one pass
+
+
+def read_view_data(path: str | Path) -> dict:
+    """The data embedded in a page `write_view` wrote (what `build_view_data` returned)."""
+    html = Path(path).read_text(encoding="utf-8")
+    found = {name: re.search(rf'<script type="[^"]+" id="egt-{name}"(?: data-encoding="([^"]+)")?>(.*?)</script>',
+                             html, re.S) for name in ("images", "data")}
+    if not all(found.values()):
+        raise DataError(str(path), None, None, "not a page written by `egt view` (no embedded data)")
+    text = found["data"].group(2)
+    if found["data"].group(1) == "gzip+base64":
+        text = gzip.decompress(base64.b64decode(text)).decode("utf-8")
+    data = json.loads(text)
+    data["images"] = json.loads(found["images"].group(2))
+    return data
 
 
 def write_view(scores: str | Path, output: str | Path | None = None, *, tokens: str | Path | None = None,
                manifests=(), page_size: int = 50, thumb_px: int = 128, scale_max: float | None = None,
-               title: str | None = None) -> Path:
-    """Write the viewer of a score file (see the module docstring); returns the HTML file's path."""
+               title: str | None = None, compress: bool = True) -> Path:
+    """Write the viewer of a score file (see the module docstring); returns the HTML file's path.
+
+    `compress=False` embeds the data as plain JSON (larger; readable in the file itself).
+    """
     scores = Path(scores)
     output = Path(output) if output is not None else scores.parent / "view.html"
     data = build_view_data(scores, tokens, manifests, page_size=page_size, thumb_px=thumb_px,
                            scale_max=scale_max, title=title)
-    html = render_html(data)
+    html = render_html(data, compress)
     write_text(html, output)
     n_judgements = sum(len(d["j"]) for d in data["det"])
     print(f"egt view: {data['scores']['rows']} pairs, {n_judgements} judgements "
