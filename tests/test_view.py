@@ -200,6 +200,10 @@ def test_errors_name_file_row_and_field(fixture_dir, tmp_path, capsys):
     write_rows(tokens, tmp_path / "short.parquet")
     with pytest.raises(DataError, match=r"short.parquet:5: field 'token_entropies_nats' expected one entropy per token"):
         build_view_data(fixture_dir / "scores.parquet", tmp_path / "short.parquet")
+    write_rows(read_rows(fixture_dir / "tokens.parquet")[:3] + read_rows(fixture_dir / "tokens.parquet")[2:3],
+               tmp_path / "twice.parquet")
+    with pytest.raises(DataError, match=r"twice.parquet:3: field 'sample' pair 'v01' judgement 0 appears twice"):
+        build_view_data(fixture_dir / "scores.parquet", tmp_path / "twice.parquet")
     write_rows([{"id": "v00"}], tmp_path / "cols.parquet")
     with pytest.raises(DataError, match=r"cols.parquet:0: field 'sample' missing column"):
         build_view_data(fixture_dir / "scores.parquet", tmp_path / "cols.parquet")

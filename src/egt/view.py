@@ -260,6 +260,8 @@ def _read_tokens(path: Path, completions: dict[str, list[str]]) -> tuple[dict, l
         if not isinstance(sample, int) or not 0 <= sample < len(texts) or "".join(pieces) != texts[sample]:
             raise DataError(str(path), i, "tokens", f"pair '{pair_id}' judgement {sample}: the tokens do not spell "
                                                     "that completion of the score file; the files are from different runs")
+        if (pair_id, sample) in out:
+            raise DataError(str(path), i, "sample", f"pair '{pair_id}' judgement {sample} appears twice")
         h = [math.nan if v is None else float(v) for v in h]
         out[(pair_id, sample)] = (pieces, h)
         every.extend(h)
