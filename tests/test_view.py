@@ -34,6 +34,9 @@ PIECES_1 = ["<think>", "The", " circle", " is", " blue", ".", " Response", " 1",
 H_1 = [0.0, 0.05, 0.2, 0.01, 1.25, 0.0, 0.3, 0.02, 0.1, 0.6, 0.0, 2.5, 0.0, 0.0, 0.001, 0.693, 0.0]
 PIECES_2 = ["<think>", "Response", " 2", " is", " right", "!", "</think>", "<answer>", "2", "</answer>"]
 H_2 = [0.0, 0.4, 1.0, 0.05, 0.8, 0.0, 0.0, 0.0, 0.35, 0.0]
+# A character outside the BMP (2 UTF-16 units in the page) and an empty piece (a byte-level token that ends inside a
+# multi-byte character); pair v11's second judgement.
+PIECES_3 = ["<think>", "A", " cat", " \U0001F431", "", "!", "</think>", "<answer>", "1", "</answer>"]
 N_PAIRS, PAGE = 12, 5
 CATEGORIES = ("colour", "count", "spatial")
 
@@ -44,6 +47,8 @@ def _scale(h, i):  # pair i's entropies: multiples of 0.001 nats, growing with i
 
 def judgements_of(i):
     second = (PIECES_1, [round(v * (0.3 + 0.05 * i), 3) for v in H_1]) if i % 3 else (PIECES_2, _scale(H_2, i))
+    if i == 11:
+        second = (PIECES_3, _scale(H_2, i))
     return [(PIECES_1, _scale(H_1, i)), second]
 
 
@@ -115,7 +120,7 @@ def test_packed_judgements_follow_the_scoring_layout(fixture_dir):
         for k, (pieces, h) in enumerate(judgements_of(i)):
             text, verdict, lens, ent, answer, starts, lo, hi, means, values = data["det"][i]["j"][k]
             assert text == row["completions"][k] and verdict == row["verdicts"][k]
-            assert u16(lens) == [len(p) for p in pieces]
+            assert u16(lens) == [len(p.encode("utf-16-le")) // 2 for p in pieces]   # what JS strings count
             assert u16(ent) == [round(v * 1000) for v in h]
             layout = token_layout(text, spans_of(pieces))
             assert answer == layout.answer_token == len(pieces) - 2      # the digit after <answer>
@@ -337,6 +342,12 @@ def test_token_colours_answer_token_and_sentences(browser, view_file, tmp_path):
         pairs = [(la, lb, b - a) for a, la in zip(h, lum) for b, lb in zip(h, lum) if a < b <= 2.0]
         assert pairs and all(la >= lb for la, lb, _ in pairs)
         assert all(la > lb for la, lb, gap in pairs if gap >= 0.02)
+    open_page(browser, view_file, "#id=v11")
+    texts = browser.execute_script("return [...document.querySelectorAll('#detail .judgement')].map(j => "
+                                   "[...j.querySelectorAll('.tok')].map(t => t.textContent))")
+    assert texts == [pieces for pieces, _ in judgements_of(11)]     # slices by UTF-16 length, empty token kept
+    open_page(browser, view_file, "#id=v05&sort=max")
+    judgements = browser.find_elements("css selector", "#detail .judgement")
     first_markers = browser.execute_script(
         "return [...arguments[0].querySelectorAll('.sb')].map(m => m.nextElementSibling.dataset.t)", judgements[0])
     assert first_markers == ["7"]                                            # sentence 2 starts at " 1"

@@ -10,8 +10,9 @@ entropies in nats). Curation manifests (`egt curate`'s manifest.json) add a kept
 Without a tokens file the viewer still lists the pairs and their judgements as text and says how
 to get the per-token entropies.
 
-The page (src/egt/view_template.html) needs no network: the data is embedded as JSON, images as
-downscaled PNG/JPEG data-URL thumbnails deduplicated by content. It lists the pairs sorted by any
+The page (src/egt/view_template.html) needs no network: the data is embedded as gzip-compressed JSON
+(unpacked by the browser's DecompressionStream), images as downscaled PNG/JPEG data-URL thumbnails
+deduplicated by content. It lists the pairs sorted by any
 entropy metric (undefined values rank highest, ties by id: egt's defaults), filters them
 (category, source, kept/dropped per manifest, majority verdict right/wrong, known-noisy where the
 data says) and searches ids; it renders one page of rows at a time and a pair's token view only
