@@ -15,6 +15,7 @@ from egt.entropy import (
     response_entropies,
     split_sentences,
     token_char_spans,
+    token_layout,
     token_entropy,
     topk_entropy_bounds,
     vote_entropy,
@@ -326,6 +327,37 @@ def test_response_entropies_without_verdict_or_think():
     assert math.isnan(empty.sentence_nats) and math.isnan(empty.max_token_nats)
     with pytest.raises(ValueError, match="spans"):
         response_entropies(text, spans, [1.0])
+
+
+def _tile(pieces):
+    spans, pos = [], 0
+    for piece in pieces:
+        spans.append((pos, pos + len(piece)))
+        pos += len(piece)
+    return "".join(pieces), spans
+
+
+def test_token_layout_answer_region_and_sentences():
+    text, spans = _tile(["<think>", "A b.", " C d.", " E", "</think>", "<answer>", "2", "</answer>"])
+    layout = token_layout(text, spans)
+    assert layout.verdict == 2 and layout.answer_token == 6
+    # "<think>" ends where the think text starts, so it is outside; " C d." starts in sentence 0 (its space).
+    assert layout.region == (1, 2, 3)
+    assert layout.sentences == (-1, 0, 0, 1, -1, -1, -1, -1)
+    no_think, spans = _tile(["I cannot", " decide.", " Both fine."])
+    assert token_layout(no_think, spans).region == (0, 1, 2)
+    assert token_layout(no_think, spans).sentences == (0, 0, 0)  # " Both" starts with the space of sentence 0
+    assert token_layout(no_think, spans).answer_token is None
+
+
+def test_whitespace_only_think_has_no_sentences():
+    # Used to raise IndexError: tokens inside the think block but no sentence to put them in.
+    text, spans = _tile(["<think>", " ", "</think>", "<answer>", "1", "</answer>"])
+    layout = token_layout(text, spans)
+    assert layout.region == (1,) and layout.sentences == (-1,) * 6
+    r = response_entropies(text, spans, [0.1, 0.7, 0.2, 0.3, 0.05, 0.4])
+    assert math.isnan(r.sentence_nats) and r.max_token_nats == pytest.approx(0.7)
+    assert r.answer_nats == pytest.approx(0.05) and r.verdict == 1
 
 
 def test_response_entropies_with_real_tokenizer(byte_bpe_tokenizer):

@@ -21,6 +21,13 @@ metric's numbers (`missing=drop`); the report states the policy and counts.
 Writes report.md (figures embedded), analysis.json (every number), bins.csv
 and PNG figures. `analyze_scores(rows)` / `write_analysis(result, dir)` are the
 same without the CLI.
+
+With `view=true` it also writes view.html (egt.view: every pair, its image and
+each judgement's tokens coloured by entropy; per-token entropies from
+tokens.parquet beside the scores when `egt score dump_tokens=true` wrote one)
+and links the least and the most uncertain pair of each quintile of each metric
+into it (`view.html#id=...`); analysis.json then holds them under `view`.
+Without it the outputs are as before.
 """
 
 from __future__ import annotations
@@ -32,7 +39,7 @@ import numpy as np
 from pydantic import Field, field_validator
 
 from egt.config import StageConfig
-from egt.curriculum import quantile_bins, resolve_missing
+from egt.curriculum import quantile_bins, resolve_missing, sort_by_value
 from egt.errors import DataError
 from egt.io import write_json, write_text
 from egt.schema import read_rows
@@ -157,6 +164,8 @@ class Config(StageConfig):
         list(DEFAULT_METRICS), description="metrics to analyse (comma-separated on the command line)")
     missing: Literal["highest", "lowest", "drop"] = Field("highest", description="where undefined values rank")
     weights: dict[str, float] | None = Field(None, description="hybrid: metric -> weight (default: equal)")
+    view: bool = Field(False, description="also write view.html (egt view) and link each quintile's least and "
+                                          "most uncertain pairs into it")
 
     @field_validator("metrics", mode="before")
     @classmethod
@@ -209,6 +218,51 @@ def _figures(result: dict, out: Path) -> list[tuple[str, str]]:
     return figures
 
 
+def quintile_examples(result: dict) -> dict:
+    """Per metric, per quintile: the least and the most uncertain pair ({id, value}; None if the bin is empty).
+
+    Pairs are ranked as the bins rank them: undefined values per `missing`, ties by id.
+    """
+    ids = np.array(result["per_pair"]["id"], dtype=object)
+    k, missing = BIN_SCHEMES["quintiles"], result["missing"]
+    out = {}
+    for metric in result["metrics"]:
+        values = np.array(result["per_pair"][metric], dtype=np.float64)
+        used = np.flatnonzero(~np.isnan(values) if missing == "drop" else np.ones(len(values), dtype=bool))
+        bins = quantile_bins(values[used], k, missing)
+        ascending = sort_by_value(values[used], ids[used], missing=missing)
+        examples = []
+        for b in range(k):
+            members = [int(used[j]) for j in ascending if bins[j] == b]
+            pick = (lambda i: {"id": str(ids[i]), "value": float(values[i])}) if members else None
+            examples.append({"bin": b + 1, "least": pick(members[0]) if members else None,
+                             "most": pick(members[-1]) if members else None})
+        out[metric] = examples
+    return out
+
+
+def _view_section(result: dict) -> list[str]:
+    from egt.report import fmt, markdown_table
+    from egt.view import view_link
+
+    href = result["view"]["file"]
+
+    def link(example, metric):
+        if example is None:
+            return "–"
+        text = example["id"].replace("\\", "\\\\").replace("[", "\\[").replace("]", "\\]")
+        return f"[{text}]({view_link(href, example['id'], metric)}) ({fmt(example['value'])})"
+
+    lines = ["## Pairs to look at", "",
+             f"[{href}]({href}) shows every pair: its image, question, both responses and label, and each of the K "
+             "judgements with every token coloured by its entropy. Per metric and quintile, the least and the most "
+             "uncertain pair (lowest and highest value, in nats):", ""]
+    for metric, examples in result["view"]["examples"].items():
+        rows = [[f"Q{e['bin']}", link(e["least"], metric), link(e["most"], metric)] for e in examples]
+        lines += [f"### {metric}", "", markdown_table(["quintile", "least uncertain", "most uncertain"], rows), ""]
+    return lines
+
+
 def _bins_csv(result: dict) -> str:
     columns = ["bin", "count", "low_nats", "high_nats", "mean_nats", "n_missing", "majority_accuracy",
                "noisy_share", "true_accuracy"]
@@ -248,6 +302,8 @@ def _report_text(result: dict, figures: list[tuple[str, str]]) -> str:
     lines += [markdown_table(headers, rows), "## Figures", ""]
     for caption, name in figures:
         lines += [f"![{caption}]({name})", "", f"*{caption}*", ""]
+    if result.get("view"):
+        lines += _view_section(result)
     for scheme in BIN_SCHEMES:
         lines += [f"## Bins by {scheme[:-1]} (1 = lowest entropy)", "",
                   "Equal values share a bin, so a metric with many ties (vote entropy) can leave bins "
@@ -277,4 +333,10 @@ def run(cfg: Config) -> Path:
     rows = read_rows(cfg.scores)
     result = analyze_scores(rows, cfg.metrics, cfg.missing, cfg.weights, str(cfg.scores))
     result["input"] = str(Path(cfg.scores).resolve())
-    return write_analysis(result, cfg.output or Path(cfg.scores).parent / "analysis")
+    out = Path(cfg.output or Path(cfg.scores).parent / "analysis")
+    if cfg.view:
+        from egt.view import write_view
+
+        write_view(cfg.scores, out / "view.html")
+        result["view"] = {"file": "view.html", "examples": quintile_examples(result)}
+    return write_analysis(result, out)

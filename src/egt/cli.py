@@ -43,6 +43,7 @@ TOP = [
     Stage("sft", "egt.sft", "Stage 1: supervised fine-tuning of the judge on the traces."),
     Stage("score", "egt.score", "Stage 2: K sampled judgements per pair and their entropies."),
     Stage("analyze", "egt.analyze", "Stage 2: entropy bins, AUROC, Spearman, figures, report.", ("scores",)),
+    Stage("view", "egt.view", "Write an HTML viewer of scored pairs, token entropies and curation.", ("scores",)),
     Stage("curate", "egt.curate", "Stage 2: select pairs by entropy (or baselines) and order them.", ("scores",)),
     Stage("rl", "egt.rl", "Stage 3: GRPO on curated pairs in curriculum order."),
     Stage("eval", "egt.evaluate", "Evaluate a judge on reward benchmarks (both orders, voting)."),

@@ -7,6 +7,7 @@ Pure functions, no I/O. The definitions, for users, are in docs/definitions.md (
   [4096 x 152k] bf16 block never exists in fp32 at once (see benchmarks/bench_entropy.py).
 - `topk_entropy_bounds`: bounds on H when an engine (vLLM) returns only the top-k log-probs.
 - `token_char_spans`: which characters of the completion each token wrote.
+- `token_layout`: the answer token, the <think> region and the sentence of each token of one judgement.
 - `response_entropies`: answer-token, sentence, mean-token and max-token entropy of one judgement.
 - `pair_entropies`: the K-sample means, vote entropy and K-sample accuracy of one pair, under the
   score-file column names of egt.scorefile (which also combines metrics into the hybrid score).
@@ -28,6 +29,7 @@ Run the tests with `pytest tests/test_entropy.py`; the memory benchmark with
 
 from __future__ import annotations
 
+import bisect
 import math
 import re
 from collections import Counter
@@ -270,6 +272,23 @@ class ResponseEntropy:
     n_tokens: int
 
 
+@dataclass(frozen=True)
+class TokenLayout:
+    """Where each token of one judgement sits, as the entropies of docs/definitions.md read it.
+
+    `answer_token`: the token whose span covers the verdict digit (None without a verdict).
+    `region`: the tokens inside `<think>...</think>` (all tokens without a closed think block),
+    i.e. those whose first character lies in that text; they are contiguous.
+    `sentences[i]`: the sentence (0, 1, ...) of that text holding token i's first character;
+    -1 for tokens outside the region, and for every token when the text has no sentence.
+    """
+
+    verdict: int | None
+    answer_token: int | None
+    region: tuple[int, ...]
+    sentences: tuple[int, ...]
+
+
 _THINK = re.compile(r"<think>(.*?)</think>", re.S)
 
 
@@ -282,53 +301,68 @@ def _token_start_in(span: tuple[int, int], lo: int, hi: int) -> int | None:
     return first if first < min(end, hi) else None
 
 
-def response_entropies(text: str, token_spans: Sequence[tuple[int, int]],
-                       token_entropies_nats: Sequence[float], sentence_agg: str = "mean") -> ResponseEntropy:
-    """Answer-token, sentence, mean-token and max-token entropy of one judgement.
+def token_layout(text: str, token_spans: Sequence[tuple[int, int]]) -> TokenLayout:
+    """Answer token, <think> region and sentence of every token of one judgement (see TokenLayout).
 
-    `token_spans[i]` is the char span in `text` of token i (`token_char_spans`) and
-    `token_entropies_nats[i]` its H_t. The answer token is the one whose span covers
-    `parse_verdict(text).verdict_char`.
+    `token_spans[i]` is the char span in `text` of token i (`token_char_spans`). The viewer
+    (egt.view) shows exactly this layout, so what it marks is what the scores were computed on.
     """
-    if sentence_agg not in ("mean", "max"):
-        raise ValueError(f"sentence_agg must be 'mean' or 'max', got {sentence_agg!r}")
-    entropies = np.asarray(token_entropies_nats, dtype=np.float64).reshape(-1)
-    if len(token_spans) != len(entropies):
-        raise ValueError(f"{len(token_spans)} token spans but {len(entropies)} token entropies")
     verdict = parse_verdict(text)
-
-    answer_nats = None
+    answer = None
     if verdict.verdict_char is not None:
         for i, (start, end) in enumerate(token_spans):
             if start <= verdict.verdict_char < end:
-                answer_nats = float(entropies[i])
+                answer = i
                 break
 
     think = _THINK.search(text)
     lo, hi = (think.start(1), think.end(1)) if think else (0, len(text))
     region = {i: first for i, span in enumerate(token_spans)
               if (first := _token_start_in(tuple(span), lo, hi)) is not None}
-
-    sentence_values = []
+    sentences = [-1] * len(token_spans)
     if region:
-        sentences = split_sentences(text[lo:hi])
-        members: list[list[float]] = [[] for _ in sentences]
-        sentence_starts = [lo + start for start, _ in sentences]
-        for i, first in region.items():
-            j = int(np.searchsorted(sentence_starts, first, side="right")) - 1
-            members[max(j, 0)].append(entropies[i])
-        sentence_values = [float(np.mean(m)) for m in members if m]
+        sentence_starts = [lo + start for start, _ in split_sentences(text[lo:hi])]
+        if sentence_starts:  # whitespace-only think text has no sentences
+            for i, first in region.items():
+                sentences[i] = max(bisect.bisect_right(sentence_starts, first) - 1, 0)
+    return TokenLayout(verdict.verdict, answer, tuple(region), tuple(sentences))
+
+
+def response_entropies(text: str, token_spans: Sequence[tuple[int, int]],
+                       token_entropies_nats: Sequence[float], sentence_agg: str = "mean",
+                       layout: TokenLayout | None = None) -> ResponseEntropy:
+    """Answer-token, sentence, mean-token and max-token entropy of one judgement.
+
+    `token_spans[i]` is the char span in `text` of token i (`token_char_spans`) and
+    `token_entropies_nats[i]` its H_t. The answer token is the one whose span covers
+    `parse_verdict(text).verdict_char`; sentences and the <think> region are `token_layout`'s
+    (pass `layout` when it is already computed).
+    """
+    if sentence_agg not in ("mean", "max"):
+        raise ValueError(f"sentence_agg must be 'mean' or 'max', got {sentence_agg!r}")
+    entropies = np.asarray(token_entropies_nats, dtype=np.float64).reshape(-1)
+    if len(token_spans) != len(entropies):
+        raise ValueError(f"{len(token_spans)} token spans but {len(entropies)} token entropies")
+    if layout is None:
+        layout = token_layout(text, token_spans)
+    answer_nats = float(entropies[layout.answer_token]) if layout.answer_token is not None else None
+
+    members: dict[int, list[float]] = {}
+    for i in layout.region:
+        if layout.sentences[i] >= 0:
+            members.setdefault(layout.sentences[i], []).append(entropies[i])
+    sentence_values = [float(np.mean(members[j])) for j in sorted(members)]
     if sentence_values:
         sentence_nats = float(np.mean(sentence_values) if sentence_agg == "mean" else np.max(sentence_values))
     else:
         sentence_nats = math.nan
 
     return ResponseEntropy(
-        verdict=verdict.verdict,
+        verdict=layout.verdict,
         answer_nats=answer_nats,
         sentence_nats=sentence_nats,
         mean_token_nats=float(entropies.mean()) if len(entropies) else math.nan,
-        max_token_nats=float(entropies[list(region)].max()) if region else math.nan,
+        max_token_nats=float(entropies[list(layout.region)].max()) if layout.region else math.nan,
         n_tokens=int(len(entropies)),
     )
 
