@@ -1,9 +1,19 @@
-"""Builders shared by several test files (import with `from helpers import score_row`)."""
+"""Builders shared by several test files (import with `from helpers import score_row`).
+
+- `score_row`: one score-file row as `egt score` writes it.
+- `FakeOpenAIServer`: a real HTTP server on 127.0.0.1 speaking the OpenAI REST protocol (the teacher of
+  test_distill, the logic judge of test_rewards, the served judge of test_judge_endpoint), and
+  `chat_completion`, the body of a chat-completions reply.
+"""
 
 from __future__ import annotations
 
+import json
 import math
+import threading
 from collections import Counter
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Callable
 
 from egt.schema import PreferencePair
 from egt.scorefile import METRIC_COLUMNS, SCORE_COLUMNS
@@ -38,3 +48,79 @@ def score_row(pair_id: str, label: int = 1, verdicts=(1, 1, 1, 1), meta: dict | 
     assert set(extra) == set(SCORE_COLUMNS)
     return PreferencePair(id=pair_id, images=[], question="Which is better?", response_1="one", response_2="two",
                           label=label, source="test", category="c", meta=meta or {}, extra=extra).to_row()
+
+
+# ---------------------------------------------------------------- a fake OpenAI-compatible server
+
+Responder = Callable[[str, str, dict, dict | None], tuple]
+
+
+class FakeOpenAIServer:
+    """A loopback server that answers with `respond(method, path, headers, body)`.
+
+    `respond` returns (status, payload) or (status, payload, extra headers); the payload is sent
+    as JSON. Every request is recorded in `requests` as (method, path, headers, body). Use it as a
+    context manager; `base_url` ends in /v1, as the openai client expects.
+    """
+
+    def __init__(self, respond: Responder):
+        self.respond = respond
+        self.requests: list[tuple[str, str, dict, dict | None]] = []
+        self.lock = threading.Lock()
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):  # keep test output clean
+                pass
+
+            def _answer(self, method):
+                length = int(self.headers.get("Content-Length") or 0)
+                body = json.loads(self.rfile.read(length)) if length else None
+                headers = {k.lower(): v for k, v in self.headers.items()}
+                with server.lock:
+                    server.requests.append((method, self.path, headers, body))
+                status, payload, *extra = server.respond(method, self.path, headers, body)
+                data = json.dumps(payload).encode()
+                try:
+                    self.send_response(status)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(data)))
+                    for key, value in (extra[0] if extra else {}).items():
+                        self.send_header(key, value)
+                    self.end_headers()
+                    self.wfile.write(data)
+                except (BrokenPipeError, ConnectionResetError):  # the client timed out and left
+                    pass
+
+            def do_POST(self):  # noqa: N802
+                self._answer("POST")
+
+            def do_GET(self):  # noqa: N802
+                self._answer("GET")
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}/v1"
+
+    def __enter__(self) -> "FakeOpenAIServer":
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def chat_completion(content: str, model: str, logprobs: list[dict] | None = None, finish_reason: str = "stop",
+                    completion_tokens: int = 20, reply_id: str = "chatcmpl-x") -> dict:
+    """A chat.completion body as OpenAI (and vLLM) send it; `logprobs` is the list of per-token entries."""
+    return {"id": reply_id, "object": "chat.completion", "created": 1700000000, "model": model,
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": content},
+                         "finish_reason": finish_reason,
+                         "logprobs": None if logprobs is None else {"content": logprobs, "refusal": None}}],
+            "usage": {"prompt_tokens": 100, "completion_tokens": completion_tokens,
+                      "total_tokens": 100 + completion_tokens}}
