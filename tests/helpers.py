@@ -124,3 +124,62 @@ def chat_completion(content: str, model: str, logprobs: list[dict] | None = None
                          "logprobs": None if logprobs is None else {"content": logprobs, "refusal": None}}],
             "usage": {"prompt_tokens": 100, "completion_tokens": completion_tokens,
                       "total_tokens": 100 + completion_tokens}}
+
+
+class FakeServedJudge:
+    """A judge served behind the OpenAI protocol (what `vllm serve <judge>` answers), for FakeOpenAIServer.
+
+    It prefers the response that starts with "good" and writes `<think>Response k is good.</think>
+    <answer>k</answer>` (no verdict when neither starts with "good"); a question containing "hard"
+    makes it pick the other response. With `logprobs` it returns every token (tags, words, single
+    other characters, then an `<|im_end|>` stop token that the content leaves out) with its raw
+    bytes and two top log-probs: `TEXT_PROBS` for every token but the verdict digit, which gets
+    `DIGIT_PROBS` (`HARD_DIGIT_PROBS` on hard questions). GET /models lists `models`.
+    """
+
+    TEXT_PROBS = (0.6, 0.3)
+    DIGIT_PROBS = (0.9, 0.05)
+    HARD_DIGIT_PROBS = (0.5, 0.4)
+
+    def __init__(self, models=("judge-x",), logprobs: bool = True, key: str | None = None):
+        self.models, self.logprobs, self.key = list(models), logprobs, key
+
+    @staticmethod
+    def tokens(text: str) -> list[str]:
+        import re
+
+        parts = re.findall(r"</?\w+>|\w+|[^\w<]|<", text)
+        assert "".join(parts) == text
+        return parts
+
+    @staticmethod
+    def entry(token: str, probs) -> dict:
+        alternatives = [token] + [f"alt{i}" for i in range(1, len(probs))]
+        return {"token": token, "logprob": math.log(probs[0]), "bytes": list(token.encode("utf-8")),
+                "top_logprobs": [{"token": t, "logprob": math.log(p), "bytes": list(t.encode("utf-8"))}
+                                 for t, p in zip(alternatives, probs)]}
+
+    def __call__(self, method, path, headers, body):
+        if self.key is not None and headers.get("authorization") != f"Bearer {self.key}":
+            return 401, {"error": {"message": "bad key", "type": "invalid_request_error"}}
+        if method == "GET" and path.endswith("/models"):
+            return 200, {"object": "list", "data": [{"id": m, "object": "model", "created": 0, "owned_by": "x"}
+                                                    for m in self.models]}
+        text = next(part["text"] for part in body["messages"][-1]["content"] if part["type"] == "text")
+        question = text.split("Question: ", 1)[1].split("\n", 1)[0]
+        first = text.split("\nResponse 1: ", 1)[1].split("\nResponse 2: ")[0]
+        second = text.split("\nResponse 2: ", 1)[1]
+        good = 1 if first.startswith("good") else 2 if second.startswith("good") else None
+        hard = "hard" in question
+        if good is None:
+            content = "<think>Neither is good.</think>"
+        else:
+            verdict = 3 - good if hard else good
+            content = f"<think>Response {verdict} is good.</think><answer>{verdict}</answer>"
+        logprobs = None
+        if self.logprobs and body.get("logprobs"):
+            tokens = self.tokens(content) + ["<|im_end|>"]
+            digit = len(tokens) - 3 if good is not None else -1  # "<answer>", digit, "</answer>", stop
+            probs = self.HARD_DIGIT_PROBS if hard else self.DIGIT_PROBS
+            logprobs = [self.entry(t, probs if i == digit else self.TEXT_PROBS) for i, t in enumerate(tokens)]
+        return 200, chat_completion(content, body["model"], logprobs, completion_tokens=len(self.tokens(content)))
