@@ -324,8 +324,7 @@ def test_tiny_judge_end_to_end(tmp_path, tiny_model_dir, synth_pairs_path):
 
 def entropic(verdict, value):
     """A judgement with every per-response entropy equal to `value` (as egt.judge.LocalBackend returns)."""
-    from egt.entropy import ResponseEntropy
-    from egt.generation import ScoredJudgement
+    from egt.entropy import ResponseEntropy, ScoredJudgement
 
     text = verdict_text(verdict)
     return ScoredJudgement(text, parse_verdict(text), 5, False, ResponseEntropy(verdict, value, value, value, value, 5))

@@ -9,7 +9,7 @@ import pytest
 
 from egt.entropy import ResponseEntropy
 from egt.errors import ConfigError
-from egt.generation import ScoredJudgement
+from egt.entropy import ScoredJudgement
 from egt.judge import Judge, combine, content_key, image_refs, make_pair, oriented
 from egt.prompts import format_judgement, parse_verdict
 

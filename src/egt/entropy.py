@@ -9,7 +9,8 @@ Pure functions, no I/O. The definitions, for users, are in docs/definitions.md (
 - `token_char_spans`: which characters of the completion each token wrote (`spans_from_token_bytes`: the
   same from the raw bytes of each token, as an OpenAI-compatible server's log-probs give them).
 - `response_entropies`: answer-token, sentence, mean-token and max-token entropy of one judgement
-  (`judgement_entropies`: the same for a generated `egt.generation.Judgement`).
+  (`judgement_entropies`: the same for a generated `egt.generation.Judgement`; `ScoredJudgement`: a
+  judgement with them, as egt.judge's backends return it).
 - `pair_entropies`: the K-sample means, vote entropy and K-sample accuracy of one pair, under the
   score-file column names of egt.scorefile (which also combines metrics into the hybrid score).
 
@@ -352,6 +353,25 @@ def response_entropies(text: str, token_spans: Sequence[tuple[int, int]],
         max_token_nats=float(entropies[list(region)].max()) if region else math.nan,
         n_tokens=int(len(entropies)),
     )
+
+
+@dataclass
+class ScoredJudgement:
+    """A judgement with its per-response entropies, as the judge backends (egt.judge) return it."""
+
+    text: str
+    verdict: object                               # egt.prompts.Verdict
+    n_tokens: int
+    truncated: bool = False
+    entropy: ResponseEntropy | None = None        # exact, or the upper bounds (endpoint); None = unavailable
+    entropy_lower: ResponseEntropy | None = None  # the lower bounds (endpoint top-k log-probs), else None
+
+
+def as_scored(judgement) -> ScoredJudgement:
+    """An egt.generation.Judgement (no per-response entropies) as a ScoredJudgement; ScoredJudgements pass."""
+    if isinstance(judgement, ScoredJudgement):
+        return judgement
+    return ScoredJudgement(judgement.text, judgement.verdict, len(judgement.token_ids), bool(judgement.truncated))
 
 
 def span_tokenizer(tokenizer):

@@ -188,7 +188,7 @@ def _check_settings(out: Path, cfg: Config) -> None:
 
 # ------------------------------------------------------------------ judging
 
-# list[generation.JudgeRequest] -> list[judge.ScoredJudgement] (or generation.Judgement: no entropies)
+# list[generation.JudgeRequest] -> list[entropy.ScoredJudgement] (or generation.Judgement: no entropies)
 JudgeFn = Callable[[list], list]
 
 
@@ -224,7 +224,8 @@ def judge_pending(pairs: list[PreferencePair], cfg: Config, judge_fn: JudgeFn, l
     """Judge every (pair, order) not yet in the log, appending a batch at a time."""
     from tqdm.auto import tqdm
 
-    from egt.generation import JudgeRequest, as_scored, judgement_seed
+    from egt.entropy import as_scored
+    from egt.generation import JudgeRequest, judgement_seed
 
     log = judgement_log(log_path)
     done = log.load()

@@ -46,7 +46,7 @@ import torch
 from transformers import GenerationConfig, LogitsProcessor, LogitsProcessorList, TopPLogitsWarper
 
 from egt.encode import append_completions, judge_batch_inputs
-from egt.entropy import ResponseEntropy, token_entropy
+from egt.entropy import token_entropy
 from egt.prompts import Verdict, parse_verdict
 from egt.schema import PreferencePair
 
@@ -64,25 +64,6 @@ class Judgement:
     token_entropies_nats: list[float] | None   # one per token_ids entry (None: not recorded)
     verdict: Verdict
     truncated: bool = False                    # stopped by max_new_tokens, not by eos
-
-
-@dataclass
-class ScoredJudgement:
-    """A judgement with its per-response entropies, as the judge backends (egt.judge) return it."""
-
-    text: str
-    verdict: Verdict
-    n_tokens: int
-    truncated: bool = False
-    entropy: ResponseEntropy | None = None        # exact, or the upper bounds (endpoint); None = unavailable
-    entropy_lower: ResponseEntropy | None = None  # the lower bounds (endpoint top-k log-probs), else None
-
-
-def as_scored(judgement: Judgement | ScoredJudgement) -> ScoredJudgement:
-    """A Judgement (no per-response entropies) as a ScoredJudgement; a ScoredJudgement passes through."""
-    if isinstance(judgement, ScoredJudgement):
-        return judgement
-    return ScoredJudgement(judgement.text, judgement.verdict, len(judgement.token_ids), bool(judgement.truncated))
 
 
 def judgement_seed(run_seed: int, pair_id: str, sample_index: int) -> int:

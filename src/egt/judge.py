@@ -56,7 +56,7 @@ from egt.models import TorchDtype
 from egt.schema import ImageRef, PreferencePair
 
 if TYPE_CHECKING:
-    from egt.generation import ScoredJudgement
+    from egt.entropy import ScoredJudgement
 
 ORDERS = ("given", "swapped")
 ENTROPY_METRICS = ("answer", "sentence", "mean", "max")  # per judgement; `vote` is per comparison
@@ -289,8 +289,7 @@ class LocalBackend:
         self.name = str(path)
 
     def scored(self, judgement) -> ScoredJudgement:
-        from egt.entropy import judgement_entropies
-        from egt.generation import ScoredJudgement
+        from egt.entropy import ScoredJudgement, judgement_entropies
 
         entropy = None
         if judgement.token_entropies_nats is not None:

@@ -32,7 +32,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Sequence
 
 from egt.errors import ConfigError, EgtError
-from egt.generation import ScoredJudgement
+from egt.entropy import ScoredJudgement
 
 
 class EndpointBackend:
