@@ -105,3 +105,18 @@ def test_endpoint_errors_are_one_line_and_never_show_the_key(image, monkeypatch)
         judge = Judge.from_pretrained(server.base_url, served_model="b", max_retries=0)
     with pytest.raises(EgtError, match="APIConnectionError"):   # the server is gone
         judge.compare(image, "q", "good", "bad")
+
+
+def test_reply_without_top_alternatives_has_no_entropies(image):
+    """Only the chosen tokens' log-probs (no top-k): no bound holds, so no entropies rather than wrong ones."""
+    served = FakeServedJudge()
+
+    def respond(method, path, headers, body):
+        status, payload = served(method, path, headers, body)
+        for entry in (payload["choices"][0]["logprobs"] or {}).get("content") or []:
+            entry["top_logprobs"] = []
+        return status, payload
+
+    with FakeOpenAIServer(respond) as server:
+        c = Judge.from_pretrained(server.base_url, served_model="judge-x").compare(image, "q", "good", "bad")
+    assert c.verdict == 1 and c.entropy_kind is None and c.entropies["max"] is None

@@ -223,8 +223,7 @@ def image_refs(images) -> list[ImageRef]:
 
 def make_pair(images, question: str, response_1: str, response_2: str, pair_id: str = "") -> PreferencePair:
     """A pair to judge (label 1 is a placeholder: the judge never sees it)."""
-    pair = PreferencePair(pair_id or "", image_refs(images), question, response_1, response_2, 1)
-    return pair
+    return PreferencePair(pair_id, image_refs(images), question, response_1, response_2, 1)
 
 
 def _as_pair(item) -> PreferencePair:

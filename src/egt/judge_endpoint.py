@@ -18,7 +18,8 @@ Which characters each token wrote comes from the tokens' raw `bytes`
 (egt.entropy.spans_from_token_bytes). The judgement's text is the decoded token stream,
 cut to the message content when the content is its prefix (a stop token such as `<|im_end|>`
 is dropped); a server that moves the reasoning into `reasoning_content` is read from the stream.
-A reply without log-probs gives a judgement without entropies.
+A reply without log-probs (or without the top-k alternatives at some step) gives a judgement
+without entropies.
 
 Errors are one line: a refused request (401, 403, 404) stops the run naming the URL and the
 key's variable (never the key); other failures are retried by the client `max_retries` times
@@ -107,6 +108,7 @@ class EndpointBackend:
         return self.read_choice(response)
 
     def read_choice(self, response) -> ScoredJudgement:
+        from egt.entropy import response_entropies
         from egt.prompts import parse_verdict
 
         choice = response.choices[0]
@@ -116,12 +118,11 @@ class EndpointBackend:
             content = f"<think>{reasoning.strip()}</think>{content}"
         truncated = choice.finish_reason == "length"
         tokens = list(getattr(choice.logprobs, "content", None) or []) if choice.logprobs is not None else []
-        if not tokens:
+        if not tokens or not all(getattr(t, "top_logprobs", None) for t in tokens):
+            # No log-probs, or only the chosen tokens' (not the top k): no bound holds for every step.
             usage = getattr(response, "usage", None)
             n_tokens = int(getattr(usage, "completion_tokens", 0) or 0)
             return ScoredJudgement(content, parse_verdict(content), n_tokens, truncated)
-        from egt.entropy import response_entropies
-
         text, spans, upper, lower = self.token_entropies(tokens, content)
         return ScoredJudgement(text, parse_verdict(text), len(upper), truncated,
                                response_entropies(text, spans, upper, self.sentence_agg),
@@ -142,9 +143,7 @@ class EndpointBackend:
             text, spans = spans_from_token_bytes(raw)
         lower, upper = [], []
         for token in tokens:
-            top = sorted((lp.logprob for lp in (getattr(token, "top_logprobs", None) or [])), reverse=True)
-            if not top:  # no alternatives: only the chosen token's log-prob is known
-                top = [token.logprob]
+            top = sorted((lp.logprob for lp in token.top_logprobs), reverse=True)
             lo, up = topk_entropy_bounds(torch.tensor(top[:self.top_logprobs or None], dtype=torch.float64),
                                          self.vocab_size)
             lower.append(float(lo))
