@@ -9,6 +9,9 @@ Fixtures (all session-scoped, built once per test run):
   per argument set; extra keywords go to egt.data.synth.Config (question_kinds, hard_fraction).
 - `synth_pairs` -> Path: 24 pool pairs with ambiguity-driven label noise (`ambiguity:0.25`) and images.
 - `synth_pairs_list` -> list[PreferencePair]: the pairs of `synth_pairs`, read back with schema.read_pairs.
+- `coin_judge_dir` -> Path: the tiny judge taught the judge format with a coin-flip verdict
+  (`<think>Response k is better.</think><answer>k</answer>`, k random), so its sampled judgements are well
+  formed and split between the two responses (a judge for tests that need verdicts, e.g. as a reward).
 """
 
 from __future__ import annotations
@@ -52,3 +55,35 @@ def synth_pairs_list(synth_pairs):
     from egt.schema import read_pairs
 
     return read_pairs(synth_pairs)
+
+
+@pytest.fixture(scope="session")
+def coin_judge_dir(tiny_model_dir, synth_pairs_path, tmp_path_factory) -> Path:
+    import random
+
+    import torch
+
+    from egt.encode import judge_batch_inputs
+    from egt.models import load_judge
+    from egt.prompts import format_judgement
+    from egt.schema import read_pairs
+
+    pairs = read_pairs(synth_pairs_path("train", 48, seed=1))
+    model, processor = load_judge(tiny_model_dir)
+    model.train()
+    torch.manual_seed(0)
+    coin = random.Random(0)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    for step in range(120):
+        batch_pairs = [pairs[(step * 8 + i) % len(pairs)] for i in range(8)]
+        completions = [format_judgement(f"Response {k} is better.", k) for k in (coin.choice((1, 2)) for _ in range(8))]
+        batch = judge_batch_inputs(processor, batch_pairs, completions=completions, append_eos=True,
+                                   padding_side="right")
+        mask = batch.pop("completion_mask")
+        model(**batch, labels=batch["input_ids"].masked_fill(mask == 0, -100)).loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    out = tmp_path_factory.mktemp("coin_judge") / "model"
+    model.save_pretrained(out)
+    processor.save_pretrained(out)
+    return out

@@ -1,9 +1,19 @@
-"""Builders shared by several test files (import with `from helpers import score_row`)."""
+"""Builders shared by several test files (import with `from helpers import score_row`).
+
+- `score_row`: one score-file row as `egt score` writes it.
+- `FakeOpenAIServer`: a real HTTP server on 127.0.0.1 speaking the OpenAI REST protocol (the teacher of
+  test_distill, the logic judge of test_rewards, the served judge of test_judge_endpoint), and
+  `chat_completion`, the body of a chat-completions reply.
+"""
 
 from __future__ import annotations
 
+import json
 import math
+import threading
 from collections import Counter
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Callable
 
 from egt.schema import PreferencePair
 from egt.scorefile import METRIC_COLUMNS, SCORE_COLUMNS
@@ -38,3 +48,138 @@ def score_row(pair_id: str, label: int = 1, verdicts=(1, 1, 1, 1), meta: dict | 
     assert set(extra) == set(SCORE_COLUMNS)
     return PreferencePair(id=pair_id, images=[], question="Which is better?", response_1="one", response_2="two",
                           label=label, source="test", category="c", meta=meta or {}, extra=extra).to_row()
+
+
+# ---------------------------------------------------------------- a fake OpenAI-compatible server
+
+Responder = Callable[[str, str, dict, dict | None], tuple]
+
+
+class FakeOpenAIServer:
+    """A loopback server that answers with `respond(method, path, headers, body)`.
+
+    `respond` returns (status, payload) or (status, payload, extra headers); the payload is sent
+    as JSON. Every request is recorded in `requests` as (method, path, headers, body). Use it as a
+    context manager; `base_url` ends in /v1, as the openai client expects.
+    """
+
+    def __init__(self, respond: Responder):
+        self.respond = respond
+        self.requests: list[tuple[str, str, dict, dict | None]] = []
+        self.lock = threading.Lock()
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):  # keep test output clean
+                pass
+
+            def _answer(self, method):
+                length = int(self.headers.get("Content-Length") or 0)
+                body = json.loads(self.rfile.read(length)) if length else None
+                headers = {k.lower(): v for k, v in self.headers.items()}
+                with server.lock:
+                    server.requests.append((method, self.path, headers, body))
+                status, payload, *extra = server.respond(method, self.path, headers, body)
+                data = json.dumps(payload).encode()
+                try:
+                    self.send_response(status)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(data)))
+                    for key, value in (extra[0] if extra else {}).items():
+                        self.send_header(key, value)
+                    self.end_headers()
+                    self.wfile.write(data)
+                except (BrokenPipeError, ConnectionResetError):  # the client timed out and left
+                    pass
+
+            def do_POST(self):  # noqa: N802
+                self._answer("POST")
+
+            def do_GET(self):  # noqa: N802
+                self._answer("GET")
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}/v1"
+
+    def __enter__(self) -> "FakeOpenAIServer":
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def chat_completion(content: str, model: str, logprobs: list[dict] | None = None, finish_reason: str = "stop",
+                    completion_tokens: int = 20, reply_id: str = "chatcmpl-x") -> dict:
+    """A chat.completion body as OpenAI (and vLLM) send it; `logprobs` is the list of per-token entries."""
+    return {"id": reply_id, "object": "chat.completion", "created": 1700000000, "model": model,
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": content},
+                         "finish_reason": finish_reason,
+                         "logprobs": None if logprobs is None else {"content": logprobs, "refusal": None}}],
+            "usage": {"prompt_tokens": 100, "completion_tokens": completion_tokens,
+                      "total_tokens": 100 + completion_tokens}}
+
+
+class FakeServedJudge:
+    """A judge served behind the OpenAI protocol (what `vllm serve <judge>` answers), for FakeOpenAIServer.
+
+    It prefers the response that starts with "good" and writes `<think>Response k is good.</think>
+    <answer>k</answer>` (no verdict when neither starts with "good"); a question containing "hard"
+    makes it pick the other response. With `logprobs` it returns every token (tags, words, single
+    other characters, then an `<|im_end|>` stop token that the content leaves out) with its raw
+    bytes and two top log-probs: `TEXT_PROBS` for every token but the verdict digit, which gets
+    `DIGIT_PROBS` (`HARD_DIGIT_PROBS` on hard questions). GET /models lists `models`.
+    """
+
+    TEXT_PROBS = (0.6, 0.3)
+    DIGIT_PROBS = (0.9, 0.05)
+    HARD_DIGIT_PROBS = (0.5, 0.4)
+
+    def __init__(self, models=("judge-x",), logprobs: bool = True, key: str | None = None):
+        self.models, self.logprobs, self.key = list(models), logprobs, key
+
+    @staticmethod
+    def tokens(text: str) -> list[str]:
+        import re
+
+        parts = re.findall(r"</?\w+>|\w+|[^\w<]|<", text)
+        assert "".join(parts) == text
+        return parts
+
+    @staticmethod
+    def entry(token: str, probs) -> dict:
+        alternatives = [token] + [f"alt{i}" for i in range(1, len(probs))]
+        return {"token": token, "logprob": math.log(probs[0]), "bytes": list(token.encode("utf-8")),
+                "top_logprobs": [{"token": t, "logprob": math.log(p), "bytes": list(t.encode("utf-8"))}
+                                 for t, p in zip(alternatives, probs)]}
+
+    def __call__(self, method, path, headers, body):
+        if self.key is not None and headers.get("authorization") != f"Bearer {self.key}":
+            return 401, {"error": {"message": "bad key", "type": "invalid_request_error"}}
+        if method == "GET" and path.endswith("/models"):
+            return 200, {"object": "list", "data": [{"id": m, "object": "model", "created": 0, "owned_by": "x"}
+                                                    for m in self.models]}
+        text = next(part["text"] for part in body["messages"][-1]["content"] if part["type"] == "text")
+        question = text.split("Question: ", 1)[1].split("\n", 1)[0]
+        first = text.split("\nResponse 1: ", 1)[1].split("\nResponse 2: ")[0]
+        second = text.split("\nResponse 2: ", 1)[1]
+        good = 1 if first.startswith("good") else 2 if second.startswith("good") else None
+        hard = "hard" in question
+        if good is None:
+            content = "<think>Neither is good.</think>"
+        else:
+            verdict = 3 - good if hard else good
+            content = f"<think>Response {verdict} is good.</think><answer>{verdict}</answer>"
+        logprobs = None
+        if self.logprobs and body.get("logprobs"):
+            tokens = self.tokens(content) + ["<|im_end|>"]
+            digit = len(tokens) - 3 if good is not None else -1  # "<answer>", digit, "</answer>", stop
+            probs = self.HARD_DIGIT_PROBS if hard else self.DIGIT_PROBS
+            logprobs = [self.entry(t, probs if i == digit else self.TEXT_PROBS) for i, t in enumerate(tokens)]
+        return 200, chat_completion(content, body["model"], logprobs, completion_tokens=len(self.tokens(content)))

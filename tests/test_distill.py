@@ -11,10 +11,10 @@ import subprocess
 import sys
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+from helpers import FakeOpenAIServer, chat_completion
 from PIL import Image
 
 from egt import prompts
@@ -37,42 +37,19 @@ class FakeTeacher:
         self.image_urls: list[str] = []
         self.auth: set[str] = set()
         self.lock = threading.Lock()
-        teacher = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args):  # keep test output clean
-                pass
-
-            def do_POST(self):
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                status, payload, headers = teacher.answer(self.path, self.headers.get("Authorization"), body)
-                data = json.dumps(payload).encode()
-                try:
-                    self.send_response(status)
-                    self.send_header("Content-Type", "application/json")
-                    self.send_header("Content-Length", str(len(data)))
-                    for key, value in headers.items():
-                        self.send_header(key, value)
-                    self.end_headers()
-                    self.wfile.write(data)
-                except (BrokenPipeError, ConnectionResetError):  # the client timed out and left
-                    pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.server = FakeOpenAIServer(lambda method, path, headers, body:
+                                       self.answer(path, headers.get("authorization"), body))
 
     @property
     def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}/v1"
+        return self.server.base_url
 
     def __enter__(self):
-        self.thread.start()
+        self.server.__enter__()
         return self
 
     def __exit__(self, *exc):
-        self.server.shutdown()
-        self.server.server_close()
+        self.server.__exit__(*exc)
 
     def answer(self, path, auth, body):
         if path != "/v1/chat/completions":
@@ -102,13 +79,7 @@ class FakeTeacher:
                  "late": bad if n == 1 else good,
                  "sloppy": f"  <think> {question} compared </think>\n<answer>Response {label}</answer> done"
                  }.get(kind, good)
-        return 200, {
-            "id": f"chatcmpl-{question}-{n}", "object": "chat.completion", "created": 1700000000,
-            "model": body["model"],
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": reply},
-                         "finish_reason": "stop", "logprobs": None}],
-            "usage": {"prompt_tokens": 100, "completion_tokens": 20, "total_tokens": 120},
-        }, {}
+        return 200, chat_completion(reply, body["model"], reply_id=f"chatcmpl-{question}-{n}"), {}
 
 
 def make_pairs(tmp_path: Path, kinds: list[str]) -> tuple[Path, dict[str, int]]:

@@ -13,6 +13,7 @@ from egt.entropy import (
     default_chunk_size,
     pair_entropies,
     response_entropies,
+    spans_from_token_bytes,
     split_sentences,
     token_char_spans,
     token_layout,
@@ -253,6 +254,22 @@ def test_token_char_spans_partial_utf8_goes_to_completing_token(byte_bpe_tokeniz
     assert_tiles(spans, text)
     emoji = text.index("🙂")
     assert spans[2:6] == [(emoji, emoji), (emoji, emoji), (emoji, emoji), (emoji, emoji + 1)]
+
+
+def test_spans_from_token_bytes_match_token_char_spans(byte_bpe_tokenizer):
+    """The same spans from raw token bytes (an endpoint's log-probs) as from decoding prefixes."""
+    text = "a 🙂 b"
+    emoji = "🙂".encode("utf-8")
+    pieces = [b"a", b" ", emoji[:1], emoji[1:2], emoji[2:3], emoji[3:], b" b"]
+    decoded, spans = spans_from_token_bytes(pieces)
+    assert decoded == text
+    assert spans == [(0, 1), (1, 2), (2, 2), (2, 2), (2, 2), (2, 3), (3, 5)]
+    words = byte_bpe_tokenizer.backend_tokenizer.pre_tokenizer.pre_tokenize_str(text)
+    byte_tokens = [byte_bpe_tokenizer.convert_tokens_to_ids(char) for word, _ in words for char in word]
+    assert token_char_spans(byte_bpe_tokenizer, byte_tokens)[2:6] == spans[2:6]
+    # an incomplete character at the very end is replaced, and belongs to the last token
+    assert spans_from_token_bytes([b"ok", emoji[:2]]) == ("ok\ufffd", [(0, 2), (2, 3)])
+    assert spans_from_token_bytes([]) == ("", [])
 
 
 def test_token_char_spans_skip_special_and_raw_tokenizer(byte_bpe_tokenizer):

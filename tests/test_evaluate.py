@@ -299,6 +299,12 @@ def test_tiny_judge_end_to_end(tmp_path, tiny_model_dir, synth_pairs_path):
     assert metrics["n_pairs"] == 6 and s["n_judgements"] == 12
     assert 0 < s["mean_generated_tokens"] <= 12
     assert 0.0 <= s["format_failure_rate"] <= 1.0
+    # greedy judgements carry their entropies (from the raw logits), so abstention is reported
+    records = read_jsonl(out / E.LOG_NAME)
+    spoke = [r for r in records if r["n_tokens"][0] > 0]
+    assert spoke and all(r["entropies_nats"]["mean"][0] > 0 for r in spoke)
+    assert set(metrics["abstention"]["views"]) == {"chosen_first", "chosen_second", "both_orders"}
+    assert (out / "risk_coverage_both_orders.png").exists()
     # a rerun finds everything judged and does not load the model again
     log_before = (out / E.LOG_NAME).read_text()
     assert main(args) == 0 and (out / E.LOG_NAME).read_text() == log_before
@@ -312,3 +318,78 @@ def test_tiny_judge_end_to_end(tmp_path, tiny_model_dir, synth_pairs_path):
         voted.append([r["judgements"]["chosen_first"]["texts"] for r in rows])
     assert voted[0] == voted[1] and all(len(texts) == 2 for texts in voted[0])
     assert any(a != b for a, b in voted[0])  # the two samples of a pair differ
+
+
+# ------------------------------------------------------------------ abstention by entropy
+
+def entropic(verdict, value):
+    """A judgement with every per-response entropy equal to `value` (as egt.judge.LocalBackend returns)."""
+    from egt.entropy import ResponseEntropy, ScoredJudgement
+
+    text = verdict_text(verdict)
+    return ScoredJudgement(text, parse_verdict(text), 5, False, ResponseEntropy(verdict, value, value, value, value, 5))
+
+
+def test_abstention_risk_coverage_hand_counted(tmp_path):
+    # chosen first only: right on p0 (entropy .1) and p1 (.2), wrong on p2 (.3) and p3 (.4)
+    value = {"p0": 0.1, "p1": 0.2, "p2": 0.3, "p3": 0.4}
+
+    def judge_fn(requests):
+        out = []
+        for r in requests:
+            right = r.pair.id in ("p0", "p1")
+            out.append(entropic(r.pair.label if right else 3 - r.pair.label, value[r.pair.id]))
+        return out
+
+    out = E.evaluate_pairs(make_pairs(4), judge_fn, cfg_for(tmp_path, orders="chosen-first"))
+    metrics = json.loads((out / "metrics.json").read_text())
+    view = metrics["abstention"]["views"]["chosen_first"]
+    assert set(view) == {"answer", "sentence", "mean", "max"}        # vote only with samples > 1
+    for metric in view.values():
+        assert metric["aurc"] == pytest.approx((0 + 0 + 1 / 3 + 1 / 2) / 4)
+        assert metric["accuracy_at"] == {"1": 0.5, "0.9": 0.5, "0.8": 0.5, "0.5": 1.0}
+        assert metric["coverage_at"]["0.8"] == 1.0                   # 80% of 4 pairs needs all 4
+    assert metrics["overall"]["accuracy"] == 0.5                     # the official metrics are unchanged
+    curves = json.loads((out / "risk_coverage.json").read_text())
+    assert curves["chosen_first"]["max"]["accuracy"] == pytest.approx([1.0, 1.0, 2 / 3, 0.5])
+    assert (out / "risk_coverage_chosen_first.png").stat().st_size > 1000
+    assert "## Abstention by entropy" in (out / "metrics.md").read_text()
+    records = read_jsonl(out / E.LOG_NAME)
+    assert records[0]["entropies_nats"] == {"answer": [0.1], "sentence": [0.1], "mean": [0.1], "max": [0.1]}
+    preds = read_jsonl(out / "predictions.jsonl")
+    assert preds[3]["judgements"]["chosen_first"]["entropies_nats"]["max"] == [0.4]
+
+
+def test_abstention_both_orders_and_vote(tmp_path):
+    # both orders, 2 samples: the both-order view averages over all four judgements; vote entropy joins
+    def judge_fn(requests):
+        return [entropic(1, 0.5 if r.pair.label == 1 else 1.5) for r in requests]   # always "1"
+
+    out = E.evaluate_pairs(make_pairs(4), judge_fn, cfg_for(tmp_path, samples=2, batch_size=8))
+    abst = json.loads((out / "metrics.json").read_text())["abstention"]
+    assert set(abst["views"]) == {"chosen_first", "chosen_second", "both_orders"}
+    assert set(abst["views"]["both_orders"]) == {"answer", "sentence", "mean", "max", "vote"}
+    # chosen first: always right; both orders: never (position bias)
+    assert abst["views"]["chosen_first"]["max"]["aurc"] == 0.0
+    assert abst["views"]["both_orders"]["max"]["aurc"] == 1.0
+    vote = abst["views"]["chosen_first"]["vote"]
+    assert vote["accuracy_at"]["0.5"] == 1.0 and vote["coverage_at"]["0.5"] == 1.0  # all tied at vote entropy 0
+    assert {p.name for p in out.glob("risk_coverage*")} == {"risk_coverage.json", "risk_coverage_chosen_first.png",
+                                                             "risk_coverage_both_orders.png"}
+
+
+def test_judgements_without_entropies_are_redone(tmp_path, capsys):
+    pairs, cfg = make_pairs(3), cfg_for(tmp_path)
+    out = E.evaluate_pairs(pairs, always(1), cfg)      # a judge without entropies: no abstention section
+    assert json.loads((out / "metrics.json").read_text())["abstention"] is None
+    assert not (out / "risk_coverage.json").exists()
+    log = out / E.LOG_NAME
+    records = read_jsonl(log)
+    for r in records[:4]:
+        del r["entropies_nats"]                        # as egt eval wrote them before it stored entropies
+    log.write_text("".join(json.dumps(r) + "\n" for r in records))
+    judge = Scripted(lambda r: verdict_text(1))
+    E.evaluate_pairs(pairs, lambda requests: [entropic(1, 0.2) for _ in judge(requests)], cfg)
+    assert len(judge.requests) == 4 and "4 judgement(s)" in capsys.readouterr().err
+    assert json.loads((out / "metrics.json").read_text())["abstention"] is None   # two units still lack them
+    assert all("entropies_nats" in r for r in E.judgement_log(log).load().values())

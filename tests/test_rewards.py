@@ -3,11 +3,8 @@ and the LLM logic judge against a real loopback HTTP server."""
 
 from __future__ import annotations
 
-import json
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
 import pytest
+from helpers import FakeOpenAIServer, chat_completion
 
 from egt import rewards
 from egt.rewards import (LLMLogicJudge, accuracy_reward, completion_text, composite_reward, format_reward,
@@ -157,49 +154,32 @@ def test_trl_functions_weighted_sum_equals_composite():
 
 # ---------------------------------------------------------------- LLM logic judge (loopback HTTP)
 
-class _FakeOpenAI(BaseHTTPRequestHandler):
+class _FakeOpenAI:
     """Answers /v1/chat/completions: AGREE if the reasoning names the verdict's response, else CONTRADICT;
     'FAIL' in the reasoning -> HTTP 500, 'GIBBERISH' -> an unreadable reply."""
 
     calls: list = []
     auth: list = []
 
-    def do_POST(self):  # noqa: N802
-        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+    @classmethod
+    def respond(cls, method, path, headers, body):
         prompt = body["messages"][0]["content"]
-        type(self).calls.append(prompt)
-        type(self).auth.append(self.headers.get("Authorization"))
+        cls.calls.append(prompt)
+        cls.auth.append(headers.get("authorization"))
         if "FAIL" in prompt:
-            self.send_response(500)
-            self.end_headers()
-            return
+            return 500, {"error": {"message": "boom"}}
         verdict = prompt.rsplit("Verdict: Response ", 1)[1][0]
         reasoning = prompt.split("Reasoning:\n", 1)[1].split("\n\nVerdict:")[0]
         word = "GIBBERISH" if "GIBBERISH" in reasoning else (
             "AGREE" if f"Response {verdict}" in reasoning else "CONTRADICT")
-        reply = {"id": "x", "object": "chat.completion", "created": 0, "model": body["model"],
-                 "choices": [{"index": 0, "finish_reason": "stop",
-                              "message": {"role": "assistant", "content": word}}]}
-        data = json.dumps(reply).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, *args):
-        pass
+        return 200, chat_completion(word, body["model"])
 
 
 @pytest.fixture
 def fake_endpoint():
     _FakeOpenAI.calls, _FakeOpenAI.auth = [], []
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _FakeOpenAI)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/v1"
-    server.shutdown()
-    server.server_close()
+    with FakeOpenAIServer(_FakeOpenAI.respond) as server:
+        yield server.base_url
 
 
 def test_llm_logic_judge(fake_endpoint, monkeypatch):

@@ -224,11 +224,10 @@ def test_two_processes_equal_one(tiny_model_dir, pairs6, reference_run, tmp_path
 def test_fast_span_tokenizer_gives_the_same_spans(tiny_model_dir):
     from transformers import AutoProcessor
 
-    from egt.entropy import token_char_spans
-    from egt.score import _span_tokenizer
+    from egt.entropy import span_tokenizer, token_char_spans
 
     tok = AutoProcessor.from_pretrained(str(tiny_model_dir)).tokenizer
-    raw = _span_tokenizer(tok)
+    raw = span_tokenizer(tok)
     assert raw is not tok  # the Rust tokenizer is used for the tiny judge
     text = "<think>Response 1 says a red circle. Ünïcödé → ok.</think><answer>2</answer><|im_start|>"
     ids = tok(text, add_special_tokens=False)["input_ids"] + [300, 17, 5]

@@ -8,3 +8,14 @@ benchmarks (`egt eval`). `egt demo` runs all of it on a tiny local judge.
 """
 
 __version__ = "0.1.0"
+
+__all__ = ["Judge", "Comparison"]
+
+
+def __getattr__(name: str):
+    """`egt.Judge`, `egt.Comparison` (egt.judge), imported on first use so `import egt` stays light."""
+    if name in __all__:
+        from egt import judge
+
+        return getattr(judge, name)
+    raise AttributeError(f"module 'egt' has no attribute {name!r}")

@@ -47,6 +47,8 @@ TOP = [
     Stage("curate", "egt.curate", "Stage 2: select pairs by entropy (or baselines) and order them.", ("scores",)),
     Stage("rl", "egt.rl", "Stage 3: GRPO on curated pairs in curriculum order."),
     Stage("eval", "egt.evaluate", "Evaluate a judge on reward benchmarks (both orders, voting)."),
+    Stage("judge", "egt.judging", "Verdicts of a trained judge on a pairs file, with confidence and abstention."),
+    Stage("rerank", "egt.rerank", "Best-of-N with a trained judge: a round-robin or knockout tournament."),
     Stage("demo", "egt.demo", "Run the whole EGT recipe on the tiny judge and write a report."),
 ]
 

@@ -6,9 +6,12 @@ Pure functions, no I/O. The definitions, for users, are in docs/definitions.md (
   in nats, computed chunk by chunk over positions in fp32 (fp64 for fp64 input), so a
   [4096 x 152k] bf16 block never exists in fp32 at once (see benchmarks/bench_entropy.py).
 - `topk_entropy_bounds`: bounds on H when an engine (vLLM) returns only the top-k log-probs.
-- `token_char_spans`: which characters of the completion each token wrote.
+- `token_char_spans`: which characters of the completion each token wrote (`spans_from_token_bytes`: the
+  same from the raw bytes of each token, as an OpenAI-compatible server's log-probs give them).
 - `token_layout`: the answer token, the <think> region and the sentence of each token of one judgement.
-- `response_entropies`: answer-token, sentence, mean-token and max-token entropy of one judgement.
+- `response_entropies`: answer-token, sentence, mean-token and max-token entropy of one judgement
+  (`judgement_entropies`: the same for a generated `egt.generation.Judgement`; `ScoredJudgement`: a
+  judgement with them, as egt.judge's backends return it).
 - `pair_entropies`: the K-sample means, vote entropy and K-sample accuracy of one pair, under the
   score-file column names of egt.scorefile (which also combines metrics into the hybrid score).
 
@@ -229,6 +232,25 @@ def token_char_spans(tokenizer, token_ids: Sequence[int], *,
     return _spans_from_ends(_token_ends(tokenizer, ids, full, kwargs))
 
 
+def spans_from_token_bytes(token_bytes: Sequence[bytes]) -> tuple[str, list[tuple[int, int]]]:
+    """Text and char span of each token, from the tokens' raw bytes (an OpenAI-compatible server's logprobs).
+
+    The bytes are decoded incrementally as UTF-8: a token that ends inside a multi-byte character gets
+    an empty span and the token that completes it gets the character, as in `token_char_spans`.
+    Invalid bytes decode to U+FFFD.
+    """
+    import codecs
+
+    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+    parts, spans, position = [], [], 0
+    for i, data in enumerate(token_bytes):
+        piece = decoder.decode(bytes(data), final=i == len(token_bytes) - 1)
+        parts.append(piece)
+        spans.append((position, position + len(piece)))
+        position += len(piece)
+    return "".join(parts), spans
+
+
 # ----------------------------------------------------------------------------- sentences
 
 _SENTENCE_END = re.compile(r"[.!?]+(?=\s|$)\s*|\n\s*")
@@ -365,6 +387,51 @@ def response_entropies(text: str, token_spans: Sequence[tuple[int, int]],
         max_token_nats=float(entropies[list(layout.region)].max()) if layout.region else math.nan,
         n_tokens=int(len(entropies)),
     )
+
+
+@dataclass
+class ScoredJudgement:
+    """A judgement with its per-response entropies, as the judge backends (egt.judge) return it."""
+
+    text: str
+    verdict: object                               # egt.prompts.Verdict
+    n_tokens: int
+    truncated: bool = False
+    entropy: ResponseEntropy | None = None        # exact, or the upper bounds (endpoint); None = unavailable
+    entropy_lower: ResponseEntropy | None = None  # the lower bounds (endpoint top-k log-probs), else None
+
+
+def as_scored(judgement) -> ScoredJudgement:
+    """An egt.generation.Judgement (no per-response entropies) as a ScoredJudgement; ScoredJudgements pass."""
+    if isinstance(judgement, ScoredJudgement):
+        return judgement
+    return ScoredJudgement(judgement.text, judgement.verdict, len(judgement.token_ids), bool(judgement.truncated))
+
+
+def span_tokenizer(tokenizer):
+    """The Rust `tokenizers.Tokenizer` behind a fast tokenizer when it decodes identically (no clean-up).
+
+    token_char_spans decodes every prefix of a completion; through transformers' batch_decode
+    that costs more than the entropy itself (per-id type checks), directly it is ~5x cheaper.
+    """
+    raw = getattr(tokenizer, "_tokenizer", None)
+    if raw is None or not hasattr(raw, "decode_batch") or getattr(tokenizer, "clean_up_tokenization_spaces", False):
+        return tokenizer
+    return raw
+
+
+def judgement_entropies(judgement, tokenizer, sentence_agg: str = "mean",
+                        entropies: Sequence[float] | None = None) -> tuple[ResponseEntropy, list[tuple[int, int]]]:
+    """Per-response entropies of one generated judgement (egt.generation.Judgement) and its token spans.
+
+    `entropies` replaces `judgement.token_entropies_nats` (e.g. the lower bounds of top-k mode).
+    """
+    fast = span_tokenizer(tokenizer)
+    if fast is not tokenizer and fast.decode(judgement.token_ids, skip_special_tokens=False) != judgement.text:
+        fast = tokenizer  # the texts must agree character for character
+    spans = token_char_spans(fast, judgement.token_ids)
+    values = judgement.token_entropies_nats if entropies is None else entropies
+    return response_entropies(judgement.text, spans, values, sentence_agg), spans
 
 
 # ----------------------------------------------------------------------------- per pair

@@ -26,7 +26,15 @@ Output folder:
   "[[B]]"; MM-RLHF `id` = the shared original id and `image`/`video` path), and
   egt's own fields (per order: verdicts, choices, texts, token counts).
 - metrics.json, metrics.md   official metrics per view (chosen-first,
-  chosen-second, both orders, random), order metrics, format failures, tokens.
+  chosen-second, both orders, random), order metrics, format failures, tokens,
+  and abstention by entropy (`abstention`: AURC and accuracy at 100/90/80/50%
+  coverage per view and entropy metric, egt.abstention).
+- risk_coverage.json, risk_coverage_<view>.png   the risk-coverage curves.
+
+Every judgement's entropies (answer, sentence, mean, max; egt.entropy) are
+computed from the raw logits while it is generated (greedy too) and stored in
+judgements.jsonl (`entropies_nats`); a log written before egt stored them has
+those judgements redone on the next run (with a message).
 
 Departures from the public scripts: a judgement with no readable verdict is
 wrong (rewards [0, 0]); R1-Reward's scripts instead read the last digit of the
@@ -45,6 +53,7 @@ from typing import Callable, Literal
 from pydantic import Field, field_validator, model_validator
 
 from egt import metrics as M
+from egt.abstention import abstention_markdown, abstention_summary, write_risk_coverage
 from egt.config import StageConfig, save_config
 from egt.errors import EgtError
 from egt.io import Journal, check_unique_ids, write_json, write_text
@@ -179,37 +188,53 @@ def _check_settings(out: Path, cfg: Config) -> None:
 
 # ------------------------------------------------------------------ judging
 
-JudgeFn = Callable[[list], list]  # list[generation.JudgeRequest] -> list[generation.Judgement]
+# list[generation.JudgeRequest] -> list[entropy.ScoredJudgement] (or generation.Judgement: no entropies)
+JudgeFn = Callable[[list], list]
 
 
 def model_judge_fn(cfg: Config) -> JudgeFn:
-    """generation.judge on the loaded checkpoint, with this run's decoding settings."""
-    from egt.generation import judge
-    from egt.models import load_judge
+    """generation.judge on the loaded checkpoint, with this run's decoding settings and per-judgement
+    entropies (egt.judge.LocalBackend: one generation path for eval and the judge API)."""
+    from egt.judge import LocalBackend
 
-    device = cfg.device
-    if device == "auto":
-        import torch
-
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    model, processor = load_judge(cfg.model, device=device, dtype=cfg.dtype)
+    backend = LocalBackend(cfg.model, device=cfg.device, dtype=cfg.dtype, batch_size=cfg.batch_size)
 
     def judge_fn(requests):
-        return judge(model, processor, requests, temperature=cfg.temperature, top_p=cfg.top_p,
-                     max_new_tokens=cfg.max_new_tokens, batch_size=cfg.batch_size, progress=False)
+        return backend.run(requests, temperature=cfg.temperature, top_p=cfg.top_p,
+                           max_new_tokens=cfg.max_new_tokens)
     return judge_fn
+
+
+def entropy_record(group) -> dict | None:
+    """Per-metric lists (one value per judgement, None where undefined); None if a judgement has no entropies."""
+    from egt.judge import ENTROPY_METRICS, response_values
+
+    values = [response_values(g.entropy) for g in group]
+    if not values or any(v is None for v in values):
+        return None
+    return {m: [v[m] for v in values] for m in ENTROPY_METRICS}
+
+
+def _needs_judging(record: dict | None) -> bool:
+    """Not judged yet, or judged before egt stored per-judgement entropies (redone)."""
+    return record is None or "entropies_nats" not in record
 
 
 def judge_pending(pairs: list[PreferencePair], cfg: Config, judge_fn: JudgeFn, log_path: Path) -> dict[str, dict]:
     """Judge every (pair, order) not yet in the log, appending a batch at a time."""
     from tqdm.auto import tqdm
 
+    from egt.entropy import as_scored
     from egt.generation import JudgeRequest, judgement_seed
 
     log = judgement_log(log_path)
     done = log.load()
     units = [(pair, order) for pair in pairs for order in orders_of(pair.id, cfg.orders, cfg.seed)]
-    todo = [(p, o) for p, o in units if unit_key(p.id, o) not in done]
+    todo = [(p, o) for p, o in units if _needs_judging(done.get(unit_key(p.id, o)))]
+    stale = sum(unit_key(p.id, o) in done for p, o in todo)
+    if stale:
+        print(f"egt eval: {stale} judgement(s) in {log_path} predate per-judgement entropies; judging them again",
+              file=sys.stderr)
     k = cfg.samples
     per_batch = max(1, cfg.batch_size // k)
     bar = tqdm(total=len(units), initial=len(units) - len(todo), desc="eval", unit="pair-order",
@@ -218,7 +243,7 @@ def judge_pending(pairs: list[PreferencePair], cfg: Config, judge_fn: JudgeFn, l
         batch = todo[start:start + per_batch]
         requests = [JudgeRequest(oriented(p, o), None if k == 1 else judgement_seed(cfg.seed, unit_key(p.id, o), i))
                     for p, o in batch for i in range(k)]
-        judgements = judge_fn(requests)
+        judgements = [as_scored(j) for j in judge_fn(requests)]
         if len(judgements) != len(requests):
             raise RuntimeError(f"judge returned {len(judgements)} judgements for {len(requests)} requests")
         records = []
@@ -227,8 +252,8 @@ def judge_pending(pairs: list[PreferencePair], cfg: Config, judge_fn: JudgeFn, l
             records.append({"key": unit_key(pair.id, order), "id": pair.id, "order": order,
                             "verdicts": [g.verdict.verdict or 0 for g in group],
                             "format_ok": [bool(g.verdict.format_ok) for g in group],
-                            "n_tokens": [len(g.token_ids) for g in group],
-                            "texts": [g.text for g in group]})
+                            "n_tokens": [g.n_tokens for g in group],
+                            "texts": [g.text for g in group], "entropies_nats": entropy_record(group)})
         log.append(records)
         done.update((r["key"], r) for r in records)
         bar.update(len(batch))
@@ -245,7 +270,7 @@ def order_result(record: dict) -> dict:
     choice, rewards = M.majority_vote(choices)
     return {"verdicts": record["verdicts"], "choices": choices, "choice": choice, "rewards": rewards,
             "correct": M.is_correct(rewards), "format_ok": record["format_ok"],
-            "n_tokens": record["n_tokens"], "texts": record["texts"]}
+            "n_tokens": record["n_tokens"], "texts": record["texts"], "entropies_nats": record.get("entropies_nats")}
 
 
 def official_fields(pair: PreferencePair, benchmark: str, order: str, correct: bool) -> dict:
@@ -298,7 +323,8 @@ def benchmark_metrics(benchmark: str, rows: list[dict], correct: list[bool], has
     return M.category_accuracy([c or "all" for c in categories], correct)
 
 
-def compute_metrics(rows: list[dict], cfg: Config, n_skipped: int = 0) -> dict:
+def view_results(rows: list[dict], cfg: Config) -> dict[str, tuple[list[bool], list[bool]]]:
+    """Per view (chosen_first, chosen_second, both_orders, random): correctness and has-verdict per row."""
     views: dict[str, tuple[list[bool], list[bool]]] = {}
     if cfg.orders == "random":
         views["random"] = ([r["correct"] for r in rows],
@@ -310,6 +336,11 @@ def compute_metrics(rows: list[dict], cfg: Config, n_skipped: int = 0) -> dict:
     if cfg.orders == "both":
         views["both_orders"] = ([r["both_correct"] for r in rows],
                                 [all(j["choice"] is not None for j in r["judgements"].values()) for r in rows])
+    return views
+
+
+def compute_metrics(rows: list[dict], cfg: Config, n_skipped: int = 0) -> dict:
+    views = view_results(rows, cfg)
     per_view = {name: benchmark_metrics(cfg.benchmark, rows, c, v) for name, (c, v) in views.items()}
     headline = "random" if cfg.orders == "random" else "chosen_first"
     summary = {k: v for k, v in per_view[headline].items() if k not in ("categories", "n")}
@@ -325,7 +356,8 @@ def compute_metrics(rows: list[dict], cfg: Config, n_skipped: int = 0) -> dict:
     return {"benchmark": cfg.benchmark, "data": str(cfg.data), "model": str(cfg.model), "orders": cfg.orders,
             "samples": cfg.samples, "temperature": cfg.temperature if cfg.samples > 1 else None,
             "n_pairs": len(rows), "n_skipped": n_skipped, "headline_view": headline,
-            "overall": summary, "views": per_view}
+            "overall": summary, "views": per_view,
+            "abstention": abstention_summary(rows, {name: c for name, (c, _) in views.items()}, cfg.samples)}
 
 
 def metrics_markdown(result: dict) -> str:
@@ -350,6 +382,7 @@ def metrics_markdown(result: dict) -> str:
                          + ([views[n]["categories"].get(c, {}).get("acc_plus") for n in names] if acc_plus else []))
         lines += ["## Accuracy per category", "", markdown_table(headers, table, digits=4)]
     lines += ["Correct = the judge picks the chosen response (`rewards[0] > rewards[1]`); no verdict is wrong.", ""]
+    lines += abstention_markdown(result.get("abstention"), VIEW_TITLES)
     return "\n".join(lines)
 
 
@@ -392,6 +425,8 @@ def evaluate_pairs(pairs: list[PreferencePair], judge_fn: JudgeFn, cfg: Config, 
     write_rows(rows, out / "predictions.jsonl")
     result = compute_metrics(rows, cfg, n_skipped)
     write_json(result, out / "metrics.json")
+    write_risk_coverage(rows, {name: c for name, (c, _) in view_results(rows, cfg).items()}, cfg.samples, out,
+                        VIEW_TITLES)
     write_text(metrics_markdown(result), out / "metrics.md")
     return out
 
@@ -408,7 +443,8 @@ def run(cfg: Config) -> Path | None:
         raise EgtError(f"{cfg.data}: no pairs to evaluate")
     _check_settings(Path(cfg.output), cfg)  # refuse a mismatched folder before loading the model
     needed = {unit_key(p.id, o) for p in pairs for o in orders_of(p.id, cfg.orders, cfg.seed)}
-    log_path = Path(cfg.output) / LOG_NAME
+    done = judgement_log(Path(cfg.output) / LOG_NAME).load()
     # Load the model only when something is left to judge (a finished run just recomputes metrics).
-    judge_fn = model_judge_fn(cfg) if not needed <= set(judgement_log(log_path).load()) else (lambda requests: [])
+    left = any(_needs_judging(done.get(key)) for key in needed)
+    judge_fn = model_judge_fn(cfg) if left else (lambda requests: [])
     return evaluate_pairs(pairs, judge_fn, cfg, n_skipped=len(skipped))

@@ -84,11 +84,11 @@ def save_figure(fig, path: str | Path) -> Path:
 def line_plot(series: dict[str, tuple[Sequence[float], Sequence[float]]], path: str | Path, *,
               title: str, xlabel: str, ylabel: str, ylim: tuple[float, float] | None = None,
               xticks: Sequence[float] | None = None, xticklabels: Sequence[str] | None = None,
-              reference: float | None = None, reference_label: str = "") -> Path:
-    """One line (with markers) per series name -> (x, y); optional horizontal reference line."""
+              reference: float | None = None, reference_label: str = "", marker: str | None = "o") -> Path:
+    """One line (with markers unless marker=None) per series name -> (x, y); optional horizontal reference line."""
     fig, (ax,) = new_figure()
     for name, (xs, ys) in series.items():
-        ax.plot(list(xs), list(ys), marker="o", linewidth=2, label=name)
+        ax.plot(list(xs), list(ys), marker=marker, linewidth=2, label=name)
     if reference is not None and math.isfinite(reference):
         ax.axhline(reference, color="grey", linestyle="--", linewidth=1, label=reference_label or None)
     if xticks is not None:

@@ -20,6 +20,9 @@ so `reward_functions()` returns format_reward, accuracy_reward, logic_reward
 and accuracy_x_logic_reward with weights [w_f, 1, 0, w_l]: the weighted sum is
 exactly the composite, and logic itself (weight 0) is logged for monitoring.
 
+The rewards here train a judge. To train a *policy* with a trained judge as its reward, see
+`egt.judge_reward.JudgeReward` (kept apart: it loads a model, and it uses `completion_text` from here).
+
 Departure from R1-Reward: its logic check is an LLM call; here the default is a
 rule that reads the last sentences of the <think> block (explicit phrases such
 as "Response 2 is better", "so the answer is 1", "Response 1 is wrong") and, when

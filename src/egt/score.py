@@ -98,27 +98,10 @@ class Config(StageConfig):
 
 # ---------------------------------------------------------------- per-pair scoring (no I/O)
 
-def _span_tokenizer(tokenizer):
-    """The Rust `tokenizers.Tokenizer` behind a fast tokenizer when it decodes identically (no clean-up).
-
-    token_char_spans decodes every prefix of a completion; through transformers' batch_decode
-    that costs more than the entropy itself (per-id type checks), directly it is ~5x cheaper.
-    """
-    raw = getattr(tokenizer, "_tokenizer", None)
-    if raw is None or not hasattr(raw, "decode_batch") or getattr(tokenizer, "clean_up_tokenization_spaces", False):
-        return tokenizer
-    return raw
-
-
 def _response_scores(judgement, tokenizer, sentence_agg: str, entropies=None):
-    from egt.entropy import response_entropies, token_char_spans
+    from egt.entropy import judgement_entropies
 
-    fast = _span_tokenizer(tokenizer)
-    if fast is not tokenizer and fast.decode(judgement.token_ids, skip_special_tokens=False) != judgement.text:
-        fast = tokenizer  # the texts must agree character for character
-    spans = token_char_spans(fast, judgement.token_ids)
-    values = judgement.token_entropies_nats if entropies is None else entropies
-    return response_entropies(judgement.text, spans, values, sentence_agg), spans
+    return judgement_entropies(judgement, tokenizer, sentence_agg, entropies)
 
 
 def score_row(pair, judgements, tokenizer, sentence_agg: str = "mean", lower_entropies=None) -> tuple[dict, list[dict]]:
