@@ -9,17 +9,17 @@ import re
 import signal
 import subprocess
 import sys
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+from helpers import OpenAIServer, chat_completion
 from PIL import Image
 
 from egt import prompts
 from egt.config import load_config
-from egt.distill import Config, backoff_delay_s, drop_reason, judge_reply, run
+from egt.distill import Config, drop_reason, judge_reply, run
+from egt.endpoint import backoff_delay_s
 from egt.io import Journal
 from egt.schema import ImageRef, PreferencePair, read_rows, write_pairs
 
@@ -27,52 +27,16 @@ SECRET = "sk-test-SECRET123"
 KEY_ENV = "EGT_TEST_TEACHER_KEY"
 
 
-class FakeTeacher:
+class FakeTeacher(OpenAIServer):
     """Answers by the pair's question `<kind>-<i>`; counts requests per question."""
 
     def __init__(self, labels: dict[str, int], slow_s: float = 1.5, delay_s: float = 0.0):
+        super().__init__(self.answer)
         self.labels, self.slow_s, self.delay_s = labels, slow_s, delay_s
         self.counts: dict[str, int] = {}
         self.texts: dict[str, str] = {}
         self.image_urls: list[str] = []
         self.auth: set[str] = set()
-        self.lock = threading.Lock()
-        teacher = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args):  # keep test output clean
-                pass
-
-            def do_POST(self):
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                status, payload, headers = teacher.answer(self.path, self.headers.get("Authorization"), body)
-                data = json.dumps(payload).encode()
-                try:
-                    self.send_response(status)
-                    self.send_header("Content-Type", "application/json")
-                    self.send_header("Content-Length", str(len(data)))
-                    for key, value in headers.items():
-                        self.send_header(key, value)
-                    self.end_headers()
-                    self.wfile.write(data)
-                except (BrokenPipeError, ConnectionResetError):  # the client timed out and left
-                    pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    @property
-    def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}/v1"
-
-    def __enter__(self):
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.server.shutdown()
-        self.server.server_close()
 
     def answer(self, path, auth, body):
         if path != "/v1/chat/completions":
@@ -102,13 +66,7 @@ class FakeTeacher:
                  "late": bad if n == 1 else good,
                  "sloppy": f"  <think> {question} compared </think>\n<answer>Response {label}</answer> done"
                  }.get(kind, good)
-        return 200, {
-            "id": f"chatcmpl-{question}-{n}", "object": "chat.completion", "created": 1700000000,
-            "model": body["model"],
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": reply},
-                         "finish_reason": "stop", "logprobs": None}],
-            "usage": {"prompt_tokens": 100, "completion_tokens": 20, "total_tokens": 120},
-        }, {}
+        return 200, chat_completion(reply, body["model"], f"chatcmpl-{question}-{n}"), {}
 
 
 def make_pairs(tmp_path: Path, kinds: list[str]) -> tuple[Path, dict[str, int]]:
