@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from egt.errors import ConfigError, DataError, EgtError
-from egt.runstate import RunLocked, StaleRunError
+from egt.errors import DataError, EgtError
+from egt.runstate import StaleRunError
 from egt.schema import read_rows, write_pairs
 
 N_PAIRS = 6
