@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import random
 import shlex
 import statistics
@@ -261,7 +260,7 @@ def main(argv: list[str] | None = None) -> int:
         noise_rows.append({**summarize(f"noise {noise:g}", cells, sft_result), "noise": noise,
                            "noise label": f"{noise:.0%}", "factor": ""})
     command = "python benchmarks/bench_rl.py " + shlex.join(sys.argv[1:] if argv is None else argv)
-    lines = [f"# GRPO calibration on the tiny judge", "",
+    lines = ["# GRPO calibration on the tiny judge", "",
              f"`{command}` ({time.perf_counter() - started:.0f} s, {len(jobs)} jobs)", "",
              f"SFT judge `{sft}`: both-order accuracy {sft_result['both_order_accuracy']:.3f}, position "
              f"consistency {sft_result['position_consistency']:.3f} on {len(sft_result['ids'])} clean test pairs. "

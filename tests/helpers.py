@@ -183,3 +183,8 @@ class FakeServedJudge:
             probs = self.HARD_DIGIT_PROBS if hard else self.DIGIT_PROBS
             logprobs = [self.entry(t, probs if i == digit else self.TEXT_PROBS) for i, t in enumerate(tokens)]
         return 200, chat_completion(content, body["model"], logprobs, completion_tokens=len(self.tokens(content)))
+
+
+def api_error(status: int, message: str = "error") -> tuple[int, dict, dict]:
+    """An OpenAI-style error reply (status, body, headers) for FakeOpenAIServer's `respond`."""
+    return status, {"error": {"message": message, "type": "server_error" if status >= 500 else "invalid_request"}}, {}

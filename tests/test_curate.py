@@ -183,3 +183,33 @@ def test_duplicate_ids_are_reported_with_their_row(tmp_path):
                       tmp_path / "dup.parquet")
     with pytest.raises(DataError, match="dup.parquet:2: field 'id' duplicate id 'a'"):
         run(load_config(Config, None, {"scores": str(path), "output": str(tmp_path / "o"), "n": 1}))
+
+
+def test_rerun_with_other_settings_is_refused_unless_overwrite(scores, tmp_path):
+    from egt.runstate import StaleRunError
+
+    out = tmp_path / "o"
+    ids, _, _ = curate(scores, out, strategy="lowest", n=4)
+    assert curate(scores, out, strategy="lowest", n=4)[0] == ids        # the same settings: fine
+    with pytest.raises(StaleRunError, match=r"setting n: 4 -> 5"):
+        curate(scores, out, strategy="lowest", n=5)
+    write_rows(read_rows(scores)[::-1], scores)                          # same rows, other file
+    with pytest.raises(StaleRunError, match=r"input scores: [0-9a-f]{12}\.\.\. -> "):
+        curate(scores, out, strategy="lowest", n=4)
+    assert len(curate(scores, out, strategy="lowest", n=5, overwrite=True)[0]) == 5
+
+
+@pytest.mark.parametrize("edit, field", [(lambda m: m["config"].update(n="many"), "config.n"),
+                                         (lambda m: m["config"].update(strategy="best"), "config.strategy"),
+                                         (lambda m: m.pop("input"), "config"),
+                                         (lambda m: m.update(selected_ids=7), "config")])
+def test_bad_manifest_values_are_one_line_errors(scores, tmp_path, edit, field, capsys):
+    folder = run(load_config(Config, None, {"scores": str(scores), "output": str(tmp_path / "o"), "n": 3}))
+    manifest = json.loads((folder / "manifest.json").read_text())
+    edit(manifest)
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(DataError, match=rf"manifest.json: field '{field}'"):
+        rebuild(folder / "manifest.json", tmp_path / "again")
+    assert main(["curate", "--manifest", str(folder / "manifest.json"), "--output", str(tmp_path / "cli")]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1 and "Traceback" not in err

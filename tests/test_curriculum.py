@@ -1,6 +1,7 @@
 """Curriculum orderings: exact orders and stages, ties by id, seeded shuffles."""
 
 import math
+import re
 
 import numpy as np
 import pytest
@@ -86,3 +87,11 @@ def test_sequence_by_order_sorts_by_the_order_column():
         sequence_by_order([2, None], "f.parquet")
     with pytest.raises(DataError, match="field 'order' value 3 appears more than once"):
         sequence_by_order([3, 0, 3])
+
+
+@pytest.mark.parametrize("orders, got", [(["2", "0", "1"], "'2' (str)"), ([0, 1.5, 2], "1.5 (float)"),
+                                         ([True, False, 2], "True (bool)"), ([0, float("nan"), 1], "nan (float)")])
+def test_order_column_of_the_wrong_type_names_the_row(orders, got):
+    with pytest.raises(DataError, match=r"sel.parquet:\d: field 'order' expected an integer position, got " + re.escape(got)):
+        sequence_by_order(orders, "sel.parquet")
+    assert sequence_by_order([2.0, 0, np.int64(1)], "sel.parquet") == [1, 2, 0]

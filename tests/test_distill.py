@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import re
 import signal
 import subprocess
@@ -19,7 +18,8 @@ from PIL import Image
 
 from egt import prompts
 from egt.config import load_config
-from egt.distill import Config, backoff_delay_s, drop_reason, judge_reply, run
+from egt.distill import Config, drop_reason, judge_reply, run
+from egt.endpoint import backoff_delay_s
 from egt.io import Journal
 from egt.schema import ImageRef, PreferencePair, read_pairs, read_rows, write_pairs
 

@@ -393,3 +393,82 @@ def test_judgements_without_entropies_are_redone(tmp_path, capsys):
     assert len(judge.requests) == 4 and "4 judgement(s)" in capsys.readouterr().err
     assert json.loads((out / "metrics.json").read_text())["abstention"] is None   # two units still lack them
     assert all("entropies_nats" in r for r in E.judgement_log(log).load().values())
+
+def test_image_root_applies_to_pairs_files_and_stays_closed(tmp_path, synth_pairs_path):
+    import shutil
+
+    from egt.errors import DataError
+
+    data = synth_pairs_path("test", 3)
+    moved = tmp_path / "elsewhere" / "test.parquet"
+    moved.parent.mkdir()
+    shutil.copy(data, moved)          # relative image paths now point into a folder without images
+    cfg = cfg_for(tmp_path, data=str(moved))
+    pairs, _ = E.load_pairs(cfg)
+    with pytest.raises(DataError, match="image file not found"):
+        pairs[0].open_images()
+    pairs, _ = E.load_pairs(cfg_for(tmp_path, data=str(moved), image_root=str(data.parent)))
+    assert pairs[0].open_images()[0].size[0] > 0                  # --image-root is where they resolve
+    pairs, _ = E.load_pairs(cfg_for(tmp_path, data=str(moved), image_root=str(tmp_path / "elsewhere")))
+    with pytest.raises(DataError, match="image file not found"):
+        pairs[0].open_images()
+
+
+@pytest.mark.slow
+def test_changed_model_weights_are_refused_not_reused(tmp_path, tiny_model_dir, synth_pairs_path):
+    import shutil
+
+    from egt.runstate import StaleRunError
+
+    model = tmp_path / "model"
+    shutil.copytree(tiny_model_dir, model)
+    cfg = E.Config(benchmark="synthetic", data=str(synth_pairs_path("test", 2)), model=str(model),
+                   output=str(tmp_path / "out"), max_new_tokens=4, batch_size=4, progress=False)
+    E.run(cfg)
+    weights = model / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 0xFF
+    weights.write_bytes(bytes(data))          # same path, same size, other weights
+    log = (tmp_path / "out" / E.LOG_NAME).read_text()
+    with pytest.raises(StaleRunError, match=r"model file model\.safetensors"):
+        E.run(cfg)
+    assert (tmp_path / "out" / E.LOG_NAME).read_text() == log
+    E.run(cfg.model_copy(update={"overwrite": True}))
+    assert len((tmp_path / "out" / E.LOG_NAME).read_text().splitlines()) == 4
+
+
+@pytest.mark.slow
+def test_sigkill_then_rerun_equals_an_uninterrupted_run(tmp_path, tiny_model_dir, synth_pairs_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    data = synth_pairs_path("test", 16)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
+
+    def cmd(out):
+        return [sys.executable, "-m", "egt.cli", "eval", "--benchmark", "synthetic", "--data", str(data), "--model",
+                str(tiny_model_dir), "--output", str(out), "--max_new_tokens", "40", "--batch_size", "2",
+                "--progress", "false"]
+
+    assert subprocess.run(cmd(tmp_path / "ref"), env=env, capture_output=True, timeout=300).returncode == 0
+    out = tmp_path / "killed"
+    log = out / E.LOG_NAME
+    proc = subprocess.Popen(cmd(out), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 240
+    while not (log.exists() and log.read_bytes().count(b"\n") >= 4):
+        assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
+        assert time.monotonic() < deadline
+        time.sleep(0.005)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    judged = log.read_bytes().count(b"\n")
+    assert 4 <= judged < 32, "the run was not interrupted mid-way"
+    with open(log, "ab") as handle:
+        handle.write(b'{"key": "torn')                  # and a line cut off by a kill
+    assert subprocess.run(cmd(out), env=env, capture_output=True, timeout=300).returncode == 0
+    for name in ("predictions.jsonl", "metrics.json"):
+        assert (out / name).read_text() == (tmp_path / "ref" / name).read_text().replace(
+            str(tmp_path / "ref"), str(out)), name

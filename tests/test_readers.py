@@ -216,7 +216,7 @@ BAD_CASES = {
     "empty_response": ([{**_ok_row(0), "id": "b", "chosen": "  "}], "response_1", "empty"),
     "image_missing": ([_ok_row(0, "nope.png") | {"id": "b"}], "image", "not found"),
     "image_undecodable": ([_ok_row(0, "bad.png") | {"id": "b"}], "image", "cannot be decoded"),
-    "image_escapes_root": ([_ok_row(0, "../outside.png") | {"id": "b"}], "image", "escapes the image root"),
+    "image_escapes_root": ([_ok_row(0, "../outside.png") | {"id": "b"}], "image", "leaves the image root"),
 }
 
 

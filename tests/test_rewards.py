@@ -4,9 +4,11 @@ and the LLM logic judge against a real loopback HTTP server."""
 from __future__ import annotations
 
 import pytest
-from helpers import FakeOpenAIServer, chat_completion
+from helpers import FakeOpenAIServer, api_error, chat_completion
 
 from egt import rewards
+from egt.endpoint import EndpointRefused
+from egt.errors import ConfigError
 from egt.rewards import (LLMLogicJudge, accuracy_reward, completion_text, composite_reward, format_reward,
                          reasoning_conclusion, reward_functions, rule_logic)
 
@@ -154,61 +156,79 @@ def test_trl_functions_weighted_sum_equals_composite():
 
 # ---------------------------------------------------------------- LLM logic judge (loopback HTTP)
 
-class _FakeOpenAI:
-    """Answers /v1/chat/completions: AGREE if the reasoning names the verdict's response, else CONTRADICT;
-    'FAIL' in the reasoning -> HTTP 500, 'GIBBERISH' -> an unreadable reply."""
-
-    calls: list = []
-    auth: list = []
-
-    @classmethod
-    def respond(cls, method, path, headers, body):
-        prompt = body["messages"][0]["content"]
-        cls.calls.append(prompt)
-        cls.auth.append(headers.get("authorization"))
-        if "FAIL" in prompt:
-            return 500, {"error": {"message": "boom"}}
-        verdict = prompt.rsplit("Verdict: Response ", 1)[1][0]
-        reasoning = prompt.split("Reasoning:\n", 1)[1].split("\n\nVerdict:")[0]
-        word = "GIBBERISH" if "GIBBERISH" in reasoning else (
-            "AGREE" if f"Response {verdict}" in reasoning else "CONTRADICT")
-        return 200, chat_completion(word, body["model"])
+def _logic_reply(method, path, headers, body):
+    """AGREE if the reasoning names the verdict's response, else CONTRADICT; 'FAIL' in the reasoning ->
+    HTTP 500, 'GIBBERISH' -> an unreadable reply, 'DENY' -> HTTP 401."""
+    prompt = body["messages"][0]["content"]
+    if "FAIL" in prompt:
+        return api_error(500, "boom")
+    if "DENY" in prompt:
+        return api_error(401, "bad key")
+    verdict = prompt.rsplit("Verdict: Response ", 1)[1][0]
+    reasoning = prompt.split("Reasoning:\n", 1)[1].split("\n\nVerdict:")[0]
+    word = "GIBBERISH" if "GIBBERISH" in reasoning else (
+        "AGREE" if f"Response {verdict}" in reasoning else "CONTRADICT")
+    return 200, chat_completion(word, body["model"]), {}
 
 
 @pytest.fixture
 def fake_endpoint():
-    _FakeOpenAI.calls, _FakeOpenAI.auth = [], []
-    with FakeOpenAIServer(_FakeOpenAI.respond) as server:
-        yield server.base_url
+    with FakeOpenAIServer(_logic_reply) as server:
+        yield server
 
 
 def test_llm_logic_judge(fake_endpoint, monkeypatch):
     monkeypatch.setenv("EGT_TEST_KEY", "sk-secret")
-    judge = LLMLogicJudge(fake_endpoint, "judge-model", api_key_env="EGT_TEST_KEY", timeout_s=5,
+    judge = LLMLogicJudge(fake_endpoint.base_url, "judge-model", api_key_env="EGT_TEST_KEY", timeout_s=5,
                           max_retries=1, retry_backoff_s=0.01, max_workers=2)
     completions = [t("Response 1 looks fine.", "1"), t("Response 2 looks fine.", "1"),
                    t("FAIL here.", "1"), t("GIBBERISH.", "2"), "no verdict at all"]
     assert judge(completions) == [1, -1, 0, 0, 0]
-    assert judge.failures == 2                      # the 500 and the unreadable reply, after retries
-    assert len(_FakeOpenAI.calls) == 6              # 2 ok + 2 x (1 + 1 retry); no call without a verdict
-    assert set(_FakeOpenAI.auth) == {"Bearer sk-secret"}
+    # the 500 fails after its retry; the unreadable reply is not asked again (temperature 0)
+    assert (judge.failures, judge.unreadable) == (1, 1)
+    assert len(fake_endpoint.requests) == 5           # 2 ok + 500 x (1 + 1 retry) + 1 unreadable
+    assert {headers.get("authorization") for _, _, headers, _ in fake_endpoint.requests} == {"Bearer sk-secret"}
+    assert judge.stats() == {"requests": 5, "retries": 1, "failures": 1, "unreadable": 1, "fallbacks": 2,
+                             "cached": 2}
     # the same batch twice in a row (logic and accuracy_x_logic of one step) is answered from memory
-    assert judge(completions) == [1, -1, 0, 0, 0] and len(_FakeOpenAI.calls) == 6
-    # a new batch: the two good answers come from the cache, the failures are asked again
+    assert judge(completions) == [1, -1, 0, 0, 0] and len(fake_endpoint.requests) == 5
+    # a new batch: the two good answers come from the cache, the failure is asked again
     assert judge(completions[:3]) == [1, -1, 0]
-    assert len(_FakeOpenAI.calls) == 8 and judge.failures == 3
-    # as TRL reward functions, with the failure counter logged as a metric
+    assert len(fake_endpoint.requests) == 7 and judge.failures == 2
+    # as TRL reward functions, with the fallback counters logged as metrics
     funcs, weights = reward_functions(logic=judge)
     metrics = {}
     out = funcs[2](completions[:2], label=[1, 1], log_metric=lambda k, v: metrics.__setitem__(k, v))
-    assert out == [1.0, -1.0] and metrics == {"logic_judge_failures": 3.0}
+    assert out == [1.0, -1.0]
+    assert metrics == {"logic_judge_failures": 2.0, "logic_judge_unreadable": 1.0, "logic_judge_retries": 2.0}
     assert funcs[3](completions[:2], label=[1, 2]) == [1.0, -0.0]
+
+
+def test_llm_logic_judge_stops_on_a_refused_key(fake_endpoint, monkeypatch):
+    monkeypatch.setenv("EGT_TEST_KEY", "sk-wrong")
+    judge = LLMLogicJudge(fake_endpoint.base_url, "judge-model", api_key_env="EGT_TEST_KEY", timeout_s=5,
+                          max_retries=3, retry_backoff_s=0.01)
+    with pytest.raises(EndpointRefused, match=r"LLM logic judge .* refused the request \(HTTP 401\).*EGT_TEST_KEY"):
+        judge([t("DENY this.", "1")])
+    assert len(fake_endpoint.requests) == 1        # no retry: every request would be refused alike
+    with pytest.raises(EndpointRefused):            # and the run stays stopped
+        judge([t("Response 1 looks fine.", "1")])
+    assert len(fake_endpoint.requests) == 1
+
+
+def test_llm_logic_judge_names_a_missing_key_variable(monkeypatch):
+    monkeypatch.delenv("EGT_TEST_KEY", raising=False)
+    with pytest.raises(ConfigError, match="environment variable EGT_TEST_KEY .* is not set"):
+        LLMLogicJudge("http://127.0.0.1:9/v1", "m", api_key_env="EGT_TEST_KEY")
+    with pytest.raises(ConfigError, match="EGT_TEST_KEY"):
+        rewards.build_logic(rewards.LogicJudgeConfig(base_url="http://127.0.0.1:9/v1", model="m",
+                                                     api_key_env="EGT_TEST_KEY"))
 
 
 def test_llm_logic_judge_unreachable_endpoint_scores_zero():
     judge = LLMLogicJudge("http://127.0.0.1:9/v1", "m", api_key_env=None, timeout_s=0.5,
                           max_retries=0, retry_backoff_s=0.0)
-    assert judge([CANON_1]) == [0] and judge.failures == 1
+    assert judge([CANON_1]) == [0] and judge.failures == 1 and judge.stats()["fallbacks"] == 1
 
 
 def test_build_logic_from_config():

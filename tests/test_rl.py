@@ -207,54 +207,105 @@ def test_rl_two_processes_gather_the_curriculum_in_order(sft_dir, curated, tmp_p
     assert not list(out.glob("consumed.rank*"))
 
 
-class _Killed(Exception):
-    pass
+# A driver that runs `egt rl` in this process and kills itself (SIGKILL) at a chosen point:
+# `step:N` after optimizer step N, `saving:N` half-way through writing checkpoint-N's trainer_state.json
+# (the Trainer's last checkpoint file, after the weights, optimizer, RNG states and generation buffer).
+KILL_DRIVER = """
+import os, signal, sys
+from transformers import TrainerCallback, TrainerState
+from egt import rl
+from egt.config import load_config
+
+where, at = sys.argv[1].split(":")
+cfg = load_config(rl.Config, None, sys.argv[2:])
+
+class KillAfterStep(TrainerCallback):
+    def on_step_end(self, args, state, control, **kwargs):
+        if where == "step" and state.global_step == int(at):
+            os.kill(os.getpid(), signal.SIGKILL)
+
+save_to_json = TrainerState.save_to_json
+def save_then_die(self, path):
+    if where == "saving" and path.endswith(f"checkpoint-{at}/trainer_state.json"):
+        with open(path, "w") as handle:
+            handle.write('{"global_step": ')
+            handle.flush()
+        os.kill(os.getpid(), signal.SIGKILL)
+    save_to_json(self, path)
+TrainerState.save_to_json = save_then_die
+rl.run(cfg, callbacks=[KillAfterStep()])
+"""
+
+
+def _rl_args(sft_dir, curated_file, out) -> list[str]:
+    # steps_per_generation=4 > GA=2: one generation of 4 pairs feeds 2 optimizer steps, so checkpoint-3
+    # falls inside the second generation (steps 3-4): resuming there needs the generation buffer.
+    return [f"model={sft_dir}", f"train={curated_file}", f"output={out}", "max_steps=6", "num_generations=2",
+            "per_device_train_batch_size=2", "gradient_accumulation_steps=2", "steps_per_generation=4",
+            "max_completion_length=24", "learning_rate=1e-3", "save_steps=3", "logging_steps=1", "seed=0"]
 
 
 @pytest.mark.slow
-def test_rl_resume_after_kill_continues_the_curriculum(sft_dir, curated, tmp_path):
+def test_rl_killed_anywhere_resumes_to_the_same_weights(sft_dir, curated, tmp_path):
+    """SIGKILL between checkpoints, then while a checkpoint is written: the incomplete checkpoint is removed,
+    the run resumes from the last complete one (inside a generation: its buffer is restored) and ends with the
+    uninterrupted run's curriculum and bit-identical weights (CPU)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
     import torch
-    from transformers import TrainerCallback
+    from safetensors.torch import load_file
 
-    class KillAfterStep(TrainerCallback):
-        def __init__(self, step: int):
-            self.step = step
-
-        def on_step_end(self, args, state, control, **kwargs):
-            if state.global_step == self.step:
-                raise _Killed(f"killed after step {state.global_step}")
-
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
     curated_file, expected = curated
-    # steps_per_generation=4 > GA=2: one generation of 4 pairs feeds 2 optimizer steps, so checkpoint-3
-    # falls inside the second generation (steps 3-4).
-    cfg = _config(sft_dir, curated_file, tmp_path / "run", max_steps=6, steps_per_generation=4, save_steps=3)
-    with pytest.raises(_Killed):
-        rl.run(cfg, callbacks=[KillAfterStep(5)])
-    consumed = tmp_path / "run" / "consumed.jsonl"
-    assert [line["global_step"] for line in rl.read_consumed(consumed)] == [1, 3, 5]
-    assert (tmp_path / "run" / "checkpoints" / "checkpoint-3").is_dir()
-    assert not (tmp_path / "run" / "checkpoints" / "checkpoint-5").exists()
 
-    class WeightsAtStart(TrainerCallback):
-        def on_train_begin(self, args, state, control, model=None, **kwargs):
-            self.state_dict = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    def egt_rl(out, kill=None):
+        cmd = [sys.executable, "-c", KILL_DRIVER, kill] if kill else [sys.executable, "-m", "egt.cli", "rl"]
+        proc = subprocess.run(cmd + _rl_args(sft_dir, curated_file, out), env=env, capture_output=True, text=True,
+                              timeout=300)
+        assert proc.returncode == (-signal.SIGKILL if kill else 0), proc.stderr[-3000:]
+        return proc
 
-    at_start = WeightsAtStart()
-    out = rl.run(cfg, callbacks=[at_start])  # resume=auto picks checkpoint-3
-    # The resumed run starts from checkpoint-3's weights, not the SFT model's (transformers 5 would load none).
-    checkpoint = _state_dict(tmp_path / "run" / "checkpoints" / "checkpoint-3")
-    assert at_start.state_dict.keys() == checkpoint.keys()
-    assert all(torch.equal(at_start.state_dict[k], checkpoint[k]) for k in checkpoint)
-    assert not all(torch.equal(at_start.state_dict[k], v) for k, v in _state_dict(sft_dir).items())
-    lines = rl.read_consumed(consumed)
-    assert [line["global_step"] for line in lines] == [1, 3, 5]
-    assert [line["generation"] for line in lines] == [0, 1, 2]
-    ids = [pair_id for line in lines for pair_id in line["ids"]]
-    assert ids == expected, "consumed ids repeat, skip or leave the curriculum order"
-    assert all(line["group_sizes"] == [2] * 4 for line in lines)
+    egt_rl(tmp_path / "ref")
+    out = tmp_path / "killed"
+    checkpoints = out / "checkpoints"
+    egt_rl(out, kill="step:5")                       # between checkpoints, inside the third generation
+    assert sorted(p.name for p in checkpoints.iterdir() if p.name.startswith("checkpoint")) == ["checkpoint-3"]
+    assert (checkpoints / "checkpoint-3" / "egt_generation_buffer-0-of-1.pt").exists()
+    assert [line["global_step"] for line in rl.read_consumed(out / "consumed.jsonl")] == [1, 3, 5]
+    egt_rl(out, kill="saving:6")                     # resumes at 3, dies while writing checkpoint-6
+    assert (checkpoints / "checkpoint-6" / "model.safetensors").exists()
+    assert (checkpoints / "checkpoint-6" / "trainer_state.json").read_text() == '{"global_step": '
+    assert not (out / "model").exists()
+    done = egt_rl(out)                               # removes checkpoint-6, resumes at 3 again
+    assert "removing" in done.stderr and "incomplete checkpoint" in done.stderr
     summary = json.loads((out / "train_summary.json").read_text())
     assert summary["global_step"] == 6 and summary["resumed_from"].endswith("checkpoint-3")
-    assert (out / "model" / "config.json").exists()
+
+    lines = rl.read_consumed(out / "consumed.jsonl")
+    assert lines == rl.read_consumed(tmp_path / "ref" / "consumed.jsonl")
+    assert [pair_id for line in lines for pair_id in line["ids"]] == expected
+    ref, got = (load_file(str(d / "model" / "model.safetensors")) for d in (tmp_path / "ref", out))
+    assert ref.keys() == got.keys()
+    differing = [k for k in ref if not torch.equal(ref[k], got[k])]
+    assert not differing, f"{len(differing)} tensors differ, max abs " \
+        f"{max((ref[k].float() - got[k].float()).abs().max().item() for k in differing)}"
+    start = load_file(str(sft_dir / "model.safetensors"))
+    assert any(not torch.equal(start[k], v) for k, v in ref.items() if "visual" not in k)  # training moved it
+
+
+@pytest.mark.slow
+def test_rl_rerun_with_other_settings_is_refused(sft_dir, curated, tmp_path):
+    from egt.runstate import StaleRunError
+
+    curated_file, _ = curated
+    cfg = _config(sft_dir, curated_file, tmp_path / "run", max_steps=2, save_steps=1)
+    rl.run(cfg)
+    with pytest.raises(StaleRunError, match=r"setting learning_rate: 0\.001 -> 0\.002"):
+        rl.run(_config(sft_dir, curated_file, tmp_path / "run", max_steps=2, save_steps=1, learning_rate=2e-3))
+    rl.run(cfg)   # the same settings: the finished run is found complete, nothing is mixed
 
 
 @pytest.mark.slow

@@ -140,3 +140,68 @@ def test_read_pairs_error_line_counts_blank_lines(tmp_path):
                tmp_path / "p.parquet")
     with pytest.raises(DataError, match=r"p.parquet:1: field 'label'"):  # 0-based Parquet row index
         read_pairs(tmp_path / "p.parquet")
+
+
+# ---------------------------------------------------------------- image root
+
+@pytest.mark.parametrize("path, ok", [("a/b.png", True), ("a/../b.png", True), ("../b.png", False),
+                                      ("a/../../b.png", False), ("/root/data/x.png", True),
+                                      ("/root/datax/y.png", False), ("/etc/passwd", False), ("~/x.png", True)])
+def test_resolve_image_path_stays_inside_the_root(path, ok):
+    from egt.schema import ImagePathRefused, resolve_image_path
+
+    if ok:
+        assert resolve_image_path(path, "/root/data").startswith("/root/data/")
+    else:
+        with pytest.raises(ImagePathRefused):
+            resolve_image_path(path, "/root/data")
+        assert resolve_image_path(path, "/root/data", allow_absolute=True) if path.startswith("/") else True
+    assert resolve_image_path("/srv/imgs/x.png", "/root/data", recorded_root="/srv/imgs") == "/srv/imgs/x.png"
+
+
+def test_refused_paths_fail_when_opened_and_say_nothing_about_existence(tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    (tmp_path / "secret.png").write_bytes(png())
+    rows = [{"id": f"p{i}", "images": [{"path": p}], "question": "Q", "response_1": "a", "response_2": "b",
+             "label": 1} for i, p in enumerate(["../secret.png", "../missing.png", str(tmp_path / "secret.png"),
+                                                str(tmp_path / "missing.png")])]
+    path = data / "pairs.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    pairs = read_pairs(path)        # reading is fine: only opening the image is refused
+    messages = []
+    for pair in pairs:
+        with pytest.raises(DataError) as err:
+            pair.open_images()
+        with pytest.raises(DataError):
+            pair.check_images()
+        messages.append(str(err.value).split(": field ", 1)[1].replace("secret", "X").replace("missing", "X"))
+    assert messages[0] == messages[1] and messages[2] == messages[3]      # exists or not: the same words
+    assert messages[0].startswith("'images' image path '../X.png' leaves the image root")
+    assert "is outside the image root" in messages[2]
+    allowed = read_pairs(path, allow_absolute_paths=True)
+    assert allowed[2].open_images()[0].size == (5, 4)
+    with pytest.raises(DataError, match="leaves the image root"):    # `..` stays refused
+        allowed[0].open_images()
+    assert read_pairs(path, image_root=tmp_path)[2].open_images()[0].size == (5, 4)   # inside that root
+
+
+def test_parquet_files_record_the_folder_of_their_images(tmp_path):
+    from egt.schema import recorded_image_root
+
+    images = tmp_path / "data" / "pool_images"
+    images.mkdir(parents=True)
+    (images / "a.png").write_bytes(png())
+    source = write_pairs([make_pair(0, images=[ImageRef(path="pool_images/a.png")])], tmp_path / "data" / "pool.parquet")
+    assert recorded_image_root(source) is None                        # relative paths: nothing to record
+    derived = write_pairs(read_pairs(source), tmp_path / "runs" / "score" / "scores.parquet")
+    assert recorded_image_root(derived) == str(images)
+    assert read_pairs(derived)[0].open_images()[0].size == (5, 4)     # read from another folder
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    with pytest.raises(DataError, match="is outside the image root"):  # an explicit root replaces the record
+        read_pairs(derived, image_root=elsewhere)[0].open_images()
+    jsonl = write_pairs(read_pairs(source), tmp_path / "runs" / "x.jsonl")
+    with pytest.raises(DataError, match="is outside the image root"):  # JSONL records nothing
+        read_pairs(jsonl)[0].open_images()
+    assert read_pairs(jsonl, image_root=tmp_path / "data")[0].open_images()[0].size == (5, 4)

@@ -17,7 +17,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from egt.errors import ConfigError, EgtError
+from egt.errors import DataError, EgtError
+from egt.runstate import StaleRunError
 from egt.schema import read_rows, write_pairs
 
 N_PAIRS = 6
@@ -176,9 +177,9 @@ def test_resume_with_other_config_or_input_is_refused(tiny_model_dir, pairs6, re
     base = dict(model=str(tiny_model_dir), pairs=pairs6, output=reference_run, samples=2, max_new_tokens=24,
                 batch_size=2, shard_size=1, seed=0, progress=False)
     before = {p.name: p.stat().st_mtime_ns for p in _markers(reference_run)}
-    with pytest.raises(ConfigError, match=r"samples: 2 \(stored\) vs 3 \(this run\)"):
+    with pytest.raises(StaleRunError, match=r"setting samples: 2 -> 3"):
         run(Config(**{**base, "samples": 3}))
-    with pytest.raises(ConfigError, match=r"input\.sha256"):
+    with pytest.raises(StaleRunError, match=r"input pairs: [0-9a-f]{12}\.\.\. -> [0-9a-f]{12}\.\.\."):
         run(Config(**{**base, "pairs": synth_pairs_path("pool", N_PAIRS + 1, 0, "ambiguity:0.25")}))
     assert {p.name: p.stat().st_mtime_ns for p in _markers(reference_run)} == before
 
@@ -195,6 +196,88 @@ def test_merge_only(reference_run, tmp_path):
     (out / "shards" / "shard-00004.done").unlink()
     with pytest.raises(EgtError, match=r"1 of 6 shards are not finished \(first: \[4\]\)"):
         run(Config(output=out, merge=True))
+
+
+@pytest.mark.slow
+def test_changed_weights_of_the_same_size_are_refused_then_overwritten(tiny_model_dir, pairs6, tmp_path):
+    """The fingerprint reads model file contents, not sizes: a model edited in place is another model."""
+    from egt.score import Config, run
+
+    model = tmp_path / "model"
+    shutil.copytree(tiny_model_dir, model)
+    base = dict(model=str(model), pairs=pairs6, output=tmp_path / "out", samples=1, max_new_tokens=8,
+                batch_size=2, shard_size=3, seed=0, progress=False)
+    run(Config(**base))
+    weights = model / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 0xFF                     # one bit of the last tensor: same size, other weights
+    weights.write_bytes(bytes(data))
+    before = (tmp_path / "out" / "scores.parquet").read_bytes()
+    with pytest.raises(StaleRunError, match=r"model file model\.safetensors: [0-9a-f]{12}\.\.\. -> .*--overwrite"):
+        run(Config(**base))
+    assert (tmp_path / "out" / "scores.parquet").read_bytes() == before   # nothing mixed in
+    run(Config(**base, overwrite=True))                                    # the user asks: score again
+    assert len(_markers(tmp_path / "out")) == 2
+
+
+def test_a_run_that_failed_before_scoring_does_not_block_its_rerun(tiny_model_dir, pairs6, tmp_path):
+    from egt.score import Config, run
+
+    broken = tmp_path / "broken"
+    shutil.copytree(tiny_model_dir, broken)
+    config = json.loads((broken / "config.json").read_text())
+    (broken / "config.json").write_text(json.dumps({**config, "model_type": "no_such_model"}))
+    base = dict(pairs=pairs6, output=tmp_path / "out", samples=1, max_new_tokens=8, batch_size=2, shard_size=3,
+                progress=False)
+    with pytest.raises(EgtError, match=r"broken: cannot load the model"):
+        run(Config(model=str(broken), **base))
+    assert (tmp_path / "out" / "fingerprint.json").exists() and not _markers(tmp_path / "out")
+    run(Config(model=str(tiny_model_dir), **base))          # corrected: not refused
+    assert len(_markers(tmp_path / "out")) == 2 and not (tmp_path / "out" / ".egt.lock").exists()
+    with pytest.raises(EgtError, match=r"nowhere: model folder not found"):
+        run(Config(model=str(tmp_path / "nowhere"), **base))
+
+
+def test_a_second_writer_is_refused_while_the_first_holds_the_folder(tiny_model_dir, pairs6, tmp_path):
+    from egt.runstate import run_lock
+
+    out = tmp_path / "out"
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time\nfrom egt.runstate import run_lock\n"
+                               f"with run_lock({str(out)!r}, 'score'):\n    print('held', flush=True)\n"
+                               "    time.sleep(60)"], env=ENV, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        proc = subprocess.run(_score_cmd(tiny_model_dir, pairs6, out), env=ENV, capture_output=True, text=True,
+                              timeout=120)
+        assert proc.returncode == 1 and "Traceback" not in proc.stderr
+        assert f"in use by egt score (pid {holder.pid} on " in proc.stderr and proc.stderr.count("\n") == 1
+        assert not (out / "shards").exists()
+    finally:
+        holder.kill()
+        holder.wait()
+    # the holder died without releasing: its lock is stale, taken over, and the run goes on
+    assert (out / ".egt.lock").exists()
+    with run_lock(out, "score") as lock:
+        assert lock.took_over["pid"] == holder.pid
+
+
+@pytest.mark.parametrize("path", ["../../../../../../etc/passwd", "/etc/passwd", "/no/such/dir/x.png",
+                                  "../no_such_file.png"])
+def test_images_outside_their_root_are_refused_without_saying_if_they_exist(tiny_model_dir, tmp_path, path):
+    from egt.score import Config, run
+
+    rows = [{"id": "a", "images": [{"path": path}], "question": "Q", "response_1": "x", "response_2": "y",
+             "label": 1}]
+    pairs = tmp_path / "data" / "pairs.jsonl"
+    pairs.parent.mkdir()
+    pairs.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    with pytest.raises(DataError) as err:
+        run(Config(model=str(tiny_model_dir), pairs=pairs, output=tmp_path / "out", progress=False))
+    message = str(err.value)
+    assert message.startswith(f"{pairs}:1: field 'images'")
+    assert ("leaves the image root" if not path.startswith("/") else "is outside the image root") in message
+    assert "not found" not in message and "exist" not in message
+    assert not (tmp_path / "out").exists()
 
 
 def _free_port() -> int:

@@ -170,3 +170,37 @@ def test_shipped_sft_configs_parse():
     ds = json.loads(ds_file.read_text())
     assert ds["zero_optimization"]["stage"] == 3
     assert ds["zero_optimization"]["stage3_gather_16bit_weights_on_model_save"] is True
+
+
+@pytest.mark.slow
+def test_finished_run_with_other_settings_is_refused_until_overwrite(traces_path, tiny_model_dir, tmp_path):
+    from egt.runstate import StaleRunError
+
+    out = tmp_path / "sft"
+    run(sft_cfg(traces_path, tiny_model_dir, out, max_steps=2, save_steps=2))
+    weights = (out / "model" / "model.safetensors").read_bytes()
+    saved_config = (out / "sft_config.yaml").read_text()
+    with pytest.raises(StaleRunError, match=r"setting learning_rate: 0\.003 -> 0\.005.*--overwrite"):
+        run(sft_cfg(traces_path, tiny_model_dir, out, max_steps=2, save_steps=2, learning_rate=5e-3))
+    # nothing was "resumed": the old weights and the old settings stay together
+    assert (out / "model" / "model.safetensors").read_bytes() == weights
+    assert (out / "sft_config.yaml").read_text() == saved_config
+    run(sft_cfg(traces_path, tiny_model_dir, out, max_steps=2, save_steps=2, learning_rate=5e-3, overwrite=True))
+    assert (out / "model" / "model.safetensors").read_bytes() != weights
+    assert "learning_rate: 0.005" in (out / "sft_config.yaml").read_text()
+
+
+def test_missing_or_truncated_base_model_is_one_error_naming_it(traces_path, tiny_model_dir, tmp_path):
+    import shutil
+
+    from egt.errors import EgtError
+
+    with pytest.raises(EgtError, match=r"nowhere: model folder not found"):
+        run(sft_cfg(traces_path, tmp_path / "nowhere", tmp_path / "a"))
+    broken = tmp_path / "broken"
+    shutil.copytree(tiny_model_dir, broken)
+    weights = broken / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    with pytest.raises(EgtError, match=r"model\.safetensors: not a readable safetensors file .*truncated or corrupt"):
+        run(sft_cfg(traces_path, broken, tmp_path / "b"))
+    assert not (tmp_path / "b").exists()

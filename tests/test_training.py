@@ -6,8 +6,9 @@ import pytest
 import torch
 
 from egt.errors import ConfigError
-from egt.training import (LANGUAGE_LORA_TARGETS, TRAIN_SUMMARY, CheckpointReloadMixin, freeze_vision, last_checkpoint,
-                          lora_target_regex, resolve_precision, resolve_resume, torch_dtype)
+from egt.training import (LANGUAGE_LORA_TARGETS, TRAIN_SUMMARY, CheckpointReloadMixin, checkpoint_complete,
+                          freeze_vision, last_checkpoint, lora_target_regex, resolve_precision, resolve_resume,
+                          torch_dtype)
 
 # Module names of Qwen2.5-VL: its vision blocks also have gate/up/down_proj.
 QWEN25_VL_MODULES = [
@@ -56,20 +57,33 @@ def test_precision_on_cpu():
         resolve_precision("fp8")
 
 
-def test_resume_picks_the_last_complete_checkpoint(tmp_path):
+def test_resume_picks_the_last_complete_checkpoint_and_removes_incomplete_ones(tmp_path):
     checkpoints = tmp_path / "checkpoints"
     assert last_checkpoint(checkpoints) is None and resolve_resume("auto", checkpoints) is None
-    for step, complete in ((2, True), (10, True), (12, False)):   # checkpoint-12: killed while saving
+    # checkpoint-12: killed before its trainer_state.json (the Trainer's last file); checkpoint-14: killed
+    # while writing it (cut off); checkpoint-16: a state of another step (a folder renamed by hand)
+    states = {2: '{"global_step": 2}', 10: '{"global_step": 10}', 12: None, 14: '{"global_step": 1', 16: '{"global_step": 3}'}
+    for step, state in states.items():
         folder = checkpoints / f"checkpoint-{step}"
         folder.mkdir(parents=True)
-        if complete:
-            (folder / "trainer_state.json").write_text("{}")
+        (folder / "model.safetensors").write_bytes(b"x")
+        if state is not None:
+            (folder / "trainer_state.json").write_text(state)
     (checkpoints / "checkpoint-x").mkdir()
-    assert resolve_resume("auto", checkpoints) == checkpoints / "checkpoint-10"   # 10 > 2 numerically, 12 incomplete
+    assert [checkpoint_complete(checkpoints / f"checkpoint-{s}") for s in states] == [True, True, False, False, False]
+    assert last_checkpoint(checkpoints) == checkpoints / "checkpoint-10"        # 10 > 2 numerically
+    assert resolve_resume("auto", checkpoints, clean=False) == checkpoints / "checkpoint-10"
+    assert (checkpoints / "checkpoint-12").exists()                             # clean=False: other ranks
+    assert resolve_resume("auto", checkpoints) == checkpoints / "checkpoint-10"
+    assert sorted(p.name for p in checkpoints.iterdir()) == ["checkpoint-10", "checkpoint-2", "checkpoint-x"]
     assert resolve_resume("never", checkpoints) is None
     assert resolve_resume(str(checkpoints / "checkpoint-2"), checkpoints) == checkpoints / "checkpoint-2"
     with pytest.raises(ConfigError, match="checkpoint-12 is not a Trainer checkpoint"):
         resolve_resume(str(checkpoints / "checkpoint-12"), checkpoints)
+    (checkpoints / "checkpoint-14").mkdir()
+    (checkpoints / "checkpoint-14" / "trainer_state.json").write_text('{"global_st')
+    with pytest.raises(ConfigError, match="checkpoint-14 is an incomplete checkpoint"):
+        resolve_resume(str(checkpoints / "checkpoint-14"), checkpoints)
     assert TRAIN_SUMMARY == "train_summary.json"
 
 

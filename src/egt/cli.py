@@ -1,11 +1,18 @@
-"""`egt <stage> [POSITIONAL] [--config x.yaml] [key=value | --key value ...]`.
+"""`egt [--debug] <stage> [POSITIONAL] [--config x.yaml] [key=value | --key value ...]`.
 
 The CLI only parses and dispatches: each stage is `run(cfg) -> Path` in its
 module, with `Config` beside it. `egt <stage> --help` lists every config key.
+
+Faults answer with one line on stderr and exit status 1, never a traceback:
+`error: <file>: <what> (<hint>)` for bad input, configs and model files (EgtError),
+for unreadable, read-only or full disks (OSError: the file, the system's reason and
+what to do), and `error: internal error: ...` for anything else. `--debug`
+(anywhere on the command line) re-raises instead, with the full traceback.
 """
 
 from __future__ import annotations
 
+import errno
 import importlib
 import sys
 from dataclasses import dataclass
@@ -13,6 +20,21 @@ from dataclasses import dataclass
 import click
 
 from egt.errors import EgtError
+
+DEBUG_FLAG = "--debug"
+# What to do about a failed system call, by errno (the message names the file and the reason).
+OS_HINTS = {
+    errno.ENOSPC: "the disk is full: free space or write to another folder, then rerun to resume",
+    errno.EDQUOT: "the disk quota is used up: free space or write to another folder, then rerun to resume",
+    errno.EROFS: "read-only file system: choose an output folder you can write",
+    errno.EACCES: "permission denied: choose a folder you can write, or fix its permissions",
+    errno.EPERM: "operation not permitted: choose a folder you can write, or fix its permissions",
+    errno.ENOENT: "no such file or folder: check the path",
+    errno.ENOTDIR: "a part of the path is a file, not a folder: check the path",
+    errno.EISDIR: "a folder where a file was expected: check the path",
+    errno.EMFILE: "too many open files: raise the limit (ulimit -n)",
+    errno.EIO: "input/output error: the disk or network file system failed",
+}
 
 
 @dataclass(frozen=True)
@@ -117,7 +139,9 @@ def _group(name: str, help_text: str, stages: list[Stage]) -> click.Group:
 
 def build_cli() -> click.Group:
     root = click.Group(name="egt", help=__import__("egt").__doc__.split("\n\n")[0],
-                       context_settings={"help_option_names": ["-h", "--help"]})
+                       context_settings={"help_option_names": ["-h", "--help"]},
+                       params=[click.Option([DEBUG_FLAG], is_flag=True, expose_value=False,
+                                            help="Show the full traceback of an error (else one line).")])
     root.add_command(_group("data", "Data: convert benchmarks, inspect files, synthesize pairs.", DATA))
     root.add_command(_group("model", "Models: build the embedded tiny judge.", MODEL))
     for stage in TOP:
@@ -129,11 +153,39 @@ def build_cli() -> click.Group:
 cli = build_cli()
 
 
+def os_error_line(exc: OSError) -> str:
+    """`<file>: <reason> (<hint>)` for a failed system call."""
+    where = exc.filename if exc.filename is not None else None
+    reason = exc.strerror or str(exc) or type(exc).__name__
+    hint = OS_HINTS.get(exc.errno, "rerun with --debug for the traceback")
+    return f"{where}: {reason} ({hint})" if where else f"{reason} ({hint})"
+
+
+def _one_line(text: str) -> str:
+    return " ".join(part.strip() for part in str(text).splitlines() if part.strip())
+
+
+def _os_error_in(exc: BaseException) -> OSError | None:
+    """The OSError behind `exc` (itself, or its cause / context chain), if any."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, OSError):
+            return exc
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = DEBUG_FLAG in argv
+    argv = [a for a in argv if a != DEBUG_FLAG]
     try:
         cli.main(args=argv, prog_name="egt", standalone_mode=False)
     except EgtError as exc:
-        click.echo(f"error: {exc}", err=True)
+        if debug:
+            raise
+        click.echo(f"error: {_one_line(exc)}", err=True)
         return 1
     except click.exceptions.Exit as exc:
         return exc.exit_code
@@ -146,6 +198,18 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         click.echo("interrupted", err=True)
         return 130
+    except Exception as exc:  # one line for everything else; --debug shows the traceback
+        if debug:
+            raise
+        os_error = _os_error_in(exc)
+        if os_error is not None:
+            click.echo(f"error: {_one_line(os_error_line(os_error))}", err=True)
+        elif "No space left on device" in str(exc) or "file write failed" in str(exc):
+            click.echo(f"error: {_one_line(exc)} ({OS_HINTS[errno.ENOSPC]})", err=True)
+        else:
+            click.echo(f"error: internal error: {type(exc).__name__}: {_one_line(exc)} "
+                       f"(rerun with {DEBUG_FLAG} for the traceback, and please report it)", err=True)
+        return 1
     return 0
 
 

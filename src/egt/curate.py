@@ -21,7 +21,10 @@ Counts from `fraction` round half up: round(fraction * eligible pairs).
 Writes selected.parquet (score rows in curriculum order with `order` 0..n-1 and
 `stage`), dropped.parquet (with `drop_reason`: metric, value, threshold) and
 manifest.json (input sha256, thresholds, counts, seed, version, full config,
-selected ids). Departure from the paper: it keeps a fixed 2,500 lowest-entropy
+selected ids). The folder's fingerprint.json (egt.runstate: the score file's
+SHA-256 and the settings) refuses a rerun with another score file or other
+settings into a folder that holds a selection, naming what changed
+(`overwrite=true` replaces it); one process writes a folder at a time. Departure from the paper: it keeps a fixed 2,500 lowest-entropy
 pairs; here n, fraction or prune_percent make that one option among several.
 """
 
@@ -37,12 +40,16 @@ import numpy as np
 from pydantic import Field
 
 import egt
+from egt import runstate
 from egt.config import StageConfig
 from egt.curriculum import order_pairs, parse_ordering, sort_by_value
 from egt.errors import ConfigError, DataError, EgtError
 from egt.io import check_unique_ids, sha256_file, write_json
 from egt.schema import read_rows, write_rows
 from egt.scorefile import MetricOrHybrid, metric_column, metric_label, metric_values
+
+# What `egt curate` writes in its folder (replaced by overwrite).
+OWNED = ("selected.parquet", "dropped.parquet", "manifest.json")
 
 
 class Config(StageConfig):
@@ -60,6 +67,7 @@ class Config(StageConfig):
     order: str = Field("ascending", description="ascending | descending | random | buckets:K")
     order_metric: MetricOrHybrid | None = Field(None, description="metric that orders (default: metric)")
     manifest: Path | None = Field(None, description="rebuild the subset a manifest.json describes")
+    overwrite: bool = Field(False, description="replace a selection of another score file or settings in output")
 
 
 @dataclass
@@ -223,17 +231,43 @@ def _write_outputs(rows: list[dict], selection: Selection, cfg: Config, scores: 
     return out
 
 
-def rebuild(manifest_path: str | Path, output: str | Path, scores: str | Path | None = None) -> Path:
+def _manifest_config(manifest_path: Path, manifest, output, scores, overwrite: bool) -> Config:
+    """The Config a manifest records, for `output` (DataError naming the manifest's bad field)."""
+    from pydantic import ValidationError
+
+    try:
+        saved = dict(manifest["config"])
+        source = scores or manifest["input"]["path"]
+        expected = manifest["input"]["sha256"]
+        if not isinstance(expected, str) or not isinstance(manifest["selected_ids"], list):
+            raise TypeError("input.sha256 or selected_ids has the wrong type")
+    except (KeyError, TypeError) as exc:
+        raise DataError(str(manifest_path), None, "config", f"not a curate manifest ({exc})") from None
+    saved.update(output=str(output), manifest=None, scores=str(source), overwrite=overwrite)
+    try:
+        return Config.model_validate(saved)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        field = "config." + ".".join(str(p) for p in err["loc"])
+        raise DataError(str(manifest_path), None, field, f"{err['msg']} (got {err.get('input')!r})") from None
+
+
+def rebuild(manifest_path: str | Path, output: str | Path, scores: str | Path | None = None,
+            overwrite: bool = False) -> Path:
     """Rebuild the subset a manifest describes; fails if the input file or the result differ."""
     manifest_path = Path(manifest_path)
     try:
         manifest = json.loads(manifest_path.read_text())
-        saved = dict(manifest["config"])
-    except (OSError, json.JSONDecodeError, KeyError, TypeError) as exc:
-        raise DataError(str(manifest_path), None, "config", f"not a curate manifest ({exc})") from None
-    saved.update(output=str(output), manifest=None, scores=str(scores or manifest["input"]["path"]))
-    cfg = Config.model_validate(saved)
-    digest = sha256_file(Path(cfg.scores))
+    except FileNotFoundError:
+        raise DataError(str(manifest_path), None, None, "file not found") from None
+    except (OSError, ValueError) as exc:
+        raise DataError(str(manifest_path), None, None, f"not a curate manifest ({exc})") from None
+    if not isinstance(manifest, dict):
+        raise DataError(str(manifest_path), None, None, "not a curate manifest (expected a JSON object)")
+    cfg = _manifest_config(manifest_path, manifest, output, scores, overwrite)
+    digest = sha256_file(Path(cfg.scores)) if Path(cfg.scores).is_file() else None
+    if digest is None:
+        raise DataError(str(cfg.scores), None, None, f"score file not found (named by {manifest_path})")
     if digest != manifest["input"]["sha256"]:
         raise DataError(str(cfg.scores), None, None,
                         f"sha256 {digest[:12]}... differs from the manifest's {manifest['input']['sha256'][:12]}...; "
@@ -246,16 +280,26 @@ def rebuild(manifest_path: str | Path, output: str | Path, scores: str | Path | 
     return out
 
 
+def fingerprint(cfg: Config) -> dict:
+    """What the selection depends on (egt.runstate): the score file's hash and the selection settings."""
+    settings = cfg.model_dump(mode="json", exclude={"scores", "output", "manifest", "overwrite"})
+    return runstate.fingerprint(inputs={"scores": cfg.scores}, settings=settings)
+
+
 def _curate(cfg: Config) -> Path:
     if cfg.scores is None:
         raise ConfigError("curate needs SCORES (the score file) or manifest=manifest.json")
     scores = Path(cfg.scores)
     rows = read_rows(scores)
     selection = select(rows, cfg, str(scores))
-    return _write_outputs(rows, selection, cfg, scores, sha256_file(scores))
+    out = Path(cfg.output)
+    with runstate.run_lock(out, "curate"):
+        runstate.claim(out, fingerprint(cfg), stage="curate", owned=OWNED, overwrite=cfg.overwrite,
+                       has_results=lambda: (out / "selected.parquet").exists())
+        return _write_outputs(rows, selection, cfg, scores, sha256_file(scores))
 
 
 def run(cfg: Config) -> Path:
     if cfg.manifest is not None:
-        return rebuild(cfg.manifest, cfg.output, cfg.scores)
+        return rebuild(cfg.manifest, cfg.output, cfg.scores, cfg.overwrite)
     return _curate(cfg)

@@ -136,7 +136,13 @@ def sequence_by_order(orders: Sequence, file: str = "<rows>") -> list[int] | Non
     if not all(has_order):
         row = has_order.index(False)
         raise DataError(file, row, "order", "missing on this row but present on others")
-    values = [int(o) for o in orders]
+    values = []
+    for row, value in enumerate(orders):
+        if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)) \
+                or not float(value).is_integer():
+            raise DataError(file, row, "order", f"expected an integer position, got {value!r} "
+                                                f"({type(value).__name__})")
+        values.append(int(value))
     first: dict[int, int] = {}
     for row, value in enumerate(values):
         if value in first:

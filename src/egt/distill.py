@@ -12,11 +12,12 @@ Backends:
 - `openai`: any OpenAI-compatible chat-completions endpoint (vLLM, SGLang, a
   hosted API). The key is read from the environment variable named by
   `api_key_env` and is never logged or written. Images go as base64 data URLs;
-  `concurrency` pairs are in flight; the client's own retries are off and this
-  module retries timeouts, connection errors, 429 and 5xx with exponential
-  backoff and full jitter (honouring Retry-After). 401/403/404 stop the run
-  (a wrong key, model or URL fails every pair). A reasoning model that returns
-  its reasoning in `reasoning_content` gets it wrapped in <think></think>.
+  `concurrency` pairs are in flight. Faults follow egt.endpoint (shared with the
+  LLM logic judge): timeouts, connection errors, 429 and 5xx are retried with
+  exponential backoff and full jitter (honouring Retry-After); 401/403/404 stop
+  the run (a wrong key, model or URL fails every pair); retries are counted per
+  pair and in stats.json. A reasoning model that returns its reasoning in
+  `reasoning_content` gets it wrapped in <think></think>.
 - `hf`: a local Hugging Face VLM through `egt.generation.judge`, batched,
   attempts in rounds over chunks of `hf_chunk_pairs` pairs.
 - `oracle`: the synthetic benchmark's rule-based teacher; with probability
@@ -57,7 +58,6 @@ from __future__ import annotations
 
 import base64
 import io
-import os
 import random
 import time
 from collections import Counter
@@ -70,7 +70,7 @@ from pydantic import Field
 
 from egt import prompts
 from egt.config import StageConfig, save_config
-from egt.errors import ConfigError, DataError, EgtError
+from egt.errors import ConfigError
 from egt.io import Journal, check_unique_ids, write_json
 from egt.schema import PreferencePair, read_pairs, write_rows
 
@@ -79,6 +79,9 @@ JOURNAL = "journal.jsonl"
 
 class Config(StageConfig):
     pairs: Path = Field(description="pairs file (Parquet or JSONL) to distill")
+    image_root: Path | None = Field(None, description="folder images resolve against and stay inside "
+                                                      "(default: the pairs file's folder)")
+    allow_absolute_paths: bool = Field(False, description="read absolute image paths outside image_root")
     output: Path = Field(description="run folder: traces.parquet, dropped.parquet, stats.json, journal.jsonl")
     backend: Literal["openai", "hf", "oracle"] = "oracle"
     max_attempts: int = Field(3, ge=1, description="attempts per pair before it is dropped")
@@ -196,12 +199,7 @@ def image_data_url(ref) -> str:
     """Base64 data URL of an image: original bytes when the format is web-safe, else PNG."""
     from PIL import Image
 
-    data = ref.data
-    if data is None:
-        try:
-            data = Path(ref.path).read_bytes()
-        except OSError:
-            raise DataError(ref.path or "<bytes>", None, "images", "image file not found") from None
+    data = ref.read_bytes()  # checks the image root (egt.schema.resolve_image_path)
     try:
         fmt = Image.open(io.BytesIO(data)).format
     except Exception:
@@ -213,29 +211,18 @@ def image_data_url(ref) -> str:
     return f"data:{_MIME[fmt]};base64,{base64.b64encode(data).decode('ascii')}"
 
 
-def backoff_delay_s(retry_index: int, base_s: float, max_s: float, rng: random.Random,
-                    retry_after_s: float | None = None) -> float:
-    """Exponential backoff with full jitter; a server's Retry-After is a floor (capped at max_s)."""
-    delay = rng.uniform(0, min(max_s, base_s * (2 ** retry_index)))
-    if retry_after_s is not None:
-        delay = max(delay, min(retry_after_s, max_s))
-    return delay
-
-
 class OpenAITeacher:
+    """The teacher behind an OpenAI-compatible endpoint, with egt.endpoint's fault policy."""
+
     def __init__(self, cfg: Config):
-        import openai
+        from egt.endpoint import Endpoint, RetryPolicy
 
         if not cfg.base_url or not cfg.model:
             raise ConfigError("backend=openai needs base_url (e.g. http://localhost:8000/v1) and model")
-        api_key = os.environ.get(cfg.api_key_env)
-        if api_key is None:
-            raise ConfigError(f"backend=openai: environment variable {cfg.api_key_env} (api_key_env) is not set "
-                              "(use any non-empty value for a local server without auth)")
-        self.openai, self.cfg = openai, cfg
-        self.client = openai.OpenAI(base_url=cfg.base_url, api_key=api_key, max_retries=0,
-                                    timeout=cfg.request_timeout_s)
-        self.fatal: EgtError | None = None
+        self.cfg = cfg
+        self.endpoint = Endpoint(cfg.base_url, cfg.model, cfg.api_key_env, cfg.request_timeout_s,
+                                 RetryPolicy(cfg.max_retries, cfg.backoff_base_s, cfg.backoff_max_s),
+                                 what="backend=openai: teacher endpoint")
 
     def messages(self, pair: PreferencePair) -> list[dict]:
         content = [{"type": "image_url", "image_url": {"url": image_data_url(ref)}} for ref in pair.images]
@@ -244,41 +231,22 @@ class OpenAITeacher:
         return messages + [{"role": "user", "content": content}]
 
     def distill(self, pair: PreferencePair) -> PairResult:
-        cfg, openai = self.cfg, self.openai
+        cfg = self.cfg
         messages = self.messages(pair)
         rng = random.Random(f"{cfg.seed}:{pair.id}:backoff")
         retries = 0
 
         def ask(attempt_index: int) -> Attempt:
             nonlocal retries
-            error = ""
-            for retry_index in range(cfg.max_retries + 1):
-                if self.fatal is not None:
-                    raise self.fatal
-                retry_after_s = None
-                try:
-                    resp = self.client.chat.completions.create(
-                        model=cfg.model, messages=messages, temperature=cfg.temperature,
-                        top_p=cfg.top_p, max_tokens=cfg.max_tokens)
-                    return self._attempt(resp)
-                except (openai.AuthenticationError, openai.PermissionDeniedError, openai.NotFoundError) as exc:
-                    self.fatal = EgtError(f"teacher endpoint {cfg.base_url} refused the request "
-                                          f"(HTTP {exc.status_code}): check model, base_url and {cfg.api_key_env}")
-                    raise self.fatal from None
-                except (openai.APITimeoutError, openai.APIConnectionError) as exc:
-                    error = type(exc).__name__
-                except openai.APIStatusError as exc:
-                    error = f"HTTP {exc.status_code}"
-                    if exc.status_code != 429 and exc.status_code < 500:
-                        return Attempt("error", error=error)  # e.g. 400: the request itself is bad
-                    retry_after_s = _retry_after_s(exc.response)
-                except (openai.APIError, ValueError, KeyError, IndexError, AttributeError, TypeError) as exc:
-                    return Attempt("error", error=f"bad reply ({type(exc).__name__})")
-                if retry_index < cfg.max_retries:
-                    retries += 1
-                    time.sleep(backoff_delay_s(retry_index, cfg.backoff_base_s, cfg.backoff_max_s, rng,
-                                               retry_after_s))
-            return Attempt("error", error=error)
+            result = self.endpoint.chat(messages, rng, temperature=cfg.temperature, top_p=cfg.top_p,
+                                        max_tokens=cfg.max_tokens)
+            retries += result.retries
+            if result.response is None:
+                return Attempt("error", error=result.error)
+            try:
+                return self._attempt(result.response)
+            except (ValueError, KeyError, IndexError, AttributeError, TypeError) as exc:
+                return Attempt("error", error=f"bad reply ({type(exc).__name__})")
 
         result = run_attempts(pair, cfg, ask)
         result.retries = retries
@@ -294,13 +262,6 @@ class OpenAITeacher:
         usage = resp.usage
         return Attempt("", reply=reply, prompt_tokens=getattr(usage, "prompt_tokens", 0) or 0,
                        completion_tokens=getattr(usage, "completion_tokens", 0) or 0)
-
-
-def _retry_after_s(response) -> float | None:
-    try:
-        return float(response.headers.get("retry-after"))
-    except (TypeError, ValueError, AttributeError):
-        return None
 
 
 # ------------------------------------------------------------------ local backends
@@ -378,10 +339,17 @@ def _progress(cfg: Config, total: int, initial: int, kept: int):
 
 
 def run(cfg: Config) -> Path:
+    from egt.runstate import run_lock
+
+    with run_lock(cfg.output, "distill"):  # one writer; removes temp files a killed run left
+        return _run(cfg)
+
+
+def _run(cfg: Config) -> Path:
     t0 = time.perf_counter()
     out = Path(cfg.output)
     out.mkdir(parents=True, exist_ok=True)
-    pairs = read_pairs(cfg.pairs)
+    pairs = read_pairs(cfg.pairs, cfg.image_root, cfg.allow_absolute_paths)
     if cfg.limit is not None:
         pairs = pairs[: cfg.limit]
     check_unique_ids([p.id for p in pairs], cfg.pairs)

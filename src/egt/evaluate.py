@@ -18,6 +18,12 @@ greedy) and takes the plurality vote; the vote and metric rules are in
 Output folder:
 - judgements.jsonl  append-only log, one line per judged (pair, order), written
   after every batch; a rerun skips what it holds (a torn last line is redone).
+- fingerprint.json  what the judgements depend on (egt.runstate): the data's and
+  every model file's SHA-256, image root, samples, decoding settings, dtype. A
+  rerun with any of them changed is refused, naming what changed, while the
+  log holds judgements (`overwrite=true` discards them); the orders and the
+  batch size are not in it, so another `--orders` reuses the judged units. One
+  process writes a folder at a time (`.egt.lock`).
 - predictions.jsonl one row per benchmark row, readable by the public accuracy
   scripts: `rewards` = [score of chosen, score of rejected] (vote shares) from
   the chosen-first judgement (the random one with `--orders random`), the ids
@@ -53,11 +59,12 @@ from typing import Callable, Literal
 from pydantic import Field, field_validator, model_validator
 
 from egt import metrics as M
+from egt import runstate
 from egt.abstention import abstention_markdown, abstention_summary, write_risk_coverage
 from egt.config import StageConfig, save_config
 from egt.errors import EgtError
 from egt.io import Journal, check_unique_ids, write_json, write_text
-from egt.models import TorchDtype
+from egt.models import TorchDtype, check_model_folder
 from egt.report import markdown_table
 from egt.schema import PreferencePair, read_pairs, write_rows
 
@@ -66,14 +73,18 @@ CHOSEN_POSITION = {"chosen_first": 1, "chosen_second": 2}
 VIEW_TITLES = {"chosen_first": "chosen first", "chosen_second": "chosen second",
                "both_orders": "both orders", "random": "random order"}
 LOG_NAME = "judgements.jsonl"
-SETTINGS_NAME = "eval_settings.json"
+# What `egt eval` writes in its folder (eval_settings.json: written by egt before the fingerprint).
+OWNED = (LOG_NAME, "predictions.jsonl", "metrics.json", "metrics.md", "config.yaml", "eval_settings.json")
 
 
 class Config(StageConfig):
     benchmark: Literal["vlrewardbench", "mmrb", "mmrlhf", "synthetic", "pairs"] | None = Field(
         None, description="benchmark format of --data")
     data: Path | None = Field(None, description="benchmark file (or egt pairs file for synthetic/pairs)")
-    image_root: Path | None = Field(None, description="folder that relative image paths start from")
+    image_root: Path | None = Field(None, description="folder relative image paths start from and every image "
+                                                      "stays inside (default: the data file's folder)")
+    allow_absolute_paths: bool = Field(False, description="read absolute image paths outside image_root")
+    overwrite: bool = Field(False, description="discard judgements of other inputs or settings in output")
     model: Path | None = Field(None, description="judge checkpoint folder (HF format)")
     orders: Literal["chosen-first", "both", "random"] = Field(
         "both", description="chosen-first: public-script protocol; both: each pair twice; random: seeded per pair")
@@ -114,11 +125,12 @@ class Config(StageConfig):
 def load_pairs(cfg: Config) -> tuple[list[PreferencePair], list[dict]]:
     """The benchmark rows as pairs, and the rows skipped as bad (on_error=skip)."""
     if cfg.benchmark in ("synthetic", "pairs"):
-        pairs, skipped = read_pairs(cfg.data), []
+        pairs, skipped = read_pairs(cfg.data, cfg.image_root, cfg.allow_absolute_paths), []
     else:
         from egt.data.readers import load_benchmark
 
-        result = load_benchmark(cfg.benchmark, cfg.data, cfg.image_root, on_error=cfg.on_error)
+        result = load_benchmark(cfg.benchmark, cfg.data, cfg.image_root, on_error=cfg.on_error,
+                                allow_absolute_paths=cfg.allow_absolute_paths)
         for warning in result.warnings[:20]:
             print(f"warning: {warning}", file=sys.stderr)
         if len(result.warnings) > 20:
@@ -164,26 +176,22 @@ def judgement_log(path: Path) -> Journal:
     return Journal(path, key="key")
 
 
-def _settings(cfg: Config) -> dict:
-    """What decides a judgement's text: a rerun in the same folder must match it."""
+def fingerprint(cfg: Config) -> dict:
+    """What decides a judgement's text (egt.runstate): a rerun in the same folder must match it."""
     sampled = cfg.samples > 1
-    return {"benchmark": cfg.benchmark, "data": str(Path(cfg.data).resolve()),
-            "model": str(Path(cfg.model).resolve()), "samples": cfg.samples,
-            "max_new_tokens": cfg.max_new_tokens, "temperature": cfg.temperature if sampled else None,
-            "top_p": cfg.top_p if sampled else None, "seed": cfg.seed if sampled else None}
+    settings = {"benchmark": cfg.benchmark, "samples": cfg.samples, "max_new_tokens": cfg.max_new_tokens,
+                "temperature": cfg.temperature if sampled else None, "top_p": cfg.top_p if sampled else None,
+                "seed": cfg.seed if sampled else None, "dtype": cfg.dtype,
+                "image_root": None if cfg.image_root is None else str(Path(cfg.image_root).resolve()),
+                "allow_absolute_paths": cfg.allow_absolute_paths}
+    return runstate.fingerprint(inputs={"data": cfg.data}, models={"model": cfg.model}, settings=settings)
 
 
-def _check_settings(out: Path, cfg: Config) -> None:
-    out.mkdir(parents=True, exist_ok=True)
-    path, settings = out / SETTINGS_NAME, _settings(cfg)
-    if path.exists() and (out / LOG_NAME).exists():
-        old = json.loads(path.read_text())
-        changed = [k for k in settings if old.get(k) != settings[k]]
-        if changed:
-            diffs = "; ".join(f"{k}: {old.get(k)!r} -> {settings[k]!r}" for k in changed)
-            raise EgtError(f"{out} holds judgements made with other settings ({diffs}); "
-                           f"use another --output or delete {out / LOG_NAME}")
-    write_json(settings, path)
+def _claim(out: Path, cfg: Config, current: dict | None = None) -> None:
+    """Refuse a folder holding judgements of other inputs or settings (see the module docstring)."""
+    log_path = out / LOG_NAME
+    runstate.claim(out, current or fingerprint(cfg), stage="eval", owned=OWNED, overwrite=cfg.overwrite,
+                   has_results=lambda: bool(judgement_log(log_path).read()) if log_path.exists() else False)
 
 
 # ------------------------------------------------------------------ judging
@@ -415,19 +423,23 @@ def compare_table(runs: list[str]) -> str:
 
 # ------------------------------------------------------------------ entry point
 
-def evaluate_pairs(pairs: list[PreferencePair], judge_fn: JudgeFn, cfg: Config, n_skipped: int = 0) -> Path:
-    """Judge (resuming), then write predictions.jsonl, metrics.json and metrics.md."""
+def evaluate_pairs(pairs: list[PreferencePair], judge_fn: JudgeFn, cfg: Config, n_skipped: int = 0,
+                   current: dict | None = None) -> Path:
+    """Judge (resuming), then write predictions.jsonl, metrics.json and metrics.md.
+
+    Holds the output folder's lock and checks its fingerprint (`current`: computed if not given)."""
     out = Path(cfg.output)
-    _check_settings(out, cfg)
-    save_config(cfg, out / "config.yaml")
-    log = judge_pending(pairs, cfg, judge_fn, out / LOG_NAME)
-    rows = build_predictions(pairs, log, cfg)
-    write_rows(rows, out / "predictions.jsonl")
-    result = compute_metrics(rows, cfg, n_skipped)
-    write_json(result, out / "metrics.json")
-    write_risk_coverage(rows, {name: c for name, (c, _) in view_results(rows, cfg).items()}, cfg.samples, out,
-                        VIEW_TITLES)
-    write_text(metrics_markdown(result), out / "metrics.md")
+    with runstate.run_lock(out, "eval"):
+        _claim(out, cfg, current)
+        save_config(cfg, out / "config.yaml")
+        log = judge_pending(pairs, cfg, judge_fn, out / LOG_NAME)
+        rows = build_predictions(pairs, log, cfg)
+        write_rows(rows, out / "predictions.jsonl")
+        result = compute_metrics(rows, cfg, n_skipped)
+        write_json(result, out / "metrics.json")
+        write_risk_coverage(rows, {name: c for name, (c, _) in view_results(rows, cfg).items()}, cfg.samples, out,
+                            VIEW_TITLES)
+        write_text(metrics_markdown(result), out / "metrics.md")
     return out
 
 
@@ -438,13 +450,19 @@ def run(cfg: Config) -> Path | None:
         if cfg.output is None:
             return None
         return write_text(table, Path(cfg.output) / "compare.md")
+    check_model_folder(cfg.model)
     pairs, skipped = load_pairs(cfg)
     if not pairs:
         raise EgtError(f"{cfg.data}: no pairs to evaluate")
-    _check_settings(Path(cfg.output), cfg)  # refuse a mismatched folder before loading the model
-    needed = {unit_key(p.id, o) for p in pairs for o in orders_of(p.id, cfg.orders, cfg.seed)}
-    done = judgement_log(Path(cfg.output) / LOG_NAME).load()
-    # Load the model only when something is left to judge (a finished run just recomputes metrics).
-    left = any(_needs_judging(done.get(key)) for key in needed)
-    judge_fn = model_judge_fn(cfg) if left else (lambda requests: [])
-    return evaluate_pairs(pairs, judge_fn, cfg, n_skipped=len(skipped))
+    for pair in pairs:
+        pair.check_images()   # every image inside its root, before any work
+    out = Path(cfg.output)
+    with runstate.run_lock(out, "eval"):
+        current = fingerprint(cfg)
+        _claim(out, cfg, current)  # refuse a mismatched folder before loading the model
+        needed = {unit_key(p.id, o) for p in pairs for o in orders_of(p.id, cfg.orders, cfg.seed)}
+        done = judgement_log(out / LOG_NAME).load()
+        # Load the model only when something is left to judge (a finished run just recomputes metrics).
+        left = any(_needs_judging(done.get(key)) for key in needed)
+        judge_fn = model_judge_fn(cfg) if left else (lambda requests: [])
+        return evaluate_pairs(pairs, judge_fn, cfg, n_skipped=len(skipped), current=current)

@@ -13,7 +13,9 @@
   DataError naming the file and line, because silently dropping finished work there
   would hide a real problem.
 - `check_unique_ids`: the one check that a file's pair ids are unique.
-- `sha256_file`: input fingerprints (score, curate manifests).
+- `sha256_file`: input fingerprints (egt.runstate, curate manifests).
+- Temp files are named `.<target name>.<random>` + `TEMP_SUFFIX`, so a run that takes a folder's lock
+  (egt.runstate) can find and delete the ones a killed writer left; a failed write deletes its own.
 
 Nothing here knows about pairs or stages; `egt.schema` reads and writes pair files on top of it.
 """
@@ -33,6 +35,8 @@ import numpy as np
 
 from egt.errors import DataError
 
+TEMP_SUFFIX = ".egt-tmp"
+
 
 def atomic_write_bytes(path: str | Path, data: bytes, fsync: bool = True) -> Path:
     """Replace `path` with `data` atomically (temp file in the same folder, fsync, rename).
@@ -41,7 +45,10 @@ def atomic_write_bytes(path: str | Path, data: bytes, fsync: bool = True) -> Pat
     rerun regenerates anyway, e.g. synthetic images, where one fsync each costs ~5 ms."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TEMP_SUFFIX)
+    except OSError as exc:  # it names the temp file; the user knows the target
+        raise named_os_error(exc, path, replace=True) from None
     try:
         os.fchmod(fd, 0o644)  # mkstemp creates 0600; outputs are ordinary files
         with os.fdopen(fd, "wb") as handle:
@@ -50,10 +57,21 @@ def atomic_write_bytes(path: str | Path, data: bytes, fsync: bool = True) -> Pat
             if fsync:
                 os.fsync(handle.fileno())
         os.replace(tmp, path)
+    except OSError as exc:
+        Path(tmp).unlink(missing_ok=True)
+        raise named_os_error(exc, path) from None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def named_os_error(exc: OSError, path: str | Path, replace: bool = False) -> OSError:
+    """The same error naming `path` (a write through a file handle names no file: a full disk would
+    then say only "No space left on device"); errors that name a file are kept unless `replace`."""
+    if exc.errno is None or (exc.filename is not None and not replace):
+        return exc
+    return type(exc)(exc.errno, exc.strerror, str(path))
 
 
 def write_text(text: str, path: str | Path) -> Path:
@@ -191,10 +209,13 @@ class Journal:
         data = "".join(json_text(r, indent=None) + "\n" for r in records).encode("utf-8")
         with self._lock:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            with open(self.path, "ab") as handle:
-                handle.write(data)
-                handle.flush()
-                os.fsync(handle.fileno())
+            try:
+                with open(self.path, "ab") as handle:
+                    handle.write(data)
+                    handle.flush()
+                    os.fsync(handle.fileno())
+            except OSError as exc:  # a part written before a full disk is a torn last line: redone
+                raise named_os_error(exc, self.path) from None
 
     def rewrite(self, records: Sequence[dict]) -> None:
         """Replace the journal with `records`, atomically."""

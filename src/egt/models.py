@@ -10,6 +10,7 @@ naming the key rather than a failure after the data is read.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Annotated
 
@@ -32,21 +33,76 @@ def canonical_dtype(name: str) -> str:
 TorchDtype = Annotated[str, AfterValidator(canonical_dtype)]
 
 
+def _looks_like_hub_id(name: str) -> bool:
+    parts = name.split("/")
+    return len(parts) == 2 and all(parts) and not name.startswith((".", "~")) and "\\" not in name
+
+
+def check_model_folder(path: str | Path) -> None:
+    """EgtError naming the folder when `path` is not a loadable model folder (a hub id passes)."""
+    path = Path(path)
+    if not path.exists():
+        if _looks_like_hub_id(str(path)):
+            return
+        raise EgtError(f"{path}: model folder not found (give a checkpoint folder, e.g. one `egt sft` or "
+                       f"`egt model tiny` wrote)")
+    if not path.is_dir():
+        raise EgtError(f"{path}: not a model folder, a file (give the folder that holds config.json)")
+    if not (path / "config.json").exists():
+        raise EgtError(f"{path}: not a model folder, no config.json (build one with `egt model tiny --output {path}`, "
+                       f"or give the folder `egt sft` wrote)")
+    weights = sorted(path.glob("*.safetensors"))
+    if not weights and not any(path.glob("*.bin")):
+        raise EgtError(f"{path}: model folder without weights, no *.safetensors or *.bin file "
+                       f"(copy the model again, or give the folder `egt sft` wrote)")
+    try:
+        json.loads((path / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise EgtError(f"{path / 'config.json'}: not readable JSON ({type(exc).__name__}) "
+                       f"(the file is truncated or corrupt: rebuild or copy the model again)") from None
+    from safetensors import safe_open
+
+    for file in weights:  # reads each header only: a truncated file fails here, before any work
+        try:
+            with safe_open(str(file), "pt"):
+                pass
+        except Exception as exc:  # SafetensorError is a bare Exception
+            raise EgtError(f"{file}: not a readable safetensors file ({str(exc).splitlines()[0][:200]}) "
+                           f"(the file is truncated or corrupt: rebuild or copy the model again)") from None
+
+
+def model_load_error(path: str | Path, exc: BaseException) -> EgtError:
+    """One line for a model that cannot be loaded: truncated or corrupt weights, a bad config, ..."""
+    first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+    return EgtError(f"{path}: cannot load the model ({type(exc).__name__}: {first}) "
+                    f"(its files may be truncated or corrupt: rebuild or copy the model again)")
+
+
+def load_model_and_processor(path: str | Path, **model_kwargs):
+    """AutoModelForImageTextToText + AutoProcessor of `path`; any failure is one EgtError naming it."""
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    check_model_folder(path)
+    try:
+        model = AutoModelForImageTextToText.from_pretrained(str(path), **model_kwargs)
+        processor = AutoProcessor.from_pretrained(str(path))
+    except (KeyboardInterrupt, MemoryError):
+        raise
+    except Exception as exc:  # safetensors, json, tokenizers and OS errors all mean: these files are bad
+        raise model_load_error(path, exc) from exc
+    return model, processor
+
+
 def load_judge(path: str | Path, device: str = "cpu", dtype: str = "auto"):
     """(model, processor) of a saved judge, model in eval mode on `device`."""
     import torch
-    from transformers import AutoModelForImageTextToText, AutoProcessor
 
     try:
         dtype = canonical_dtype(dtype)
     except ValueError as exc:
         raise ConfigError(f"dtype: {exc} (got {dtype!r})") from None
-    path = Path(path)
-    if path.exists() and not (path / "config.json").exists():
-        raise EgtError(f"{path}: not a model folder (no config.json); build one with `egt model tiny --output {path}`")
     torch_dtype = dtype if dtype == "auto" else getattr(torch, dtype)
-    model = AutoModelForImageTextToText.from_pretrained(str(path), dtype=torch_dtype)
-    processor = AutoProcessor.from_pretrained(str(path))
+    model, processor = load_model_and_processor(path, dtype=torch_dtype)
     model.to(device)
     model.eval()
     return model, processor

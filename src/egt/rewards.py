@@ -33,10 +33,9 @@ no." concludes 1).
 from __future__ import annotations
 
 import hashlib
-import os
+import random
 import re
 import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable
 
@@ -188,29 +187,41 @@ LLM_LOGIC_PROMPT = (
 class LLMLogicJudge:
     """Logic reward from an LLM behind an OpenAI-compatible endpoint (vLLM, SGLang, a hosted API).
 
-    The API key is read from the environment variable named `api_key_env` (never
-    stored elsewhere or logged). Each completion is asked once: answers are cached
-    by the SHA-256 of (verdict, reasoning). A request that still fails after
-    `max_retries` retries, or an unreadable reply, scores 0 and counts in `failures`.
+    Faults follow egt.endpoint, shared with the distill teacher: the key comes from the environment
+    variable named `api_key_env` (unset: ConfigError naming it; never logged or stored); 401/403/404
+    stop the run (EndpointRefused: a wrong key or model would otherwise score every completion 0);
+    timeouts, connection errors, 429 and 5xx are retried with backoff and jitter. Each completion is
+    asked once: answers are cached by the SHA-256 of (verdict, reasoning). Fallbacks are counted:
+    a request that still fails after `max_retries` retries (`failures`) or an unreadable reply
+    (`unreadable`) scores 0; `stats()` has every count and `egt rl` logs them.
     """
 
     def __init__(self, base_url: str, model: str, api_key_env: str | None = None,
                  timeout_s: float = 30.0, max_retries: int = 2, max_workers: int = 8,
-                 retry_backoff_s: float = 0.5, max_tokens: int = 8):
-        from openai import OpenAI
+                 retry_backoff_s: float = 0.5, max_tokens: int = 8, backoff_max_s: float = 10.0):
+        from egt.endpoint import Endpoint, RetryPolicy
 
-        api_key = os.environ.get(api_key_env, "") if api_key_env else ""
-        self._client = OpenAI(base_url=base_url, api_key=api_key or "EMPTY", timeout=timeout_s, max_retries=0)
+        self.endpoint = Endpoint(base_url, model, api_key_env, timeout_s,
+                                 RetryPolicy(max_retries, retry_backoff_s, backoff_max_s), what="LLM logic judge")
         self.model = model
-        self.max_retries = max_retries
         self.max_workers = max_workers
-        self.retry_backoff_s = retry_backoff_s
         self.max_tokens = max_tokens
         self.cache: dict[str, int] = {}
-        self.failures = 0
-        self.requests = 0
+        self.failures = 0      # requests that failed after their retries: scored 0
+        self.unreadable = 0    # replies that were not AGREE / CONTRADICT / UNCLEAR: scored 0
         self._lock = threading.Lock()
         self._last_batch: tuple[tuple, list[int]] | None = None
+
+    @property
+    def requests(self) -> int:
+        return self.endpoint.stats.requests
+
+    def stats(self) -> dict:
+        """Requests, retries and fallbacks (failures, unreadable replies: each scored 0)."""
+        counts = self.endpoint.stats.as_dict()
+        return {"requests": counts["requests"], "retries": counts["retries"], "failures": self.failures,
+                "unreadable": self.unreadable, "fallbacks": self.failures + self.unreadable,
+                "cached": len(self.cache)}
 
     @staticmethod
     def cache_key(think: str, verdict: int) -> str:
@@ -233,25 +244,22 @@ class LLMLogicJudge:
         with self._lock:
             if key in self.cache:
                 return self.cache[key]
-        for attempt in range(self.max_retries + 1):
+        messages = [{"role": "user", "content": LLM_LOGIC_PROMPT.format(think=think, verdict=verdict)}]
+        result = self.endpoint.chat(messages, random.Random(key), temperature=0.0, max_tokens=self.max_tokens)
+        if result.response is None:
             with self._lock:
-                self.requests += 1
-            try:
-                response = self._client.chat.completions.create(
-                    model=self.model, temperature=0.0, max_tokens=self.max_tokens,
-                    messages=[{"role": "user", "content": LLM_LOGIC_PROMPT.format(think=think, verdict=verdict)}])
-                value = self.read_reply(response.choices[0].message.content or "")
-            except Exception:  # any transport or server error: retry, then count a failure
-                value = None
-            if value is not None:
-                with self._lock:
-                    self.cache[key] = value
-                return value
-            if attempt < self.max_retries:
-                time.sleep(self.retry_backoff_s * (2 ** attempt))
+                self.failures += 1
+            return 0
+        try:
+            value = self.read_reply(result.response.choices[0].message.content or "")
+        except (AttributeError, IndexError, TypeError):
+            value = None
         with self._lock:
-            self.failures += 1
-        return 0
+            if value is None:  # a reply at temperature 0 says the same when asked again: no retry
+                self.unreadable += 1
+                return 0
+            self.cache[key] = value
+        return value
 
     def __call__(self, completions: list, **_: Any) -> list[int]:
         """One logic value per completion. The same batch asked twice in a row (the `logic` and
@@ -299,7 +307,9 @@ def make_logic_reward(logic_fn: LogicFn | None = None) -> Callable[..., list[flo
     def logic_reward(completions: list, **kwargs: Any) -> list[float]:
         values = _logic_values(logic_fn, completions, kwargs)
         if isinstance(logic_fn, LLMLogicJudge) and callable(kwargs.get("log_metric")):
-            kwargs["log_metric"]("logic_judge_failures", float(logic_fn.failures))
+            stats = logic_fn.stats()
+            for name in ("failures", "unreadable", "retries"):
+                kwargs["log_metric"](f"logic_judge_{name}", float(stats[name]))
         return [float(v) for v in values]
 
     return logic_reward
@@ -339,13 +349,16 @@ def reward_functions(w_format: float = 0.5, w_logic: float = 0.5, w_accuracy: fl
 # ---------------------------------------------------------------- config
 
 class LogicJudgeConfig(StageConfig):
-    """Optional LLM logic judge (OpenAI-compatible endpoint). The key comes from env var `api_key_env`."""
+    """Optional LLM logic judge (OpenAI-compatible endpoint). The key comes from env var `api_key_env`
+    (must be set when named; null: the server needs no key)."""
 
     base_url: str
     model: str
     api_key_env: str | None = "OPENAI_API_KEY"
     timeout_s: float = 30.0
     max_retries: int = 2
+    backoff_base_s: float = 0.5
+    backoff_max_s: float = 10.0
     max_workers: int = 8
 
 
@@ -354,4 +367,5 @@ def build_logic(cfg: LogicJudgeConfig | None) -> LogicFn | None:
     if cfg is None:
         return None
     return LLMLogicJudge(cfg.base_url, cfg.model, api_key_env=cfg.api_key_env, timeout_s=cfg.timeout_s,
-                         max_retries=cfg.max_retries, max_workers=cfg.max_workers)
+                         max_retries=cfg.max_retries, max_workers=cfg.max_workers,
+                         retry_backoff_s=cfg.backoff_base_s, backoff_max_s=cfg.backoff_max_s)

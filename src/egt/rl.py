@@ -28,13 +28,27 @@ step (1-based) whose update first uses these pairs, "generation": chunk index,
 "ids": pair ids in order, "group_sizes": completions per id}`. Under several
 processes the ids are gathered to the main process, which alone writes the file.
 
-Resume (`resume=auto`: the latest `<output>/checkpoints/checkpoint-N`): the
-Trainer skips the N * gradient_accumulation_steps batches already used;
+Resume (`resume=auto`: the latest complete `<output>/checkpoints/checkpoint-N`;
+one a kill left half-written is removed): the Trainer skips the N *
+gradient_accumulation_steps batches already used and restores the RNG states;
 `CurriculumGRPOTrainer` also realigns TRL's micro-step counter with step N
 (TRL restarts it at 0, which shifts the generation schedule when a checkpoint
 falls inside a generation) and drops consumed.jsonl lines written after step
-N, which are replayed. A checkpoint inside a generation regenerates that
-chunk's completions (the buffer is not checkpointed) without logging it again.
+N, which are replayed. A checkpoint that falls inside a generation also holds
+TRL's buffer of that generation's completions, advantages and old log-probs
+(`egt_generation_buffer-<rank>-of-<processes>.pt`), which the resumed run
+reuses instead of generating again: after `kill -9` the resumed run's final
+weights equal an uninterrupted run's bit for bit on CPU (tests/test_rl.py).
+Without the buffer (a checkpoint written by an older egt, or another number of
+processes) the chunk is regenerated from the restored RNG state, with the
+checkpoint's weights: the curriculum stays exact, the weights differ slightly.
+
+Run folder: `<output>/fingerprint.json` (egt.runstate: the SFT model's and the
+curated file's SHA-256 and the settings that change the weights) refuses a
+rerun with any of them changed, naming what changed, once the folder holds a
+checkpoint or a model (`overwrite=true` starts over); one process writes a
+folder at a time (`.egt.lock`). With an LLM logic judge, its requests, retries
+and failures (scored 0) are counted in train_summary.json (`logic_judge`).
 
 The final model goes to `<output>/model` (LoRA merged into the base), loadable
 by egt.models.load_judge; `<output>/train_summary.json` holds the log history.
@@ -56,23 +70,37 @@ from typing import Any, Literal
 
 from pydantic import Field
 
+from egt import runstate
 from egt.config import StageConfig, save_config
 from egt.curriculum import sequence_by_order
 from egt.errors import ConfigError, DataError
 from egt.io import Journal
+from egt.models import check_model_folder, model_load_error
 from egt.prompts import judge_messages
 from egt.rewards import LogicJudgeConfig, build_logic, reward_functions
 from egt.schema import PreferencePair, read_pairs
-from egt.training import (LANGUAGE_LORA_TARGETS, CheckpointReloadMixin, freeze_vision, lora_config,
-                          resolve_precision, resolve_resume, save_final_model, write_train_summary)
+from egt.training import (LANGUAGE_LORA_TARGETS, TRAIN_SUMMARY, CheckpointReloadMixin, claim_run_folder,
+                          freeze_vision, has_training_results, lora_config, resolve_precision, resolve_resume,
+                          save_final_model, write_train_summary)
 
 log = logging.getLogger(__name__)
+
+# What `egt rl` writes in its folder (removed by overwrite, or when a failed run is replaced).
+OWNED = ("checkpoints", "model", "adapter", "consumed.jsonl", TRAIN_SUMMARY, "config.yaml")
+# Config keys that do not change the trained weights (left out of the fingerprint).
+NOT_FINGERPRINTED = ("model", "train", "output", "resume", "logging_steps", "report_to", "log_completions",
+                     "save_steps", "save_total_limit", "overwrite")
+BUFFER_FILE = "egt_generation_buffer-{rank}-of-{world}.pt"  # one slice per process
 
 
 class Config(StageConfig):
     model: Path = Field(..., description="SFT checkpoint folder (HF format)")
     train: Path = Field(..., description="curated pairs (selected.parquet) with an `order` column; else file order")
     output: Path = Field(..., description="run folder: model/, checkpoints/, consumed.jsonl")
+    image_root: Path | None = Field(None, description="folder images resolve against and stay inside "
+                                                      "(default: the train file's folder)")
+    allow_absolute_paths: bool = Field(False, description="read absolute image paths outside image_root")
+    overwrite: bool = Field(False, description="discard a run of other inputs or settings in output")
     max_steps: int = Field(-1, description="optimizer steps; -1 = num_train_epochs passes over the curriculum")
     num_train_epochs: float = 1.0
     num_generations: int = Field(8, ge=2, description="group size G (completions per pair)")
@@ -127,10 +155,11 @@ class Config(StageConfig):
 # ---------------------------------------------------------------- data
 
 
-def curriculum_pairs(path: Path, both_orders: bool = False) -> list[PreferencePair]:
+def curriculum_pairs(path: Path, both_orders: bool = False, image_root: Path | None = None,
+                     allow_absolute_paths: bool = False) -> list[PreferencePair]:
     """Pairs sorted by their `order` column (file order if no row has one); with `both_orders` each
     pair is followed by its swapped copy (`PreferencePair.swapped`, id `<id>::swap`)."""
-    pairs = read_pairs(path)
+    pairs = read_pairs(path, image_root, allow_absolute_paths)
     if not pairs:
         raise DataError(str(path), None, None, "no pairs to train on")
     sequence = sequence_by_order([p.extra.get("order") for p in pairs], str(path))
@@ -147,6 +176,7 @@ def build_dataset(pairs: list[PreferencePair]):
 
     rows = []
     for i, pair in enumerate(pairs):
+        pair.check_images()   # inside the image root (egt.schema.resolve_image_path)
         for ref in pair.images:
             if ref.data is None and not (ref.path and Path(ref.path).exists()):
                 raise DataError(ref.path or "<missing image>", i, "images", f"image of pair '{pair.id}' not found")
@@ -199,12 +229,53 @@ def _make_trainer_class():
         def __init__(self, *args, consumed_path: Path, **kwargs):
             super().__init__(*args, **kwargs)
             self.consumed = Journal(consumed_path)
+            self._egt_resume: str | None = None
+            self._egt_started = False
+
+        def train(self, resume_from_checkpoint=None, **kwargs):
+            self._egt_resume = resume_from_checkpoint
+            return super().train(resume_from_checkpoint=resume_from_checkpoint, **kwargs)
+
+        def _generate_every(self) -> int:
+            return self.args.steps_per_generation * self.num_iterations
 
         def _prepare_inputs(self, generation_batch):
-            if self.model.training and self._buffered_inputs is None:
+            if self.model.training and not self._egt_started:
                 # Fresh start or resume: TRL counts micro-steps from 0; step N starts at N * GA.
+                self._egt_started = True
                 self._step = self.state.global_step * self.args.gradient_accumulation_steps
+                if self._egt_resume and self._step % self._generate_every():
+                    self._buffered_inputs = self._load_buffer(Path(self._egt_resume))
             return super()._prepare_inputs(generation_batch)
+
+        def _save_checkpoint(self, model, trial):
+            # Written before the Trainer's files: its trainer_state.json (last) marks the checkpoint complete.
+            if self._buffered_inputs is not None and self._step % self._generate_every():
+                import torch
+
+                folder = Path(self._get_output_dir(trial=trial)) / f"checkpoint-{self.state.global_step}"
+                folder.mkdir(parents=True, exist_ok=True)
+                torch.save(self._buffered_inputs, folder / self._buffer_name())
+            super()._save_checkpoint(model, trial)
+
+        def _buffer_name(self) -> str:
+            return BUFFER_FILE.format(rank=self.args.process_index, world=self.args.world_size)
+
+        def _load_buffer(self, checkpoint: Path):
+            """The generation buffer saved with a checkpoint inside a generation, or None (regenerate)."""
+            import torch
+
+            path = checkpoint / self._buffer_name()
+            if not path.exists():
+                log.warning("%s has no generation buffer (an older egt, or another number of processes): the "
+                            "current generation is sampled again, so the weights will differ slightly from an "
+                            "uninterrupted run", checkpoint)
+                return None
+            try:
+                return torch.load(path, map_location=self.accelerator.device, weights_only=True)
+            except Exception as exc:  # a file we cannot trust: regenerate instead
+                log.warning("%s: generation buffer unreadable (%s): sampling the generation again", path, exc)
+                return None
 
         def _generate_and_score_completions(self, inputs):
             if self.model.training:
@@ -274,22 +345,38 @@ def _check_schedule(n_pairs: int, args, both_orders: bool = False) -> None:
                     args.max_steps, steps_per_pass)
 
 
+def fingerprint(cfg: Config) -> dict:
+    """What the trained weights depend on (egt.runstate): SFT model and curated file hashes, settings."""
+    settings = cfg.model_dump(mode="json", exclude=set(NOT_FINGERPRINTED))
+    return runstate.fingerprint(inputs={"train": cfg.train}, models={"model": cfg.model}, settings=settings)
+
+
 def run(cfg: Config, callbacks: list | None = None) -> Path:
     """Train; return the output folder (model/, checkpoints/, consumed.jsonl). `callbacks`: extra TrainerCallbacks."""
     out = Path(cfg.output)
-    checkpoints = out / "checkpoints"
-    consumed_path = out / "consumed.jsonl"
-    if not (Path(cfg.model) / "config.json").exists():
-        raise ConfigError(f"model: {cfg.model} is not a model folder (no config.json)")
-    pairs = curriculum_pairs(Path(cfg.train), cfg.both_orders)
+    check_model_folder(cfg.model)
+    pairs = curriculum_pairs(Path(cfg.train), cfg.both_orders, cfg.image_root, cfg.allow_absolute_paths)
     precision = "auto" if cfg.bf16 is None else ("bf16" if cfg.bf16 else "fp32")
     bf16 = resolve_precision(precision, use_cpu=bool(cfg.grpo_extra.get("use_cpu", False))) == "bf16"
-    funcs, weights = reward_functions(cfg.w_format, cfg.w_logic, cfg.w_accuracy, logic=build_logic(cfg.logic_judge))
-    args = _grpo_args(cfg, checkpoints, bf16, weights)
+    logic = build_logic(cfg.logic_judge)
+    funcs, weights = reward_functions(cfg.w_format, cfg.w_logic, cfg.w_accuracy, logic=logic)
+    args = _grpo_args(cfg, out / "checkpoints", bf16, weights)
     _check_schedule(len(pairs), args, cfg.both_orders)
     dataset = build_dataset(pairs)
+    lock = claim_run_folder(args, out, "rl", lambda: fingerprint(cfg), OWNED, lambda: has_training_results(out),
+                            cfg.overwrite)
+    try:
+        return _train(cfg, args, funcs, logic, dataset, len(pairs), bf16, callbacks)
+    finally:
+        if lock is not None:
+            lock.release()
 
-    resume = resolve_resume(cfg.resume, checkpoints)
+
+def _train(cfg: Config, args, funcs, logic, dataset, n_pairs: int, bf16: bool, callbacks) -> Path:
+    out = Path(cfg.output)
+    checkpoints = out / "checkpoints"
+    consumed_path = out / "consumed.jsonl"
+    resume = resolve_resume(cfg.resume, checkpoints, clean=args.process_index == 0)
     if args.process_index == 0:
         out.mkdir(parents=True, exist_ok=True)
         save_config(cfg, out / "config.yaml")
@@ -309,6 +396,8 @@ def run(cfg: Config, callbacks: list | None = None) -> Path:
                               peft_config=peft_config, callbacks=callbacks, consumed_path=consumed_path)
     except ValueError as exc:  # TRL validates batch/group sizes here
         raise ConfigError(f"GRPO setup: {exc}") from None
+    except (OSError, RuntimeError) as exc:  # the model's files cannot be loaded (corrupt)
+        raise model_load_error(cfg.model, exc) from exc
     if cfg.freeze_vision and not cfg.lora:  # with LoRA only the adapters train anyway
         frozen = freeze_vision(trainer.model, tower=True, merger=True)
         log.info("froze %d vision parameters", frozen)
@@ -317,6 +406,7 @@ def run(cfg: Config, callbacks: list | None = None) -> Path:
     wall_s = time.perf_counter() - started
     model_dir = save_final_model(trainer, out, cfg.model, lora=cfg.lora, merge=True)
     if trainer.accelerator.is_main_process:
-        write_train_summary(out, trainer, resume, wall_s, model=str(model_dir), bf16=bf16, pairs=len(pairs))
+        extra = {"logic_judge": logic.stats()} if hasattr(logic, "stats") else {}
+        write_train_summary(out, trainer, resume, wall_s, model=str(model_dir), bf16=bf16, pairs=n_pairs, **extra)
     return out
 

@@ -7,9 +7,22 @@ one. Files are Parquet (default) or JSONL, chosen by suffix.
 
 On disk `images` is a list of `{path, bytes}` structs (the Hugging Face
 `Image` convention); `meta` is a JSON string in Parquet and an object in JSONL.
-Relative image paths are resolved against the pairs file's folder on read.
 Files are written atomically (egt.io); the fields and the columns each stage
 adds are described in docs/definitions.md.
+
+Image root (`resolve_image_path`, the one check every reader uses). Images stay
+inside their root: a relative path resolves against the image root, and a path
+that leaves it with `..`, or an absolute path outside it, is refused with a
+message that does not say whether the target exists. Absolute paths outside the
+root are read only with `allow_absolute_paths`. The root of a pairs file is the
+`image_root` the user gives, else the file's own folder -- and, for a Parquet
+file that egt wrote holding absolute paths (a converted benchmark, a score or
+curate file whose images sit in the data folder), the folder that holds all its
+images, which egt records in the file (`egt.image_root` schema metadata) when it
+writes it. A given `image_root` replaces the recorded one: read a file you did
+not make with an explicit `image_root`. `read_pairs` records a refusal on the
+image reference; opening the image raises it (DataError naming file, line and
+field), so stages that never open images can still read such a file.
 """
 
 from __future__ import annotations
@@ -25,21 +38,77 @@ from typing import Any, Iterable
 from egt.errors import DataError
 from egt.io import atomic_write_bytes
 
+IMAGE_ROOT_KEY = b"egt.image_root"  # Parquet schema metadata: the folder holding the file's images
+
 CORE_FIELDS = ("id", "images", "question", "response_1", "response_2", "label",
                "source", "category", "meta")
 
 
+class ImagePathRefused(ValueError):
+    """An image path outside its root (the message never says whether the target exists)."""
+
+
+def _within(path: str, root: str) -> bool:
+    return os.path.commonpath([root, path]) == root
+
+
+def resolve_image_path(path: str, root: str | Path, allow_absolute: bool = False,
+                       recorded_root: str | Path | None = None) -> str:
+    """The absolute, normalised path of an image reference, checked against its root.
+
+    Relative: joined to `root`, and must stay inside it (`..` may not leave it). Absolute: must lie
+    inside `root` (or `recorded_root`, the root an egt-written file records), unless `allow_absolute`.
+    The check is on the path text only, before any file is touched, so the ImagePathRefused message is
+    the same whether or not the target exists. Symbolic links inside the root are followed (whoever
+    can write the root chose them).
+    """
+    root = os.path.normpath(os.path.abspath(root))
+    if os.path.isabs(path):
+        full = os.path.normpath(path)
+        roots = [root] + ([os.path.normpath(os.path.abspath(recorded_root))] if recorded_root else [])
+        if allow_absolute or any(_within(full, r) for r in roots):
+            return full
+        raise ImagePathRefused(f"absolute image path '{path}' is outside the image root {root} (give "
+                               "image_root=<the folder that holds the images>, or allow_absolute_paths=true)")
+    full = os.path.normpath(os.path.join(root, path))
+    if not _within(full, root):
+        raise ImagePathRefused(f"image path '{path}' leaves the image root {root} (paths may not climb out of "
+                               "it with '..'; give image_root=<a folder that holds the images>)")
+    return full
+
+
 @dataclass(frozen=True)
 class ImageRef:
-    """An image given by a file path or by its encoded bytes; decoded lazily."""
+    """An image given by a file path or by its encoded bytes; decoded lazily.
+
+    `refused`: where and why the path may not be read (outside its image root: `resolve_image_path`);
+    set by `read_pairs`, raised by `open`, `read_bytes` and `PreferencePair.check_images`.
+    """
 
     path: str | None = None
     data: bytes | None = None
+    refused: tuple[str, int | None, str] | None = None   # (file, line, reason)
+
+    def _check(self) -> None:
+        if self.refused is not None:
+            raise DataError(self.refused[0], self.refused[1], "images", self.refused[2])
+
+    def read_bytes(self) -> bytes:
+        """The encoded image (embedded bytes, or the file's), DataError when refused or missing."""
+        if self.data is not None:
+            return self.data
+        self._check()
+        try:
+            return Path(self.path).read_bytes()
+        except OSError:
+            raise DataError(self.path or "<missing path>", None, "images", "image file not found or unreadable") from None
 
     def open(self):
         """Decode to an RGB PIL image (raises DataError naming the image)."""
         from PIL import Image, UnidentifiedImageError
 
+        if self.data is None:
+            self._check()
         try:
             if self.data is not None:
                 img = Image.open(io.BytesIO(self.data))
@@ -57,7 +126,10 @@ class ImageRef:
         return {"path": self.path, "bytes": self.data}
 
     @staticmethod
-    def from_row(value: Any, base_dir: Path | None = None) -> "ImageRef":
+    def from_row(value: Any, base_dir: Path | None = None, allow_absolute: bool = False,
+                 recorded_root: str | None = None, where: tuple[str, int | None] = ("<memory>", None)) -> "ImageRef":
+        """An image of a pairs row; with `base_dir` (the image root) its path is resolved and checked
+        (`resolve_image_path`): a refused path is kept with the reason, raised when the image is opened."""
         if isinstance(value, ImageRef):
             return value
         if isinstance(value, str):
@@ -68,8 +140,11 @@ class ImageRef:
         if data is None and value.get("bytes_base64"):
             data = base64.b64decode(value["bytes_base64"])
         path = value.get("path")
-        if path and data is None and base_dir is not None and not os.path.isabs(path):
-            path = str((base_dir / path).resolve())
+        if path and data is None and base_dir is not None:
+            try:
+                path = resolve_image_path(path, base_dir, allow_absolute, recorded_root)
+            except ImagePathRefused as exc:
+                return ImageRef(path=path, refused=(where[0], where[1], str(exc)))
         return ImageRef(path=path, data=data)
 
 
@@ -114,6 +189,12 @@ class PreferencePair:
     def open_images(self):
         return [ref.open() for ref in self.images]
 
+    def check_images(self) -> None:
+        """DataError for the first image whose path is outside its root (nothing is opened)."""
+        for ref in self.images:
+            if ref.data is None:
+                ref._check()
+
     def validate(self, file: str = "<memory>", line: int | None = None) -> list[str]:
         """Raise DataError on a broken record; return warnings (e.g. identical responses)."""
         if not isinstance(self.id, str) or not self.id:
@@ -149,7 +230,8 @@ class PreferencePair:
 
     @staticmethod
     def from_row(row: dict, file: str = "<memory>", line: int | None = None,
-                 base_dir: Path | None = None) -> "PreferencePair":
+                 base_dir: Path | None = None, allow_absolute: bool = False,
+                 recorded_root: str | None = None) -> "PreferencePair":
         missing = [name for name in ("id", "question", "response_1", "response_2", "label") if name not in row]
         if missing:
             raise DataError(file, line, missing[0], "missing required field")
@@ -160,7 +242,8 @@ class PreferencePair:
             except json.JSONDecodeError:
                 raise DataError(file, line, "meta", "is not valid JSON") from None
         try:
-            images = [ImageRef.from_row(v, base_dir) for v in (row.get("images") or [])]
+            images = [ImageRef.from_row(v, base_dir, allow_absolute, recorded_root, (file, line))
+                      for v in (row.get("images") or [])]
         except TypeError as exc:
             raise DataError(file, line, "images", str(exc)) from None
         label = row["label"]
@@ -214,15 +297,45 @@ def write_rows(rows: list[dict], path: str | Path) -> Path:
     rows = [{k: (json.dumps(r.get(k), ensure_ascii=False, default=_json_default) if k == "meta" else r.get(k))
              for k in names} for r in rows]
     table = pa.Table.from_pylist(rows) if rows else pa.table({})
+    root = images_folder(rows)
+    if root is not None:
+        table = table.replace_schema_metadata({**(table.schema.metadata or {}), IMAGE_ROOT_KEY: root.encode("utf-8")})
     buffer = pa.BufferOutputStream()
     pq.write_table(table, buffer)
     atomic_write_bytes(path, buffer.getvalue().to_pybytes())
     return path
 
 
+def images_folder(rows: list[dict]) -> str | None:
+    """The deepest folder holding every absolute image path of `rows` (None: no absolute path, or only
+    the file system root would hold them all). write_rows records it in Parquet files."""
+    folders = {os.path.dirname(os.path.normpath(im["path"])) for r in rows for im in (r.get("images") or [])
+               if isinstance(im, dict) and im.get("bytes") is None and isinstance(im.get("path"), str)
+               and os.path.isabs(im["path"])}
+    if not folders:
+        return None
+    common = os.path.commonpath(sorted(folders))
+    return None if common == os.path.dirname(common) else common
+
+
 def read_rows(path: str | Path) -> list[dict]:
     """Read plain rows from Parquet or JSONL (JSONL errors name the line)."""
     return [row for _, row in _read_numbered_rows(Path(path))]
+
+
+def recorded_image_root(path: str | Path) -> str | None:
+    """The image folder an egt-written Parquet file records (`images_folder`), or None."""
+    path = Path(path)
+    if _is_jsonl(path):
+        return None
+    import pyarrow.parquet as pq
+
+    try:
+        metadata = pq.read_schema(path).metadata or {}
+    except Exception:  # unreadable files fail with a DataError when their rows are read
+        return None
+    value = metadata.get(IMAGE_ROOT_KEY)
+    return value.decode("utf-8") if value else None
 
 
 def _read_numbered_rows(path: Path) -> list[tuple[int, dict]]:
@@ -268,8 +381,18 @@ def write_pairs(pairs: Iterable[PreferencePair], path: str | Path) -> Path:
     return write_rows(rows, path)
 
 
-def read_pairs(path: str | Path) -> list[PreferencePair]:
-    """Read a pairs file written by egt; errors name the file and line/row."""
+def read_pairs(path: str | Path, image_root: str | Path | None = None,
+               allow_absolute_paths: bool = False) -> list[PreferencePair]:
+    """Read a pairs file written by egt; errors name the file and line/row.
+
+    Image paths are resolved against `image_root` (default: the file's folder) and checked by
+    `resolve_image_path` (see the module docstring; a refused path fails when its image is opened).
+    """
     path = Path(path)
-    return [PreferencePair.from_row(row, str(path), line, base_dir=path.parent.resolve())
+    if image_root is not None and not Path(image_root).is_dir():
+        raise DataError(str(image_root), None, None, "image root is not a folder")
+    root = Path(image_root).resolve() if image_root is not None else path.parent.resolve()
+    recorded = recorded_image_root(path) if image_root is None else None
+    return [PreferencePair.from_row(row, str(path), line, base_dir=root, allow_absolute=allow_absolute_paths,
+                                    recorded_root=recorded)
             for line, row in _read_numbered_rows(path)]

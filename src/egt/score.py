@@ -22,7 +22,12 @@ processes ran, which ran it, or whether the run was interrupted: reruns are bit-
 
 Resume. A shard is written atomically, then its marker; a rerun skips shards with a marker,
 so after `kill -9` at any point the resumed run's merged file equals an uninterrupted run's.
-A rerun into a folder that holds another run (different config, input or model) is refused.
+The folder's fingerprint (egt.runstate: the input's and every model file's SHA-256 and the
+settings in FINGERPRINT_KEYS) is checked first: a rerun with any of them changed is refused,
+naming what changed, while the folder holds finished shards (`overwrite=true` discards them); a
+run that failed before finishing a shard leaves nothing that blocks its corrected rerun. One
+process writes a folder at a time (`<output>/.egt.lock`; a second run is refused). Images stay
+inside `image_root` (default: the pairs file's folder; egt.schema.resolve_image_path).
 
 Distributed. Under `accelerate launch` process r scores shards i with i % world == r and
 writes them itself; rank 0 waits at a gloo barrier (its own group, with a long timeout, so
@@ -58,12 +63,16 @@ from typing import Literal
 import numpy as np
 from pydantic import Field
 
+from egt import runstate
 from egt.config import StageConfig
 from egt.errors import ConfigError, DataError, EgtError, require
-from egt.io import json_text, sha256_file, write_json
-from egt.models import TorchDtype
+from egt.io import write_json
+from egt.models import TorchDtype, check_model_folder
 from egt.schema import read_pairs, read_rows, write_rows
 from egt.scorefile import ENTROPY_COLUMNS, LOWER_BOUND_COLUMNS
+
+# What `egt score` writes in its folder (removed by overwrite, or when a failed run is replaced).
+OWNED = ("shards", "scores.parquet", "summary.json", "tokens.parquet")
 # Config keys that change the scores: a folder scored with other values cannot be resumed.
 FINGERPRINT_KEYS = ("samples", "temperature", "top_p", "max_new_tokens", "batch_size", "shard_size", "seed", "mode",
                     "response_column", "sentence_agg", "dump_tokens", "dtype", "backend", "vllm_entropy",
@@ -74,6 +83,10 @@ class Config(StageConfig):
     model: str | None = Field(None, description="judge checkpoint folder (required unless merge)")
     pairs: Path | None = Field(None, description="input pairs file, .parquet or .jsonl (required unless merge)")
     output: Path = Field(..., description="output folder")
+    image_root: Path | None = Field(None, description="folder images resolve against and stay inside "
+                                                      "(default: the pairs file's folder)")
+    allow_absolute_paths: bool = Field(False, description="read absolute image paths outside image_root")
+    overwrite: bool = Field(False, description="discard results of other inputs or settings in output")
     samples: int = Field(8, ge=1, description="K judgements per pair (generate mode)")
     temperature: float = Field(1.0, gt=0, description="sampling temperature; entropies are taken at it")
     top_p: float = Field(1.0, gt=0, le=1, description="nucleus sampling; entropies stay full-vocabulary")
@@ -298,6 +311,16 @@ class _Processes:
 
             dist.barrier(group=self._group)
 
+    def from_main(self, value):
+        """Rank 0's `value` on every rank (a picklable object)."""
+        if self._group is None:
+            return value
+        import torch.distributed as dist
+
+        box = [value]
+        dist.broadcast_object_list(box, src=0, group=self._group)
+        return box[0]
+
 
 # ---------------------------------------------------------------- shards, fingerprint, merge
 
@@ -309,39 +332,24 @@ def _shard_done(out: Path, index: int) -> bool:
     return _shard_path(out, index, "done").exists() and _shard_path(out, index).exists()
 
 
-def _model_signature(model: str) -> dict:
-    path = Path(model)
-    if not path.is_dir():
-        return {"model": model}
-    files = {p.relative_to(path).as_posix(): p.stat().st_size for p in sorted(path.rglob("*")) if p.is_file()}
-    return {"model": str(path.resolve()), "files": files}
-
-
 def fingerprint(cfg: Config, n_pairs: int, device_type: str) -> dict:
-    return {"config": {k: getattr(cfg, k) for k in FINGERPRINT_KEYS}, "model": _model_signature(cfg.model),
-            "input": {"sha256": sha256_file(Path(cfg.pairs)), "pairs": n_pairs},
-            "n_shards": math.ceil(n_pairs / cfg.shard_size), "device_type": device_type}
+    """What the scores depend on (egt.runstate.fingerprint): input and model file hashes, settings."""
+    settings = {k: getattr(cfg, k) for k in FINGERPRINT_KEYS}
+    settings.update(pairs=n_pairs, n_shards=math.ceil(n_pairs / cfg.shard_size), device_type=device_type,
+                    image_root=None if cfg.image_root is None else str(Path(cfg.image_root).resolve()),
+                    allow_absolute_paths=cfg.allow_absolute_paths)
+    return runstate.fingerprint(inputs={"pairs": cfg.pairs}, models={"model": cfg.model}, settings=settings)
 
 
-def _differences(old, new, prefix: str = "") -> list[str]:
-    if isinstance(old, dict) and isinstance(new, dict):
-        return [d for k in sorted(set(old) | set(new)) for d in _differences(old.get(k), new.get(k), f"{prefix}{k}.")]
-    return [] if old == new else [f"{prefix.rstrip('.')}: {old!r} (stored) vs {new!r} (this run)"]
+def _has_results(out: Path) -> bool:
+    shards = out / "shards"
+    return (out / "scores.parquet").exists() or (shards.is_dir() and any(shards.glob("*.done")))
 
 
-def claim_output(out: Path, current: dict) -> None:
-    """Write the folder's fingerprint, or check that this run matches the one already there."""
-    path = out / "fingerprint.json"
-    current = json.loads(json_text(current))  # the form it has on disk
-    if path.exists():
-        stored = json.loads(path.read_text())
-        diffs = _differences(stored, current)
-        if diffs:
-            shown = "\n  ".join(diffs[:8]) + (f"\n  ... {len(diffs) - 8} more" if len(diffs) > 8 else "")
-            raise ConfigError(f"{out} holds shards of a different scoring run ({path.name}):\n  {shown}\n"
-                              f"Use another output folder, or delete {out} to start over.")
-        return
-    write_json(current, path, sort_keys=True)
+def claim_output(out: Path, current: dict, overwrite: bool = False) -> str:
+    """Check the folder's fingerprint against this run's (egt.runstate.claim); write it."""
+    return runstate.claim(out, current, stage="score", owned=OWNED, has_results=lambda: _has_results(out),
+                          overwrite=overwrite)
 
 
 def _write_shard(out: Path, index: int, rows: list[dict], token_rows: list[dict] | None, marker: dict) -> None:
@@ -377,18 +385,19 @@ def summarize(rows: list[dict], markers: list[dict], wall_s: float | None) -> di
 def merge_shards(out: Path, wall_s: float | None = None) -> Path:
     """Concatenate the finished shards of `out` (in shard order) into scores.parquet; write summary.json."""
     out = Path(out)
-    fp_path = out / "fingerprint.json"
-    if not fp_path.exists():
+    stored = runstate.read_fingerprint(out)
+    if stored is None:
         raise EgtError(f"{out}: no fingerprint.json, so no `egt score` run to merge here")
-    stored = json.loads(fp_path.read_text())
-    n_shards = stored["n_shards"]
+    if stored.get("format") != runstate.FORMAT or "n_shards" not in stored.get("settings", {}):
+        raise EgtError(f"{out}: fingerprint.json was written by another egt version (score again, with --overwrite)")
+    n_shards = stored["settings"]["n_shards"]
     missing = [i for i in range(n_shards) if not _shard_done(out, i)]
     if missing:
         raise EgtError(f"{out}: {len(missing)} of {n_shards} shards are not finished (first: {missing[:5]}); "
                        f"rerun `egt score` with the same config to finish them")
     rows = [row for i in range(n_shards) for row in read_rows(_shard_path(out, i))]
     write_rows(rows, out / "scores.parquet")
-    if stored["config"].get("dump_tokens"):
+    if stored["settings"].get("dump_tokens"):
         tokens = [row for i in range(n_shards) for row in read_rows(_shard_path(out, i, "tokens.parquet"))]
         write_rows(tokens, out / "tokens.parquet")
     markers = [json.loads(_shard_path(out, i, "done").read_text()) for i in range(n_shards)]
@@ -409,27 +418,49 @@ def run(cfg: Config) -> Path:
     started = time.perf_counter()
     out = Path(cfg.output)
     if cfg.merge:
-        return merge_shards(out)
+        with runstate.run_lock(out, "score"):
+            return merge_shards(out)
     if cfg.model is None or cfg.pairs is None:
         raise ConfigError("egt score needs --model and --pairs (or --merge to only merge finished shards)")
+    if cfg.backend == "hf":
+        check_model_folder(cfg.model)
     procs = _Processes(cfg.device)
     device = procs.device(cfg.device)
-    pairs = read_pairs(cfg.pairs)
+    pairs = read_pairs(cfg.pairs, cfg.image_root, cfg.allow_absolute_paths)
     if not pairs:
         raise DataError(str(cfg.pairs), None, None, "no pairs to score")
+    for pair in pairs:
+        pair.check_images()   # every image inside its root, before any work
     if cfg.mode == "teacher_forced":
         first_line = 1 if Path(cfg.pairs).suffix.lower() in (".jsonl", ".json", ".ndjson") else 0  # as read_pairs counts
         for i, pair in enumerate(pairs):
             _completions_of(pair, cfg.response_column, str(cfg.pairs), i + first_line)
-    current = fingerprint(cfg, len(pairs), device.type)
-    claim_output(out, current)
-    n_shards = current["n_shards"]
-    mine = [i for i in range(n_shards) if i % procs.world == procs.rank and not _shard_done(out, i)]
-    if mine:
-        _score_shards(cfg, pairs, mine, out, procs, device)
-    procs.barrier()
-    if procs.is_main:
-        merge_shards(out, wall_s=time.perf_counter() - started)
+    # Rank 0 holds the folder's lock and checks its fingerprint; the other ranks follow its verdict.
+    lock = runstate.RunLock(out, "score") if procs.is_main else None
+    error = None
+    if lock is not None:
+        try:
+            lock.acquire()
+            claim_output(out, fingerprint(cfg, len(pairs), device.type), cfg.overwrite)
+        except EgtError as exc:
+            lock.release()
+            error = exc
+    shared = procs.from_main(None if error is None else (type(error).__name__, str(error)))
+    if error is not None:
+        raise error
+    if shared is not None:
+        raise EgtError(shared[1])
+    try:
+        n_shards = math.ceil(len(pairs) / cfg.shard_size)
+        mine = [i for i in range(n_shards) if i % procs.world == procs.rank and not _shard_done(out, i)]
+        if mine:
+            _score_shards(cfg, pairs, mine, out, procs, device)
+        procs.barrier()
+        if procs.is_main:
+            merge_shards(out, wall_s=time.perf_counter() - started)
+    finally:
+        if lock is not None:
+            lock.release()
     return out
 
 

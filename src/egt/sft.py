@@ -39,17 +39,31 @@ from pathlib import Path
 
 from pydantic import Field
 
+from egt import runstate
 from egt.config import StageConfig, save_config
 from egt.errors import ConfigError, DataError
+from egt.models import check_model_folder, load_model_and_processor
 from egt.schema import PreferencePair, read_pairs
-from egt.training import (LANGUAGE_LORA_TARGETS, CheckpointReloadMixin, Precision, freeze_vision, lora_config,
-                          resolve_precision, resolve_resume, save_final_model, torch_dtype, write_train_summary)
+from egt.training import (LANGUAGE_LORA_TARGETS, TRAIN_SUMMARY, CheckpointReloadMixin, Precision, claim_run_folder,
+                          freeze_vision, has_training_results, lora_config, resolve_precision, resolve_resume,
+                          save_final_model, torch_dtype, write_train_summary)
+
+# What `egt sft` writes in its folder (removed by overwrite, or when a failed run is replaced).
+OWNED = ("checkpoints", "model", "adapter", TRAIN_SUMMARY, "sft_config.yaml")
+# Config keys that do not change the trained weights (left out of the fingerprint).
+NOT_FINGERPRINTED = ("traces", "model", "output", "resume", "progress", "logging_steps", "save_steps",
+                     "save_total_limit", "report_to", "dataloader_num_workers", "torch_threads", "cache_features",
+                     "overwrite")
 
 
 class Config(StageConfig):
     traces: Path = Field(description="traces file from `egt distill` (pairs + trace column)")
     model: str = Field(description="base model folder or hub id (Qwen2-VL family)")
     output: Path = Field(description="run folder: model/, checkpoints/, train_summary.json")
+    image_root: Path | None = Field(None, description="folder images resolve against and stay inside "
+                                                      "(default: the traces file's folder)")
+    allow_absolute_paths: bool = Field(False, description="read absolute image paths outside image_root")
+    overwrite: bool = Field(False, description="discard a run of other inputs or settings in output")
     trace_column: str = "trace"
     limit: int | None = Field(None, ge=1, description="train on the first N traces only")
     # method
@@ -96,7 +110,7 @@ class Config(StageConfig):
 # ------------------------------------------------------------------ data
 
 def read_traces(cfg: Config) -> tuple[list[PreferencePair], list[str]]:
-    pairs = read_pairs(cfg.traces)
+    pairs = read_pairs(cfg.traces, cfg.image_root, cfg.allow_absolute_paths)
     if cfg.limit is not None:
         pairs = pairs[: cfg.limit]
     traces = []
@@ -106,6 +120,7 @@ def read_traces(cfg: Config) -> tuple[list[PreferencePair], list[str]]:
             raise DataError(str(cfg.traces), i, cfg.trace_column,
                             "missing or empty trace (expected the traces file written by `egt distill`)")
         traces.append(trace)
+        pair.check_images()
     if not pairs:
         raise DataError(str(cfg.traces), None, None, "no traces to train on")
     return pairs, traces
@@ -196,10 +211,14 @@ def _trainer_class():
 
 # ------------------------------------------------------------------ run
 
+def fingerprint(cfg: Config) -> dict:
+    """What the trained weights depend on (egt.runstate): traces and base model files, settings."""
+    settings = cfg.model_dump(mode="json", exclude=set(NOT_FINGERPRINTED))
+    return runstate.fingerprint(inputs={"traces": cfg.traces}, models={"model": cfg.model}, settings=settings)
+
+
 def run(cfg: Config) -> Path:
-    import datasets
     import torch
-    from transformers import AutoModelForImageTextToText, AutoProcessor
     from trl import SFTConfig
 
     if cfg.group_by_length and not cfg.cache_features:
@@ -207,6 +226,7 @@ def run(cfg: Config) -> Path:
     if cfg.torch_threads:
         torch.set_num_threads(cfg.torch_threads)
     pairs, traces = read_traces(cfg)  # bad input fails before any model is loaded
+    check_model_folder(cfg.model)     # so does a missing or truncated model, before anything is written
     out = Path(cfg.output)
     checkpoints = out / "checkpoints"
     precision = resolve_precision(cfg.precision)
@@ -233,12 +253,19 @@ def run(cfg: Config) -> Path:
     model_kwargs = {"dtype": torch_dtype(precision)}
     if cfg.attn_implementation:
         model_kwargs["attn_implementation"] = cfg.attn_implementation
+    lock = claim_run_folder(args, out, "sft", lambda: fingerprint(cfg), OWNED, lambda: has_training_results(out),
+                            cfg.overwrite)
     try:
-        processor = AutoProcessor.from_pretrained(cfg.model)
-        model = AutoModelForImageTextToText.from_pretrained(cfg.model, **model_kwargs)
-    except OSError as exc:
-        raise ConfigError(f"model: cannot load '{cfg.model}' (a local model folder or a downloaded hub id): "
-                          f"{str(exc).splitlines()[0]}") from None
+        return _train(cfg, args, model_kwargs, pairs, traces, out, checkpoints)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _train(cfg: Config, args, model_kwargs: dict, pairs, traces, out: Path, checkpoints: Path) -> Path:
+    import datasets
+
+    model, processor = load_model_and_processor(cfg.model, **model_kwargs)
     if cfg.freeze_vision_tower or cfg.freeze_merger:
         freeze_vision(model, tower=cfg.freeze_vision_tower, merger=cfg.freeze_merger)
 
@@ -257,7 +284,7 @@ def run(cfg: Config) -> Path:
         if cfg.lora else None
     trainer = _trainer_class()(model=model, args=args, train_dataset=train_dataset, processing_class=processor,
                                data_collator=JudgeCollator(processor, pairs, traces, examples), peft_config=peft_config)
-    resume_from = resolve_resume(cfg.resume, checkpoints)
+    resume_from = resolve_resume(cfg.resume, checkpoints, clean=trainer.is_world_process_zero())
     if trainer.is_world_process_zero():
         out.mkdir(parents=True, exist_ok=True)
         save_config(cfg, out / "sft_config.yaml")

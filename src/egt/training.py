@@ -7,8 +7,9 @@
   vision-language projector); returns how many parameters (elements) it froze.
 - `resolve_precision`: `auto` is bf16 on a CUDA GPU that supports it, else fp32.
 - `resolve_resume`: `never`, a checkpoint folder, or `auto` = the highest-numbered COMPLETE
-  checkpoint (one with trainer_state.json) under `<output>/checkpoints`; a checkpoint a kill
-  left half-written is ignored.
+  checkpoint under `<output>/checkpoints`. The Trainer writes trainer_state.json last, so a
+  checkpoint is complete when that file parses and names the folder's step; one a kill left
+  half-written is removed (`remove_incomplete_checkpoints`, with a warning), never fatal.
 - `CheckpointReloadMixin`: a Trainer whose resume reloads full-model weights through
   from_pretrained (see its docstring for the transformers 5 problem it works around).
 - `save_final_model`: `<output>/model` is a plain Hugging Face judge with its processor;
@@ -19,12 +20,17 @@
 
 from __future__ import annotations
 
+import json
+import logging
 import re
+import shutil
 from pathlib import Path
 from typing import Literal
 
 from egt.errors import ConfigError
 from egt.io import write_json
+
+log = logging.getLogger(__name__)
 
 LANGUAGE_LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 TRAIN_SUMMARY = "train_summary.json"
@@ -87,25 +93,55 @@ def _step(path: Path) -> int | None:
     return int(suffix) if path.name.startswith("checkpoint-") and suffix.isdigit() else None
 
 
-def last_checkpoint(checkpoints: str | Path) -> Path | None:
-    """The highest-numbered complete `checkpoint-N` folder (with trainer_state.json), or None."""
-    checkpoints = Path(checkpoints)
+def checkpoint_complete(path: str | Path) -> bool:
+    """True when `checkpoint-N` was written to the end: its trainer_state.json (the Trainer's last
+    file) parses and says global_step N."""
+    path = Path(path)
+    try:
+        state = json.loads((path / "trainer_state.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(state, dict) and state.get("global_step") == _step(path)
+
+
+def _checkpoint_dirs(checkpoints: Path) -> list[Path]:
     if not checkpoints.is_dir():
-        return None
-    found = [p for p in checkpoints.glob("checkpoint-*")
-             if p.is_dir() and _step(p) is not None and (p / "trainer_state.json").exists()]
+        return []
+    return [p for p in checkpoints.glob("checkpoint-*") if p.is_dir() and _step(p) is not None]
+
+
+def last_checkpoint(checkpoints: str | Path) -> Path | None:
+    """The highest-numbered complete `checkpoint-N` folder (`checkpoint_complete`), or None."""
+    found = [p for p in _checkpoint_dirs(Path(checkpoints)) if checkpoint_complete(p)]
     return max(found, key=_step) if found else None
 
 
-def resolve_resume(resume: str, checkpoints: str | Path) -> Path | None:
-    """`never` -> None; `auto` -> last_checkpoint(checkpoints); else that folder (must be a checkpoint)."""
+def remove_incomplete_checkpoints(checkpoints: str | Path) -> list[Path]:
+    """Delete the checkpoint folders a kill left half-written (call it on the main process only)."""
+    removed = []
+    for path in _checkpoint_dirs(Path(checkpoints)):
+        if not checkpoint_complete(path):
+            log.warning("removing %s: an incomplete checkpoint (the run was stopped while writing it)", path)
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path)
+    return removed
+
+
+def resolve_resume(resume: str, checkpoints: str | Path, clean: bool = True) -> Path | None:
+    """`never` -> None; `auto` -> last_checkpoint(checkpoints), after removing incomplete ones when
+    `clean` (the main process); else that folder (must be a complete checkpoint)."""
     if resume == "never":
         return None
     if resume == "auto":
+        if clean:
+            remove_incomplete_checkpoints(checkpoints)
         return last_checkpoint(checkpoints)
     path = Path(resume)
     if not (path / "trainer_state.json").exists():
         raise ConfigError(f"resume: {path} is not a Trainer checkpoint (no trainer_state.json)")
+    if not checkpoint_complete(path):
+        raise ConfigError(f"resume: {path} is an incomplete checkpoint (its trainer_state.json is cut off "
+                          f"or names another step)")
     return path
 
 
@@ -177,3 +213,41 @@ def write_train_summary(out: str | Path, trainer, resumed_from: Path | None, wal
         **extra, "log_history": state.log_history,
     }
     return write_json(summary, Path(out) / TRAIN_SUMMARY)
+
+
+# ---------------------------------------------------------------- run folder (egt.runstate)
+
+def claim_run_folder(args, out: str | Path, stage: str, current, owned, has_results, overwrite: bool):
+    """Take `out`'s lock and check its fingerprint on the main process; raise on every process if
+    that failed (so no rank trains into a folder that was refused). `current`: a callable returning
+    the fingerprint (hashing runs on the main process only). Returns the held RunLock (main) or None;
+    release it when the run ends."""
+    from egt import runstate
+    from egt.errors import EgtError
+
+    lock, error = None, None
+    if args.process_index == 0:
+        try:
+            lock = runstate.RunLock(out, stage).acquire()
+            runstate.claim(out, current(), stage=stage, owned=owned, has_results=has_results, overwrite=overwrite)
+        except EgtError as exc:
+            if lock is not None:
+                lock.release()
+                lock = None
+            error = exc
+    if args.world_size > 1:
+        from accelerate.utils import broadcast_object_list
+
+        box = [None if error is None else str(error)]
+        broadcast_object_list(box, from_process=0)
+        if error is None and box[0] is not None:
+            raise EgtError(box[0])
+    if error is not None:
+        raise error
+    return lock
+
+
+def has_training_results(out: str | Path) -> bool:
+    """A training run folder holds results: a complete checkpoint, a saved model or a summary."""
+    out = Path(out)
+    return (out / "model").exists() or (out / TRAIN_SUMMARY).exists() or last_checkpoint(out / "checkpoints") is not None

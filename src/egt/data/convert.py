@@ -10,7 +10,10 @@
 
 Formats and the conventions (order, label, category, ids, images) are in
 `egt.data.readers`. Output is Parquet unless the suffix is .jsonl/.json; image
-paths are written absolute, embedded images as bytes. `--swap` also writes
+paths are written absolute, embedded images as bytes. A Parquet output records
+the folder that holds its images (egt.schema), so later stages read it from
+anywhere; a JSONL output with absolute paths outside its own folder needs
+`image_root=<that folder>` in the stages that read it. `--swap` also writes
 every pair in the other order (`PreferencePair.swapped`: label flipped, id
 suffixed `::swap`), right after the original. With `--on-error skip` bad
 records go to `<output stem>.skipped.jsonl` beside the output (file, line,
@@ -39,6 +42,7 @@ class Config(StageConfig):
     output: Path = Field(description="pairs file to write (.parquet, or .jsonl)")
     image_root: Path | None = Field(None, description="folder relative image paths resolve against "
                                                       "(default: the input's folder)")
+    allow_absolute_paths: bool = Field(False, description="accept absolute image paths outside the image root")
     on_error: Literal["fail", "skip"] = Field("fail", description="stop at the first bad record, or skip "
                                                                   "it into <output stem>.skipped.jsonl")
     swap: bool = Field(False, description="also write every pair in the other order (id suffix ::swap)")
@@ -60,7 +64,8 @@ def report_path(output: Path) -> Path:
 
 
 def run(cfg: Config) -> Path:
-    result = load_benchmark(cfg.format, cfg.input, cfg.image_root, cfg.on_error, cfg.column_map)
+    result = load_benchmark(cfg.format, cfg.input, cfg.image_root, cfg.on_error, cfg.column_map,
+                            cfg.allow_absolute_paths)
     n_read = len(result.pairs)
     if cfg.on_error == "skip":
         write_rows(result.skipped, report_path(cfg.output))

@@ -5,7 +5,8 @@ and response lengths (characters) of the chosen and the rejected responses
 (length bias shows up here). `--check-images` decodes every image and lists
 the missing or undecodable ones; if any are found the command exits with
 status 1 after printing the table. `run` returns the summary JSON path when
-`--summary` is given, else the input path (nothing heavy is written).
+`--summary` is given, else the input path (nothing heavy is written). An image
+outside its root (`egt.schema.resolve_image_path`) is listed as a problem.
 """
 
 from __future__ import annotations
@@ -25,6 +26,9 @@ from egt.schema import PreferencePair, read_pairs
 
 class Config(StageConfig):
     input: Path = Field(description="pairs file (.parquet or .jsonl)")
+    image_root: Path | None = Field(None, description="folder images resolve against and stay inside "
+                                                      "(default: the pairs file's folder)")
+    allow_absolute_paths: bool = Field(False, description="read absolute image paths outside image_root")
     check_images: bool = Field(False, description="decode every image; exit 1 if any is missing or broken")
     summary: Path | None = Field(None, description="also write the counts as JSON here")
 
@@ -88,7 +92,7 @@ def format_summary(summary: dict) -> str:
 
 
 def run(cfg: Config) -> Path:
-    pairs = read_pairs(cfg.input)
+    pairs = read_pairs(cfg.input, cfg.image_root, cfg.allow_absolute_paths)
     summary = summarize(pairs)
     if cfg.check_images:
         summary["image_problems"] = check_images(pairs)

@@ -45,7 +45,8 @@ Conventions (others compute metrics on them):
   naming both (on_error="fail") or a skipped record (on_error="skip").
 - Images: embedded bytes stay bytes; paths are resolved against `image_root`
   (default: the input file's folder) to absolute paths and must stay inside it
-  (absolute paths are only checked when image_root is given). Each image's
+  (`egt.schema.resolve_image_path`: `..` may not leave the root; an absolute
+  path outside it needs `allow_absolute_paths`). Each image's
   header is read to check that it is an image; pixels are decoded later.
   MM-RLHF video rows: a folder of frames gives up to 8 evenly spaced frames;
   a video file is kept as meta["video"] with no images (a warning).
@@ -63,7 +64,7 @@ from typing import Any, Callable
 from egt.data.records import RepeatedIds, is_json_array, iter_records
 from egt.errors import DataError
 from egt.prompts import parse_verdict
-from egt.schema import ImageRef, PreferencePair
+from egt.schema import ImagePathRefused, ImageRef, PreferencePair, resolve_image_path
 
 FORMATS = ("vlrewardbench", "mmrb", "mmrlhf", "r1reward", "pairs")
 MMRLHF_CATEGORIES = ("mcq", "long", "short", "safety", "video")
@@ -84,8 +85,8 @@ class LoadResult:
 @dataclass
 class _Ctx:
     file: str
-    base_dir: Path           # where relative image paths resolve
-    root_given: bool         # absolute paths must then stay inside base_dir too
+    base_dir: Path           # the image root: relative paths resolve here, every path stays inside
+    allow_absolute: bool     # absolute paths outside base_dir are read (the user said so)
     column_map: dict
     warnings: list[str]
     group_pos: dict = field(default_factory=dict)    # mmrlhf: id -> (next k, size)
@@ -127,12 +128,10 @@ def _check_image(source, ctx: _Ctx, line: int, key: str, what: str) -> None:
 
 
 def _resolve_path(path: str, ctx: _Ctx, line: int, key: str) -> str:
-    root = os.path.normpath(os.path.abspath(ctx.base_dir))
-    expanded = os.path.expanduser(path)
-    full = os.path.normpath(os.path.join(root, expanded))
-    if (ctx.root_given or not os.path.isabs(expanded)) and os.path.commonpath([root, full]) != root:
-        raise DataError(ctx.file, line, key, f"image path '{path}' escapes the image root {root}")
-    return full
+    try:
+        return resolve_image_path(path, ctx.base_dir, ctx.allow_absolute)
+    except ImagePathRefused as exc:
+        raise DataError(ctx.file, line, key, str(exc)) from None
 
 
 def _image(value: Any, ctx: _Ctx, line: int, key: str) -> ImageRef:
@@ -405,7 +404,8 @@ def _id_field(fmt: str, column_map: dict) -> str | None:
 
 
 def load_benchmark(format: str, input: str | Path, image_root: str | Path | None = None,
-                   on_error: str = "fail", column_map: dict | None = None) -> LoadResult:
+                   on_error: str = "fail", column_map: dict | None = None,
+                   allow_absolute_paths: bool = False) -> LoadResult:
     """Read one benchmark / dataset file into validated pairs (see the module docstring)."""
     if format not in _ADAPTERS:
         raise DataError(str(input), None, None, f"unknown format '{format}' (expected one of {', '.join(FORMATS)})")
@@ -423,7 +423,7 @@ def load_benchmark(format: str, input: str | Path, image_root: str | Path | None
     if image_root is not None and not Path(image_root).is_dir():
         raise DataError(str(image_root), None, None, "image root is not a folder")
     base = Path(image_root) if image_root is not None else (path if path.is_dir() else path.parent)
-    ctx = _Ctx(str(path), base.resolve(), image_root is not None, dict(column_map or {}), [])
+    ctx = _Ctx(str(path), base.resolve(), allow_absolute_paths, dict(column_map or {}), [])
     records = list(iter_records(path))
     if not records:
         raise DataError(str(path), None, None, "file is empty: no records")
