@@ -1,4 +1,4 @@
-"""Load a judge: any Qwen2-VL-family checkpoint folder (the tiny judge, an SFT or RL output, a hub download).
+"""Load a judge: a checkpoint folder of any family in egt.families (a tiny judge, an SFT or RL output, a hub download).
 
     model, processor = load_judge("runs/sft/model", device="cpu", dtype="auto")
 
@@ -16,6 +16,7 @@ from typing import Annotated
 from pydantic import AfterValidator
 
 from egt.errors import ConfigError, EgtError
+from egt.families import check_dependencies
 
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 DTYPE_ALIASES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
@@ -44,6 +45,7 @@ def load_judge(path: str | Path, device: str = "cpu", dtype: str = "auto"):
     path = Path(path)
     if path.exists() and not (path / "config.json").exists():
         raise EgtError(f"{path}: not a model folder (no config.json); build one with `egt model tiny --output {path}`")
+    check_dependencies(path)
     torch_dtype = dtype if dtype == "auto" else getattr(torch, dtype)
     model = AutoModelForImageTextToText.from_pretrained(str(path), dtype=torch_dtype)
     processor = AutoProcessor.from_pretrained(str(path))

@@ -59,6 +59,7 @@ from pydantic import Field
 from egt.config import StageConfig, save_config
 from egt.curriculum import sequence_by_order
 from egt.errors import ConfigError, DataError
+from egt.families import check_dependencies
 from egt.io import Journal
 from egt.prompts import judge_messages
 from egt.rewards import LogicJudgeConfig, build_logic, reward_functions
@@ -281,6 +282,7 @@ def run(cfg: Config, callbacks: list | None = None) -> Path:
     consumed_path = out / "consumed.jsonl"
     if not (Path(cfg.model) / "config.json").exists():
         raise ConfigError(f"model: {cfg.model} is not a model folder (no config.json)")
+    check_dependencies(cfg.model)
     pairs = curriculum_pairs(Path(cfg.train), cfg.both_orders)
     precision = "auto" if cfg.bf16 is None else ("bf16" if cfg.bf16 else "fp32")
     bf16 = resolve_precision(precision, use_cpu=bool(cfg.grpo_extra.get("use_cpu", False))) == "bf16"
