@@ -4,6 +4,8 @@ Fixtures (all session-scoped, built once per test run):
 - `tiny_model_dir` -> Path: a saved tiny Qwen2-VL judge (egt.tiny.build_tiny, seed 0, no perception
   pre-training: random weights);
   load it with `egt.models.load_judge(tiny_model_dir)`. Treat it as read-only (copy it to train it).
+- `tiny_family_dir(arch)` -> Path: a factory for the tiny judge of any model family (egt.tiny_families.build,
+  seed 0, random weights), built once per arch; `tiny_family_dir("qwen2_vl")` is `tiny_model_dir`. Read-only.
 - `synth_pairs_path(split="pool", n=24, seed=0, noise="none", **kw)` -> Path: a factory that writes a
   synthetic pairs Parquet file (PNGs in `<stem>_images/` beside it) with egt.data.synth.run and caches it
   per argument set; extra keywords go to egt.data.synth.Config (question_kinds, hard_fraction).
@@ -26,6 +28,21 @@ def tiny_model_dir(tmp_path_factory) -> Path:
     from egt.tiny import TinyConfig, build_tiny
 
     return build_tiny(TinyConfig(output=tmp_path_factory.mktemp("tiny_judge") / "model", seed=0, pretrain_steps=0))
+
+
+@pytest.fixture(scope="session")
+def tiny_family_dir(tmp_path_factory, tiny_model_dir):
+    from egt.tiny_families import TinyConfig, build
+
+    built = {"qwen2_vl": tiny_model_dir}
+
+    def make(arch: str) -> Path:
+        if arch not in built:
+            out = tmp_path_factory.mktemp(f"tiny_{arch}") / "model"
+            built[arch] = build(TinyConfig(output=out, arch=arch, seed=0, pretrain_steps=0))
+        return built[arch]
+
+    return make
 
 
 @pytest.fixture(scope="session")

@@ -57,8 +57,8 @@ DATA = [
     Stage("synth", "egt.data.synth", "Generate the synthetic multimodal preference benchmark."),
 ]
 MODEL = [
-    Stage("tiny", "egt.tiny", "Build the tiny Qwen2-VL judge (tokenizer, processor, model).",
-          config="TinyConfig", run="build_tiny"),
+    Stage("tiny", "egt.tiny_families", "Build a tiny judge of any model family (default Qwen2-VL).",
+          config="TinyConfig", run="build"),
 ]
 TOP = [
     Stage("distill", "egt.distill", "Stage 1: teacher reasoning traces with the fidelity filter."),

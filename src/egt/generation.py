@@ -39,6 +39,7 @@ given completion, entropy at the completion's positions (the logits at t-1 predi
 from __future__ import annotations
 
 import hashlib
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
@@ -199,14 +200,16 @@ def judge(model, processor, requests: Sequence[JudgeRequest], *, temperature: fl
 
 # ---------------------------------------------------------------- teacher forcing
 
-def _hide_placeholder_tokens(model, inputs: dict, pad_id: int) -> dict:
+@contextmanager
+def _placeholder_tokens_as_text(model, inputs: dict, pad_id: int):
     """Teacher-force completions that contain image/video placeholder ids (untrained models write them).
 
-    Qwen2-VL counts placeholders in input_ids to place the image features, so completion
-    placeholders would break that count. As in generation, they are embedded as plain tokens:
-    the embeddings come from the true ids, the placeholder count from ids where the
-    completion's placeholders are replaced by padding (M-RoPE positions come from
-    mm_token_type_ids, not from the ids).
+    Every family finds where the image features go by the placeholder ids in input_ids, so a
+    completion's placeholders would break that count. As in generation, they are embedded as
+    plain tokens: the model sees input_ids with the completion's placeholders replaced by
+    padding (the placeholder count is right), and a hook on the input embedding puts the true
+    ids' embeddings back at those positions (positions and token types come from the prompt,
+    not from the ids). Yields the inputs to call the model with.
     """
     config = getattr(model, "config", None)
     placeholders = [getattr(config, name, None) for name in ("image_token_id", "video_token_id")]
@@ -215,10 +218,22 @@ def _hide_placeholder_tokens(model, inputs: dict, pad_id: int) -> dict:
     ids = inputs["input_ids"]
     stray = completion_mask & torch.isin(ids, placeholders) if len(placeholders) else None
     if stray is None or not bool(stray.any()):
-        return inputs
-    inputs["inputs_embeds"] = model.get_input_embeddings()(ids.to(model.device))
-    inputs["input_ids"] = ids.masked_fill(stray, pad_id)
-    return inputs
+        yield inputs
+        return
+    embedding = model.get_input_embeddings()
+    true_embeds = embedding(ids.to(model.device))
+    mask = stray.to(model.device).unsqueeze(-1)
+
+    def restore(module, args, output):
+        if output.shape[:2] != mask.shape[:2]:
+            return output
+        return torch.where(mask, true_embeds.to(output.dtype), output)
+
+    handle = embedding.register_forward_hook(restore)
+    try:
+        yield {**inputs, "input_ids": ids.masked_fill(stray, pad_id)}
+    finally:
+        handle.remove()
 
 
 def score_completions(model, processor, pairs: Sequence[PreferencePair], completions: Sequence[str | Sequence[int]],
@@ -246,8 +261,8 @@ def score_completions(model, processor, pairs: Sequence[PreferencePair], complet
             entropies = None
             if longest:
                 prompts = judge_batch_inputs(processor, batch_pairs)
-                with torch.inference_mode():
-                    inputs = _hide_placeholder_tokens(model, append_completions(prompts, batch_ids, pad_id), pad_id)
+                with torch.inference_mode(), \
+                        _placeholder_tokens_as_text(model, append_completions(prompts, batch_ids, pad_id), pad_id) as inputs:
                     inputs = {k: (v.to(model.device) if torch.is_tensor(v) else v) for k, v in inputs.items()}
                     logits = model(**inputs, logits_to_keep=longest + 1).logits  # [B, longest + 1, V]
                     # Kept position j predicts kept position j + 1; the last one predicts nothing.

@@ -1,4 +1,4 @@
-"""Load a judge: any Qwen2-VL-family checkpoint folder (the tiny judge, an SFT or RL output, a hub download).
+"""Load a judge: a checkpoint folder of any family in egt.families (a tiny judge, an SFT or RL output, a hub download).
 
     model, processor = load_judge("runs/sft/model", device="cpu", dtype="auto")
 
@@ -17,6 +17,7 @@ from typing import Annotated
 from pydantic import AfterValidator
 
 from egt.errors import ConfigError, EgtError
+from egt.families import check_dependencies
 
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 DTYPE_ALIASES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
@@ -83,6 +84,7 @@ def load_model_and_processor(path: str | Path, **model_kwargs):
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
     check_model_folder(path)
+    check_dependencies(path)
     try:
         model = AutoModelForImageTextToText.from_pretrained(str(path), **model_kwargs)
         processor = AutoProcessor.from_pretrained(str(path))

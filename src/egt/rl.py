@@ -74,6 +74,7 @@ from egt import runstate
 from egt.config import StageConfig, save_config
 from egt.curriculum import sequence_by_order
 from egt.errors import ConfigError, DataError
+from egt.families import check_dependencies
 from egt.io import Journal
 from egt.models import check_model_folder, model_load_error
 from egt.prompts import judge_messages
@@ -355,6 +356,7 @@ def run(cfg: Config, callbacks: list | None = None) -> Path:
     """Train; return the output folder (model/, checkpoints/, consumed.jsonl). `callbacks`: extra TrainerCallbacks."""
     out = Path(cfg.output)
     check_model_folder(cfg.model)
+    check_dependencies(cfg.model)
     pairs = curriculum_pairs(Path(cfg.train), cfg.both_orders, cfg.image_root, cfg.allow_absolute_paths)
     precision = "auto" if cfg.bf16 is None else ("bf16" if cfg.bf16 else "fp32")
     bf16 = resolve_precision(precision, use_cpu=bool(cfg.grpo_extra.get("use_cpu", False))) == "bf16"

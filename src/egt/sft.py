@@ -22,8 +22,10 @@ egt.training's, shared with `egt rl`.
 Why a custom collator instead of TRL's `DataCollatorForVisionLanguageModeling`:
 the batch is built by `egt.encode.judge_batch_inputs` — the same function the
 scorer and the evaluator use — so training and inference see byte-identical
-prompts, and `mm_token_type_ids` (needed by transformers 5 Qwen2-VL) and the
-completion mask come with it. With `cache_features: true` every example is
+prompts, and the family's token types (`mm_token_type_ids` for Qwen,
+`token_type_ids` for Gemma 3) and the completion mask come with it; any family of
+egt.families is cut into examples and collated by egt.encode. With
+`cache_features: true` every example is
 tokenised and its image preprocessed once, before training, and a batch is
 only padding; the Dataset handed to SFTTrainer then holds example indices and
 lengths (for `group_by_length`). Use `cache_features: false` at real scale,
@@ -41,7 +43,9 @@ from pydantic import Field
 
 from egt import runstate
 from egt.config import StageConfig, save_config
+from egt.encode import collate_examples
 from egt.errors import ConfigError, DataError
+from egt.families import check_dependencies
 from egt.models import check_model_folder, load_model_and_processor
 from egt.schema import PreferencePair, read_pairs
 from egt.training import (LANGUAGE_LORA_TARGETS, TRAIN_SUMMARY, CheckpointReloadMixin, Precision, claim_run_folder,
@@ -58,7 +62,7 @@ NOT_FINGERPRINTED = ("traces", "model", "output", "resume", "progress", "logging
 
 class Config(StageConfig):
     traces: Path = Field(description="traces file from `egt distill` (pairs + trace column)")
-    model: str = Field(description="base model folder or hub id (Qwen2-VL family)")
+    model: str = Field(description="base model folder or hub id (a family of egt.families)")
     output: Path = Field(description="run folder: model/, checkpoints/, train_summary.json")
     image_root: Path | None = Field(None, description="folder images resolve against and stay inside "
                                                       "(default: the traces file's folder)")
@@ -128,59 +132,18 @@ def read_traces(cfg: Config) -> tuple[list[PreferencePair], list[str]]:
 
 def encode_examples(processor, pairs: list[PreferencePair], traces: list[str],
                     chunk_size: int = 256, progress: bool = False) -> list[dict]:
-    """One dict of unpadded tensors per example: input_ids, mm_token_type_ids, completion_mask
-    (1 on the trace and the end-of-turn token), pixel_values, image_grid_thw."""
+    """One dict of unpadded tensors per example (egt.encode.split_examples): input_ids, completion_mask
+    (1 on the trace and the end-of-turn token), the family's token types and the example's image tensors."""
     from tqdm.auto import tqdm
 
-    from egt.encode import judge_batch_inputs
+    from egt.encode import judge_batch_inputs, split_examples
 
     examples = []
     for start in tqdm(range(0, len(pairs), chunk_size), desc="sft: preprocess", disable=not progress):
         chunk, chunk_traces = pairs[start:start + chunk_size], traces[start:start + chunk_size]
         batch = judge_batch_inputs(processor, chunk, chunk_traces, padding_side="right", append_eos=True)
-        lengths = batch["attention_mask"].sum(dim=1).tolist()
-        grid = batch.get("image_grid_thw")
-        patch_offset = image_offset = 0
-        for i, pair in enumerate(chunk):
-            n = lengths[i]
-            ex = {key: batch[key][i, :n].clone() for key in ("input_ids", "mm_token_type_ids", "completion_mask")}
-            n_images = len(pair.images)
-            if n_images:
-                thw = grid[image_offset:image_offset + n_images]
-                n_patches = int(thw.prod(dim=1).sum())
-                ex["pixel_values"] = batch["pixel_values"][patch_offset:patch_offset + n_patches].clone()
-                ex["image_grid_thw"] = thw.clone()
-                patch_offset += n_patches
-                image_offset += n_images
-            examples.append(ex)
+        examples += split_examples(processor, batch, [len(pair.images) for pair in chunk])
     return examples
-
-
-def collate_examples(examples: list[dict], pad_token_id: int) -> dict:
-    """Right-pad a list of encoded examples; labels are -100 outside the completion."""
-    import torch
-
-    width = max(len(ex["input_ids"]) for ex in examples)
-
-    def pad(key, fill):
-        return torch.stack([torch.nn.functional.pad(ex[key], (0, width - len(ex[key])), value=fill)
-                            for ex in examples])
-
-    input_ids = pad("input_ids", pad_token_id)
-    completion_mask = pad("completion_mask", 0)
-    batch = {
-        "input_ids": input_ids,
-        "attention_mask": torch.stack([torch.nn.functional.pad(torch.ones_like(ex["input_ids"]),
-                                                               (0, width - len(ex["input_ids"])))
-                                       for ex in examples]),
-        "mm_token_type_ids": pad("mm_token_type_ids", 0),
-        "labels": torch.where(completion_mask.bool(), input_ids, torch.full_like(input_ids, -100)),
-    }
-    with_images = [ex for ex in examples if "pixel_values" in ex]
-    if with_images:
-        batch["pixel_values"] = torch.cat([ex["pixel_values"] for ex in with_images])
-        batch["image_grid_thw"] = torch.cat([ex["image_grid_thw"] for ex in with_images])
-    return batch
 
 
 class JudgeCollator:
@@ -253,6 +216,7 @@ def run(cfg: Config) -> Path:
     model_kwargs = {"dtype": torch_dtype(precision)}
     if cfg.attn_implementation:
         model_kwargs["attn_implementation"] = cfg.attn_implementation
+    check_dependencies(cfg.model)
     lock = claim_run_folder(args, out, "sft", lambda: fingerprint(cfg), OWNED, lambda: has_training_results(out),
                             cfg.overwrite)
     try:

@@ -29,10 +29,12 @@ and zero every reward.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 
 from egt.config import StageConfig
+from egt.families import FAMILIES
 from egt.io import write_json
 from egt.pretrain import CAPTION_PROMPT, pretrain_perception
 from egt.prompts import JUDGE_INSTRUCTION, TAGS
@@ -75,6 +77,8 @@ CHAT_TEMPLATE = (
 
 class TinyConfig(StageConfig):
     output: Path = Field(..., description="folder for the HF-format judge")
+    arch: Literal[tuple(FAMILIES)] = Field("qwen2_vl", description="model family (egt.families); all but "
+                                           "qwen2_vl are built by egt.tiny_families")
     seed: int = 0
     vocab_size: int = Field(768, ge=300, description="BPE vocabulary incl. the 256 byte symbols and added tokens")
     corpus_pairs: int = Field(2000, ge=10, description="synthetic pairs whose text trains the tokenizer")
@@ -103,7 +107,7 @@ class TinyConfig(StageConfig):
 
 # ---------------------------------------------------------------- building
 
-def _tokenizer_corpus(cfg: TinyConfig) -> list[str]:
+def _tokenizer_corpus(cfg: TinyConfig, extra_texts: tuple[str, ...] = ()) -> list[str]:
     from egt.data.synth import corpus_texts
     from egt.prompts import judge_prompt_text
 
@@ -112,12 +116,15 @@ def _tokenizer_corpus(cfg: TinyConfig) -> list[str]:
     header = judge_prompt_text("Q", "A", "B")
     texts += [header, JUDGE_INSTRUCTION, "user\n", "assistant\n", "Question: ", "Response 1: ", "Response 2: ",
               CAPTION_PROMPT] * 200
+    texts += list(extra_texts) * 200
     return texts
 
 
-def _train_tokenizer(cfg: TinyConfig):
+def train_bpe(cfg: TinyConfig, special_tokens=SPECIAL_TOKENS, extra_texts: tuple[str, ...] = ()):
+    """The byte-level BPE every tiny judge shares: `special_tokens` first, then the learnt merges, then TAGS
+    as ordinary added tokens (a `tokenizers.Tokenizer`; each family wraps it with its own conventions).
+    `extra_texts`: a family's template text, learnt like the judge prompt's."""
     from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, pre_tokenizers, processors, trainers
-    from transformers import PreTrainedTokenizerFast
 
     tok = Tokenizer(models.BPE())
     # No general word split, so the fixed prompt text becomes a few tokens (prompt length drives CPU
@@ -128,10 +135,17 @@ def _train_tokenizer(cfg: TinyConfig):
     tok.decoder = decoders.ByteLevel()
     tok.post_processor = processors.ByteLevel(trim_offsets=False)
     trainer = trainers.BpeTrainer(
-        vocab_size=cfg.vocab_size - len(TAGS), special_tokens=list(SPECIAL_TOKENS),
+        vocab_size=cfg.vocab_size - len(TAGS), special_tokens=list(special_tokens),
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False, min_frequency=2)
-    tok.train_from_iterator(_tokenizer_corpus(cfg), trainer=trainer)
+    tok.train_from_iterator(_tokenizer_corpus(cfg, extra_texts), trainer=trainer)
     tok.add_tokens([AddedToken(t, special=False, normalized=False) for t in TAGS])
+    return tok
+
+
+def _train_tokenizer(cfg: TinyConfig):
+    from transformers import PreTrainedTokenizerFast
+
+    tok = train_bpe(cfg)
     fast = PreTrainedTokenizerFast(
         tokenizer_object=tok, eos_token="<|im_end|>", pad_token="<|endoftext|>", unk_token=None,
         bos_token=None, padding_side="left", model_max_length=cfg.max_position_embeddings,
@@ -195,6 +209,11 @@ def shipped_base() -> Path:
 
 def build_tiny(cfg: TinyConfig) -> Path:
     """Build and save the tiny judge (tokenizer, processors, model, generation config) to cfg.output."""
+    if cfg.arch != "qwen2_vl":
+        from egt.errors import EgtError
+
+        raise EgtError(f"build_tiny builds the Qwen2-VL judge; arch={cfg.arch} is built by egt.tiny_families.build "
+                       "(what `egt model tiny --arch ...` runs)")
     import torch
     from transformers import GenerationConfig, Qwen2VLForConditionalGeneration
 
@@ -218,7 +237,8 @@ def build_tiny(cfg: TinyConfig) -> Path:
     model.eval()
     model.save_pretrained(out)
     processor.save_pretrained(out)
-    recipe = cfg.model_dump(mode="json", exclude={"output"})
+    # `arch` is left out so that a Qwen2-VL build's files stay byte-identical to those built before it existed.
+    recipe = cfg.model_dump(mode="json", exclude={"output", "arch"})
     write_json(recipe, out / "egt_tiny.json", sort_keys=True)
     if stats:
         write_json(stats, out / "pretrain.json")

@@ -1,10 +1,12 @@
 """Training setup shared by `egt sft` and `egt rl`: one definition of each choice both stages make.
 
 - LoRA: `LANGUAGE_LORA_TARGETS` (the language model's attention and MLP projections) and
-  `lora_config`, whose target regex never matches a module under `visual` -- Qwen2.5-VL's
-  vision MLP also has gate/up/down_proj, and LoRA there would train the vision tower.
-- `freeze_vision`: freezes the vision tower and, optionally, its merger (the
-  vision-language projector); returns how many parameters (elements) it froze.
+  `lora_config`, whose target regex never matches a module under any family's vision tower
+  or projector (egt.families: `visual`, `vision_tower`, `vision_model`, `multi_modal_projector`,
+  ...) -- Qwen2.5-VL's vision MLP also has gate/up/down_proj, SigLIP and InternViT have
+  q/k/v_proj, and LoRA there would train the vision tower.
+- `freeze_vision`: freezes the family's vision tower and, optionally, its projector (Qwen's
+  merger; egt.families names both per family); returns how many parameters (elements) it froze.
 - `resolve_precision`: `auto` is bf16 on a CUDA GPU that supports it, else fp32.
 - `resolve_resume`: `never`, a checkpoint folder, or `auto` = the highest-numbered COMPLETE
   checkpoint under `<output>/checkpoints`. The Trainer writes trainer_state.json last, so a
@@ -28,6 +30,7 @@ from pathlib import Path
 from typing import Literal
 
 from egt.errors import ConfigError
+from egt.families import family_of, vision_module_names, vision_part
 from egt.io import write_json
 
 log = logging.getLogger(__name__)
@@ -40,10 +43,12 @@ Precision = Literal["auto", "bf16", "fp16", "fp32"]
 # ---------------------------------------------------------------- LoRA and freezing
 
 def lora_target_regex(targets: list[str] | str) -> str:
-    """A PEFT target regex for module names (a list) or a regex, never matching a vision module."""
+    """A PEFT target regex for module names (a list) or a regex, never matching a vision module of any family."""
+    vision = "|".join(re.escape(name) for name in vision_module_names())
+    never = rf"(?!(?:.*\.)?(?:{vision})(?:\.|$))"
     if isinstance(targets, str):
-        return rf"^(?!.*visual)(?:{targets})$"
-    return rf"^(?!.*visual).*\.({'|'.join(re.escape(t) for t in targets)})$"
+        return rf"^{never}(?:{targets})$"
+    return rf"^{never}.*\.({'|'.join(re.escape(t) for t in targets)})$"
 
 
 def lora_config(r: int, alpha: int, dropout: float, targets: list[str] | str):
@@ -54,13 +59,14 @@ def lora_config(r: int, alpha: int, dropout: float, targets: list[str] | str):
 
 
 def freeze_vision(model, tower: bool = True, merger: bool = False) -> int:
-    """Freeze the vision tower (and the merger when `merger`); return the number of frozen parameters."""
+    """Freeze the family's vision tower (and its projector when `merger`); return the number of frozen parameters.
+
+    The modules come from egt.families (by config.model_type); an unknown family is an EgtError."""
+    family = family_of(model)
     frozen = 0
     for name, param in model.named_parameters():
-        if ".visual." not in f".{name}":
-            continue
-        is_merger = ".merger." in name
-        if (is_merger and merger) or (not is_merger and tower):
+        part = vision_part(family, name)
+        if (part == "projector" and merger) or (part == "tower" and tower):
             param.requires_grad_(False)
             frozen += param.numel()
     return frozen
