@@ -85,13 +85,14 @@ class Config(StageConfig):
     curate_metric: str = Field("max", description="entropy metric for the EGT subset")
     curate_fraction: float = Field(0.5, description="share of the pool kept by EGT")
     accuracy_min_correct: int = Field(0, description="accuracy baseline: right in >= m of K (0 = K)")
-    rl_steps: int = Field(100, description="GRPO steps per run (100 x 4 pairs = one pass over the EGT subset)")
+    rl_steps: int = Field(100, description="GRPO steps per run (100 x 4 prompts: the first half of the EGT subset "
+                          "in both orders)")
     rl_num_generations: int = 4
     rl_batch_size: int = Field(16, description="completions per step (rl_batch_size / rl_num_generations pairs)")
-    rl_learning_rate: float = 5e-5
+    rl_learning_rate: float = Field(1e-4, description="with both-order pairs; one order at 1e-4 can collapse to a position")
     rl_beta: float = 0.0
     rl_loss_type: str = "dapo"
-    rl_both_orders: bool = Field(False, description="show every RL pair in both orders (swap augmentation)")
+    rl_both_orders: bool = Field(True, description="show every RL pair in both orders (swap augmentation)")
     rl_freeze_vision: bool = Field(False, description="the tiny judge still learns to see during RL")
     rl_temperature: float = 1.0
     rl_variants: list[Literal["a_egt", "b_full", "c_random", "d_descending"]] = Field(
