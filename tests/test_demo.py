@@ -45,16 +45,28 @@ def test_demo_tiny_runs_every_stage_writes_the_report_and_resumes(tmp_path):
     selected = sorted(read_rows(out / "curate" / "curated_ascending" / "selected.parquet"), key=lambda r: r["order"])
     seen = []
     for entry in consumed:
-        for pair_id in entry["ids"]:
+        for pair_id in (i.removesuffix("::swap") for i in entry["ids"]):   # each pair, then its swapped copy
             if not seen or seen[-1] != pair_id:
                 seen.append(pair_id)
     assert seen == [r["id"] for r in selected][:len(seen)]
     for figure in ("accuracy_by_quintile.png", "noise_by_quintile.png"):
         with Image.open(out / "analysis" / figure) as image:
             assert image.width >= 400
-    # A rerun skips every finished stage and rewrites the report.
-    second = subprocess.run(EGT + ["demo", "--tiny", "--output", str(out)], capture_output=True, text=True,
-                            timeout=600)
+    # The pool viewer: one page, linked from the report.
+    assert "(view.html)" in report and (out / "view.html").stat().st_size > 10_000
+    # A rerun skips every finished stage (the worker count changes no result) and rewrites the report.
+    second = subprocess.run(EGT + ["demo", "--tiny", "--output", str(out), "--dose-response", "0", "0.3"],
+                            capture_output=True, text=True, timeout=600)
     assert second.returncode == 0, second.stderr[-3000:]
     assert second.stdout.count("cached") == 8
     assert Path(out / "report.md").exists()
+    # Other RL settings: refused, naming what changed, before any work; --overwrite redoes RL and eval only.
+    changed = EGT + ["demo", "--tiny", "--output", str(out), "--rl_learning_rate", "0.0002", "--rl_variants", "a_egt"]
+    third = subprocess.run(changed, capture_output=True, text=True, timeout=600)
+    assert third.returncode == 1 and "stage rl was run with other settings" in third.stderr
+    assert "rl_learning_rate: 0.0001 -> 0.0002" in third.stderr and "Traceback" not in third.stderr
+    fourth = subprocess.run(changed + ["--overwrite"], capture_output=True, text=True, timeout=600)
+    assert fourth.returncode == 0, fourth.stderr[-3000:]
+    assert fourth.stdout.count("cached") == 6 and "[7/9] rl       done" in fourth.stdout
+    assert sorted(p.name for p in (out / "eval").iterdir()) == ["a_egt", "sft"]
+    assert not (out / "rl" / "b_full").exists()

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, get_origin
 
 import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
 from egt.errors import ConfigError
 from egt.io import write_text
@@ -25,6 +25,16 @@ class StageConfig(BaseModel):
     """Base of every stage config: no unknown keys, validated on assignment."""
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True, protected_namespaces=())
+
+    @model_validator(mode="before")
+    @classmethod
+    def _one_value_is_a_list(cls, values: Any) -> Any:
+        """`--rl_variants a_egt` (one value on the command line) for a list field means [a_egt]."""
+        if isinstance(values, dict):
+            for name, field in cls.model_fields.items():
+                if get_origin(field.annotation) is list and isinstance(values.get(name), (str, int, float)):
+                    values = {**values, name: [values[name]]}
+        return values
 
 
 def _parse_value(text: str) -> Any:

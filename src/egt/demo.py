@@ -11,7 +11,8 @@ Stages (one run folder; each stage writes `stages/<stage>.json` and a rerun skip
  3 sft      the base on the kept traces (TRL SFTTrainer)
  4 score    K sampled judgements per pool pair and their entropies
  5 analyze  entropy bins vs accuracy, noise share, AUROC, figures
- 6 curate   lowest-entropy subset (EGT) + random and accuracy baselines
+ 6 curate   lowest-entropy subset (EGT) + random and accuracy baselines; view.html (egt view:
+            every pool pair, its judgements token by token, kept/dropped per subset)
  7 rl       GRPO from the same SFT checkpoint, same settings and seed, for
             (a) EGT: curated, ascending entropy; (b) full pool, random order;
             (c) random subset of the curated size, random order;
@@ -57,6 +58,21 @@ RL_RUNS = {
     "d_descending": ("Lowest-entropy subset, descending (curriculum ablation)", "curated_descending"),
 }
 STAGES = ("data", "distill", "sft", "score", "analyze", "curate", "rl", "eval", "report")
+# What each stage writes in the run folder (removed when --overwrite redoes it).
+STAGE_OUTPUTS = {"data": ["data"], "distill": ["distill"], "sft": ["sft"], "score": ["score"],
+                 "analyze": ["analysis"], "curate": ["curate", "view.html"], "rl": ["rl"], "eval": ["eval"], "report": []}
+# The first stage whose results a setting changes; unlisted settings count from "data".
+FIRST_STAGE = {
+    **dict.fromkeys(("distill_orders", "distill_max_attempts", "oracle_wrong_rate"), "distill"),
+    **dict.fromkeys(("sft_epochs", "sft_learning_rate", "sft_batch_size", "sft_adam_beta2"), "sft"),
+    **dict.fromkeys(("samples", "score_temperature", "max_new_tokens", "eval_batch_size"), "score"),
+    **dict.fromkeys(("curate_metric", "curate_fraction", "accuracy_min_correct"), "curate"),
+    **dict.fromkeys(("rl_steps", "rl_num_generations", "rl_batch_size", "rl_learning_rate", "rl_beta",
+                     "rl_loss_type", "rl_both_orders", "rl_freeze_vision", "rl_temperature", "rl_variants",
+                     "dose_response"), "rl"),
+}
+# Settings that do not change any result (the worker count: one thread per job either way).
+NOT_FINGERPRINTED = ("output", "seeds", "workers", "overwrite")
 
 
 class Config(StageConfig):
@@ -100,6 +116,8 @@ class Config(StageConfig):
     dose_response: list[float] = Field(default_factory=list, description="also run RL on the full pool relabelled "
                                        "at these noise rates (0 = true labels) and report gain vs noise")
     eval_batch_size: int = 64
+    overwrite: bool = Field(False, description="redo the stages whose settings changed since this folder's run "
+                                               "(without it such a rerun is refused, naming what changed)")
 
     def sized(self) -> "Config":
         if not self.tiny:
@@ -148,15 +166,46 @@ class Pipeline:
         self.log = log
         self.timings: dict[str, float] = {}
         self.headlines: dict[str, dict] = {}
+        self._base_fingerprint: dict | None = None
+
+    def stage_fingerprint(self, name: str) -> dict:
+        """What stage `name`'s results depend on: the base model's files and every setting of this stage
+        and the stages before it (a setting no stage claims counts from the first: changing it redoes all)."""
+        from egt import runstate
+
+        upto = STAGES.index(name)
+        settings = {key: value for key, value in self.cfg.model_dump(mode="json").items()
+                    if key not in NOT_FINGERPRINTED and STAGES.index(FIRST_STAGE.get(key, "data")) <= upto}
+        if self._base_fingerprint is None:
+            self._base_fingerprint = runstate.fingerprint(models={"base": self.base_model()})
+        return {**self._base_fingerprint, "settings": settings}
 
     def stage(self, name: str, fn: Callable[[], dict]) -> dict:
-        """Run one stage unless its marker exists; record wall time and headline."""
+        """Run one stage unless its marker holds this run's fingerprint; record wall time and headline.
+
+        A marker of other settings is refused (StaleRunError naming what changed) unless `overwrite`,
+        which removes the stage's folders and runs it again; the stages after it follow, since their
+        fingerprints include this stage's settings."""
+        from egt import runstate
+
         index, total = STAGES.index(name) + 1, len(STAGES)
         marker = self.dir / "stages" / f"{name}.json"
-        if marker.exists():
-            record = json.loads(marker.read_text())
+        current = self.stage_fingerprint(name)
+        record = json.loads(marker.read_text()) if marker.exists() else None
+        if record is not None and record.get("fingerprint") != current:
+            if not self.cfg.overwrite:
+                diffs = runstate.differences(record.get("fingerprint"), current)
+                shown = "; ".join(diffs[:6]) + (f"; ... {len(diffs) - 6} more" if len(diffs) > 6 else "")
+                raise runstate.StaleRunError(
+                    f"{self.dir}: stage {name} was run with other settings ({shown or 'made by an older egt'}) "
+                    f"(use another --output, or --overwrite to redo {name} and the stages after it)")
+            record = None
+        if record is not None:
             self.log(f"[{index}/{total}] {name:<8} cached ({record['seconds']:.0f} s)  {record['headline_text']}")
         else:
+            if marker.exists() or self.cfg.overwrite:
+                marker.unlink(missing_ok=True)
+                runstate.remove_owned(self.dir, STAGE_OUTPUTS[name])
             log_path = self.dir / "logs" / f"{name}.log"
             log_path.parent.mkdir(parents=True, exist_ok=True)
             self.log(f"[{index}/{total}] {name:<8} running ... (details: {log_path})")
@@ -167,7 +216,7 @@ class Pipeline:
                 headline = fn()
             seconds = time.perf_counter() - start
             text = _headline_text(headline)
-            record = {"seconds": seconds, "headline": headline, "headline_text": text}
+            record = {"seconds": seconds, "headline": headline, "headline_text": text, "fingerprint": current}
             write_json(record, marker)
             self.log(f"[{index}/{total}] {name:<8} done in {seconds:.0f} s  {text}")
         self.timings[name] = record["seconds"]
@@ -197,13 +246,6 @@ class Pipeline:
             rows = read_rows(path)
             out[f"{split}_pairs"] = len(rows)
             out[f"{split}_noise"] = _noisy_share(rows)
-        for noise, run in dose_runs(cfg).items():  # the pool's scenes relabelled at each rate
-            if run == "b_full":
-                continue
-            path = synth.run(_stage_cfg(synth, split="pool", n=cfg.n_pool, seed=cfg.seed * 100 + 1,
-                                        noise=f"ambiguity:{noise}" if noise else "none",
-                                        output=self.dir / "data" / f"pool_{dose_name(noise)}.parquet"))
-            out[f"pool_{dose_name(noise)}_noise"] = _noisy_share(read_rows(path))
         return out
 
     def distill(self) -> dict:
@@ -235,7 +277,7 @@ class Pipeline:
         out = score.run(_stage_cfg(score, model=self.dir / "sft" / "model", pairs=self.dir / "data" / "pool.parquet",
                                    output=self.dir / "score", samples=cfg.samples, temperature=cfg.score_temperature,
                                    max_new_tokens=cfg.max_new_tokens, batch_size=cfg.eval_batch_size,
-                                   seed=cfg.seed))
+                                   seed=cfg.seed, dump_tokens=True))
         rows = read_rows(Path(out) / "scores.parquet")
         k_acc = sum(r["k_accuracy"] for r in rows) / len(rows)
         return {"pairs": len(rows), "k_sample_accuracy": round(k_acc, 3)}
@@ -269,7 +311,13 @@ class Pipeline:
                                         seed=cfg.seed, **options))
             rows = read_rows(Path(out) / "selected.parquet")
             summary[name] = {"pairs": len(rows), "noise": _noisy_share(rows)}
-        return {"egt_pairs": summary["curated_ascending"]["pairs"],
+        from egt.view import write_view
+
+        # One page to browse the pool: every pair, its K judgements token by token, kept/dropped per subset.
+        view = write_view(scores, self.dir / "view.html", tokens=self.dir / "score" / "tokens.parquet",
+                          manifests=[self.dir / "curate" / name / "manifest.json" for name in subsets],
+                          title=f"egt demo pool (seed {cfg.seed})")
+        return {"view": view.name, "egt_pairs": summary["curated_ascending"]["pairs"],
                 "egt_noise": summary["curated_ascending"]["noise"],
                 "pool_noise": summary["full_random"]["noise"], "subsets": summary}
 
@@ -283,13 +331,18 @@ class Pipeline:
         return runs
 
     def _ordered_pool(self, noise: float) -> Path:
-        """The relabelled pool in the full-pool run's random order, so only the labels differ from (b)."""
+        """The pool's scenes relabelled at `noise` (0 = true labels), in the full-pool run's random order,
+        so only the labels differ from run (b)."""
+        from egt.data import synth
         from egt.schema import read_pairs, write_pairs
 
-        path = self.dir / "data" / f"pool_{dose_name(noise)}_ordered.parquet"
+        path = self.dir / "rl" / "pools" / f"pool_{dose_name(noise)}_ordered.parquet"
         if not path.exists():
+            relabelled = synth.run(_stage_cfg(synth, split="pool", n=self.cfg.n_pool, seed=self.cfg.seed * 100 + 1,
+                                              noise=f"ambiguity:{noise}" if noise else "none",
+                                              output=self.dir / "rl" / "pools" / f"pool_{dose_name(noise)}.parquet"))
             order = {r["id"]: r["order"] for r in read_rows(self.dir / "curate" / "full_random" / "selected.parquet")}
-            pairs = read_pairs(self.dir / "data" / f"pool_{dose_name(noise)}.parquet")
+            pairs = read_pairs(relabelled)
             for pair in pairs:
                 pair.extra["order"] = order[pair.id]
             write_pairs(pairs, path)
@@ -304,7 +357,10 @@ class Pipeline:
                     log=self.dir / "logs" / f"rl-{name}.log")
                 for name, train in self.rl_runs().items()]
         logs = run_jobs(jobs, workers=cfg.workers, threads=1)
-        return {"runs": len(jobs), "steps": cfg.rl_steps, "logs": dict(zip([j.name for j in jobs], logs))}
+        pool_noise = {run: _noisy_share(read_rows(self._ordered_pool(noise)))
+                      for noise, run in dose_runs(cfg).items() if run != "b_full"}
+        return {"runs": len(jobs), "steps": cfg.rl_steps, "logs": dict(zip([j.name for j in jobs], logs)),
+                "dose_pool_noise": pool_noise}
 
     def models_to_eval(self) -> dict[str, Path]:
         models = {"sft": self.dir / "sft" / "model"}
@@ -332,12 +388,15 @@ class Pipeline:
         return {"report": str(path)}
 
     def run(self) -> Path:
+        from egt import runstate
+
         self.dir.mkdir(parents=True, exist_ok=True)
-        for name in STAGES[:-1]:
-            self.stage(name, getattr(self, "evaluate" if name == "eval" else name))
-        # The report is always rewritten so it reflects every cached stage.
-        (self.dir / "stages" / "report.json").unlink(missing_ok=True)
-        self.stage("report", self.report)
+        with runstate.run_lock(self.dir, "demo"):
+            for name in STAGES[:-1]:
+                self.stage(name, getattr(self, "evaluate" if name == "eval" else name))
+            # The report is always rewritten so it reflects every cached stage.
+            (self.dir / "stages" / "report.json").unlink(missing_ok=True)
+            self.stage("report", self.report)
         return self.dir
 
 

@@ -169,8 +169,9 @@ def dose_response(run_dirs: list[Path], cfg) -> list[dict]:
     rows = []
     for noise, run in dose_runs(cfg).items():
         result = paired(run_dirs, run, "sft")
-        pool_noise = [_read(d / "stages" / "data.json").get("headline", {}).get(
-            "pool_noise" if run == "b_full" else f"pool_{run}_noise") for d in run_dirs]
+        pool_noise = [_read(d / "stages" / "data.json").get("headline", {}).get("pool_noise") if run == "b_full"
+                      else _read(d / "stages" / "rl.json").get("headline", {}).get("dose_pool_noise", {}).get(run)
+                      for d in run_dirs]
         acc = [_overall(d, run).get("both_order_accuracy") for d in run_dirs]
         rows.append({"noise": noise, "run": run, "pool_noise": _mean(pool_noise), "accuracy": _mean(acc),
                      "comparison": result})
@@ -295,6 +296,11 @@ def _curation_section(heads: dict) -> list[str]:
         egt, pool = subsets["curated_ascending"], subsets["full_random"]
         out += [f"Lowest-entropy subset cleaner than the pool: **{'yes' if egt['noise'] < pool['noise'] else 'no'}** "
                 f"({_fmt(egt['noise'])} vs {_fmt(pool['noise'])} mislabeled).", ""]
+    view = heads.get("curate", {}).get("view")
+    if view:
+        out += [f"Browse the pool in [{view}]({view}) (one self-contained page, `egt view`): every pair with its "
+                "image, the K judgements coloured token by token by entropy, the known-mislabeled pairs, and each "
+                "subset's kept/dropped mark; sort by any entropy metric, filter, search ids.", ""]
     return out
 
 
