@@ -41,6 +41,7 @@ SWEEP = [
     ("lr x4", "learning rate", {"learning_rate": 4.0}),
     ("steps x0.5", "steps", {"max_steps": 0.5}),
     ("steps x2", "steps", {"max_steps": 2.0}),
+    ("steps x4", "steps", {"max_steps": 4.0}),
     ("beta 0.04", "KL beta", {"beta": 0.04}),
     ("G 8", "group size", {"num_generations": 8}),
     ("loss grpo", "loss type", {"loss_type": "grpo"}),
