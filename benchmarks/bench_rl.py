@@ -216,13 +216,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--part", choices=["sweep", "noise", "all"], default="all")
     parser.add_argument("--variants", nargs="+", default=None, help="sweep variants by name (default: all)")
     parser.add_argument("--workers", type=int, default=None, help="parallel jobs (default: one per core)")
+    parser.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE",
+                        help="override the demo run's RL settings (egt rl keys), e.g. max_steps=200")
     args = parser.parse_args(argv)
 
     from egt.parallel import Job, run_jobs
 
     out = args.output
     out.mkdir(parents=True, exist_ok=True)
-    base = demo_rl_settings(args.run)
+    from egt.config import parse_overrides
+
+    base = {**demo_rl_settings(args.run), **parse_overrides(args.set)}
     sft, test = args.run / "sft" / "model", args.run / "data" / "test.parquet"
     spec = pool_spec(args.run)
     true_pool = relabelled_pool(out, spec, 0.0)

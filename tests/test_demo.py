@@ -15,7 +15,8 @@ EGT = [sys.executable, "-m", "egt.cli"]
 
 def test_demo_tiny_runs_every_stage_writes_the_report_and_resumes(tmp_path):
     out = tmp_path / "demo"
-    first = subprocess.run(EGT + ["demo", "--tiny", "--output", str(out), "--workers", "2",
+    first = subprocess.run(EGT + ["demo", "--tiny", "--output", str(out), "--workers", "2", "--rl_variants", "a_egt",
+                                  "b_full", "c_random", "d_descending",
                                   "--dose-response", "0", "0.3"], capture_output=True, text=True, timeout=600)
     assert first.returncode == 0, first.stderr[-3000:]
     # One line per stage on the terminal.
@@ -55,7 +56,8 @@ def test_demo_tiny_runs_every_stage_writes_the_report_and_resumes(tmp_path):
     # The pool viewer: one page, linked from the report.
     assert "(view.html)" in report and (out / "view.html").stat().st_size > 10_000
     # A rerun skips every finished stage (the worker count changes no result) and rewrites the report.
-    second = subprocess.run(EGT + ["demo", "--tiny", "--output", str(out), "--dose-response", "0", "0.3"],
+    second = subprocess.run(EGT + ["demo", "--tiny", "--output", str(out), "--rl_variants", "a_egt", "b_full",
+                                   "c_random", "d_descending", "--dose-response", "0", "0.3"],
                             capture_output=True, text=True, timeout=600)
     assert second.returncode == 0, second.stderr[-3000:]
     assert second.stdout.count("cached") == 8

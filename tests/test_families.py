@@ -196,7 +196,7 @@ def test_every_stage_runs_on_the_family(arch, tiny_family_dir, traces, pool, tmp
     # 2 GRPO steps on the SFT judge; the vision tower and projector stay frozen
     trained = rl.run(rl.Config(model=full / "model", train=pool, output=tmp_path / "rl", max_steps=2,
                                num_generations=2, per_device_train_batch_size=2, max_completion_length=6,
-                               learning_rate=1e-2, save_steps=100, seed=0))
+                               learning_rate=1e-2, save_steps=100, seed=0, both_orders=False))
     summary = json.loads((trained / "train_summary.json").read_text())
     assert summary["global_step"] == 2
     assert [line["ids"] for line in rl.read_consumed(trained / "consumed.jsonl")] == \

@@ -134,7 +134,8 @@ def curated(synth_pairs_path, tmp_path_factory) -> tuple[Path, list[str]]:
 def _config(sft_dir, curated_file, output, **overrides) -> rl.Config:
     base = dict(model=sft_dir, train=curated_file, output=output, num_generations=2,
                 per_device_train_batch_size=2, gradient_accumulation_steps=2, max_completion_length=24,
-                learning_rate=1e-3, save_steps=100, logging_steps=1, seed=0)
+                learning_rate=1e-3, save_steps=100, logging_steps=1, seed=0,
+                both_orders=False)   # the curriculum as given; test_rl_both_orders_... covers the default
     base.update(overrides)
     return rl.Config(**base)
 
@@ -194,7 +195,7 @@ def test_rl_two_processes_gather_the_curriculum_in_order(sft_dir, curated, tmp_p
     curated_file, expected = curated
     out = tmp_path / "mp"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           "-m", "egt.cli", "rl", f"model={sft_dir}", f"train={curated_file}", f"output={out}",
+           "-m", "egt.cli", "rl", f"model={sft_dir}", f"train={curated_file}", f"output={out}", "both_orders=false",
            "max_steps=2", "num_generations=2", "per_device_train_batch_size=1", "gradient_accumulation_steps=3",
            "max_completion_length=16", "learning_rate=1e-3", "grpo_extra.use_cpu=true"]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
@@ -242,7 +243,8 @@ def _rl_args(sft_dir, curated_file, out) -> list[str]:
     # falls inside the second generation (steps 3-4): resuming there needs the generation buffer.
     return [f"model={sft_dir}", f"train={curated_file}", f"output={out}", "max_steps=6", "num_generations=2",
             "per_device_train_batch_size=2", "gradient_accumulation_steps=2", "steps_per_generation=4",
-            "max_completion_length=24", "learning_rate=1e-3", "save_steps=3", "logging_steps=1", "seed=0"]
+            "max_completion_length=24", "learning_rate=1e-3", "save_steps=3", "logging_steps=1", "seed=0",
+            "both_orders=false"]
 
 
 @pytest.mark.slow

@@ -1,7 +1,7 @@
 """`egt demo`: the whole EGT recipe on the embedded tiny judge, with a replication report.
 
     egt demo --output runs/demo                                   # what `make demo` runs
-    egt demo --output runs/study --seeds 3 --dose-response 0 0.1 0.2   # the 3-seed study (README)
+    egt demo --output runs/study --seeds 3 --rl_variants a_egt b_full c_random d_descending --dose-response 0   # the 3-seed study
     egt demo --tiny --output /tmp/d                               # CI-sized smoke run
 
 Stages (one run folder; each stage writes `stages/<stage>.json` and a rerun skips it):
@@ -101,8 +101,8 @@ class Config(StageConfig):
     curate_metric: str = Field("max", description="entropy metric for the EGT subset")
     curate_fraction: float = Field(0.5, description="share of the pool kept by EGT")
     accuracy_min_correct: int = Field(0, description="accuracy baseline: right in >= m of K (0 = K)")
-    rl_steps: int = Field(100, description="GRPO steps per run (100 x 4 prompts: the first half of the EGT subset "
-                          "in both orders)")
+    rl_steps: int = Field(200, description="GRPO steps per run (200 x 4 prompts: one pass over the EGT subset in both "
+                          "orders; bench_rl: 100 steps gained 4.8 points on true labels, 200 gained 5.8)")
     rl_num_generations: int = 4
     rl_batch_size: int = Field(16, description="completions per step (rl_batch_size / rl_num_generations pairs)")
     rl_learning_rate: float = Field(1e-4, description="with both-order pairs; one order at 1e-4 can collapse to a position")
@@ -112,7 +112,8 @@ class Config(StageConfig):
     rl_freeze_vision: bool = Field(False, description="the tiny judge still learns to see during RL")
     rl_temperature: float = 1.0
     rl_variants: list[Literal["a_egt", "b_full", "c_random", "d_descending"]] = Field(
-        default_factory=lambda: list(RL_RUNS), description="which of the RL runs (a)-(d) to train and evaluate")
+        default_factory=lambda: ["a_egt", "b_full"], description="which of the RL runs (a)-(d) to train and evaluate "
+        "(`make demo`: EGT and the full pool; the study adds c_random d_descending)")
     dose_response: list[float] = Field(default_factory=list, description="also run RL on the full pool relabelled "
                                        "at these noise rates (0 = true labels) and report gain vs noise")
     eval_batch_size: int = 64

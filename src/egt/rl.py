@@ -142,9 +142,9 @@ class Config(StageConfig):
     save_steps: int = 100
     save_total_limit: int | None = None
     resume: str = Field("auto", description="auto (latest checkpoint in output/checkpoints), never, or a path")
-    both_orders: bool = Field(False, description="swap augmentation: each pair also shown with its responses "
+    both_orders: bool = Field(True, description="swap augmentation: each pair also shown with its responses "
                               "swapped (label flipped), right after it in the curriculum, so both orders share a "
-                              "generation and their position pushes cancel")
+                              "generation and their position pushes cancel (false: each pair as given)")
     seed: int = 0
     logging_steps: int = 1
     report_to: str = "none"
