@@ -192,7 +192,8 @@ def main(argv=None) -> int:
                 for name in (rerank.LOG_NAME, rerank.SETTINGS_NAME):  # knockout's matches are round robin's
                     if not (ko / name).exists():
                         shutil.copy(rr / name, ko / name)
-            stage(rerank, candidates=str(path), output=str(folders[method]), method=method, **common)
+            stage(rerank, candidates=str(path), output=str(folders[method]), method=method,
+                  image_root=str(data.parent), **common)   # the candidates point at the data's images
         result["rerank"][n] = {m: json.loads((folders[m] / "summary.json").read_text()) for m in args.methods}
     timings["rerank_s"] = round(time.perf_counter() - started, 1)
     result["timings"] = timings

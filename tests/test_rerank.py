@@ -83,6 +83,23 @@ def test_bad_candidate_files(tmp_path):
         rerank.read_candidates(path)
 
 
+def test_candidate_images_stay_inside_their_root(tmp_path):
+    images = tmp_path / "data" / "images"
+    images.mkdir(parents=True)
+    Image.new("RGB", (8, 8)).save(images / "a.png")
+    path = tmp_path / "run" / "c.jsonl"
+    path.parent.mkdir()
+    path.write_text(json.dumps({"id": "a", "question": "q", "candidates": ["x", "y"],
+                                "images": [str(images / "a.png")]}) + "\n")
+    (question,) = rerank.read_candidates(path)              # outside the file's folder: refused when opened
+    with pytest.raises(DataError, match="c.jsonl:1: field 'images'.*outside the image root"):
+        question["images"][0].open()
+    (question,) = rerank.read_candidates(path, image_root=tmp_path / "data")
+    assert question["images"][0].open().size == (8, 8)
+    (question,) = rerank.read_candidates(path, allow_absolute_paths=True)
+    assert question["images"][0].open().size == (8, 8)
+
+
 @pytest.mark.slow
 def test_rerank_with_the_tiny_judge(tmp_path, tiny_model_dir):
     cands, out = write_candidates(tmp_path, n=3, questions=2, hard=()), tmp_path / "out"

@@ -42,7 +42,7 @@ from egt import metrics as M
 from egt.errors import DataError, EgtError
 from egt.io import Journal, check_unique_ids, write_json
 from egt.judge import Judge, JudgeOptions, build_backend, is_endpoint, orders_for
-from egt.schema import PreferencePair, read_rows, write_rows
+from egt.schema import PreferencePair, image_root_of, read_rows, write_rows
 
 LOG_NAME = "judgements.jsonl"
 SETTINGS_NAME = "judge_settings.json"
@@ -56,6 +56,9 @@ class Config(JudgeOptions):
     abstain_above: float | None = Field(None, description="abstain where the entropy (nats) is above this")
     coverage: float | None = Field(None, gt=0, le=1, description="keep this share of pairs, the least uncertain")
     limit: int | None = Field(None, ge=1, description="judge only the first N pairs")
+    image_root: Path | None = Field(None, description="folder image paths resolve against and stay inside "
+                                                      "(default: the pairs file's folder)")
+    allow_absolute_paths: bool = Field(False, description="read absolute image paths outside image_root")
     progress: bool = True
 
     @model_validator(mode="after")
@@ -67,9 +70,12 @@ class Config(JudgeOptions):
 
 # ---------------------------------------------------------------- input
 
-def read_judge_pairs(path: Path) -> tuple[list[PreferencePair], bool]:
-    """The pairs of a file whose `label` may be absent, and whether every row has one."""
+def read_judge_pairs(path: Path, image_root: Path | None = None,
+                     allow_absolute_paths: bool = False) -> tuple[list[PreferencePair], bool]:
+    """The pairs of a file whose `label` may be absent, and whether every row has one; images are
+    checked against their root as `egt.schema.read_pairs` checks them."""
     path = Path(path)
+    root, recorded = image_root_of(path, image_root)
     rows = read_rows(path)
     first_line = 1 if path.suffix.lower() in (".jsonl", ".json", ".ndjson") else 0  # as read_pairs counts
     pairs, labelled = [], True
@@ -77,7 +83,8 @@ def read_judge_pairs(path: Path) -> tuple[list[PreferencePair], bool]:
         if row.get("label") is None:
             labelled = False
             row = {**row, "label": 1}  # a placeholder: the judge never sees it
-        pairs.append(PreferencePair.from_row(row, str(path), i + first_line, base_dir=path.parent.resolve()))
+        pairs.append(PreferencePair.from_row(row, str(path), i + first_line, base_dir=root,
+                                             allow_absolute=allow_absolute_paths, recorded_root=recorded))
     check_unique_ids([p.id for p in pairs], path)
     return pairs, labelled and bool(pairs)
 
@@ -196,7 +203,7 @@ def summarize(rows: list[dict], cfg: Config, values: list, labelled: bool) -> di
 def run(cfg: Config) -> Path:
     started = time.perf_counter()
     out = Path(cfg.output)
-    pairs, labelled = read_judge_pairs(cfg.pairs)
+    pairs, labelled = read_judge_pairs(cfg.pairs, cfg.image_root, cfg.allow_absolute_paths)
     if not pairs:
         raise DataError(str(cfg.pairs), None, None, "no pairs to judge")
     pairs = pairs[:cfg.limit] if cfg.limit else pairs

@@ -39,7 +39,7 @@ from egt.errors import DataError
 from egt.io import Journal, check_unique_ids, write_json
 from egt.judge import Judge, JudgeOptions, build_backend, is_endpoint, make_pair
 from egt.judging import check_settings, chunk_size
-from egt.schema import ImageRef, read_rows, write_rows
+from egt.schema import ImageRef, image_root_of, read_rows, write_rows
 
 LOG_NAME = "matches.jsonl"
 SETTINGS_NAME = "rerank_settings.json"
@@ -50,16 +50,20 @@ class Config(JudgeOptions):
     output: Path = Field(..., description="output folder")
     method: Literal["round_robin", "knockout"] = Field("round_robin", description="tournament")
     limit: int | None = Field(None, ge=1, description="rerank only the first N questions")
+    image_root: Path | None = Field(None, description="folder image paths resolve against and stay inside "
+                                                      "(default: the candidates file's folder)")
+    allow_absolute_paths: bool = Field(False, description="read absolute image paths outside image_root")
     progress: bool = True
 
 
 # ---------------------------------------------------------------- input
 
-def read_candidates(path: Path) -> list[dict]:
-    """Questions as dicts: id, images (ImageRefs), question, candidates, best (or None)."""
+def read_candidates(path: Path, image_root: Path | None = None, allow_absolute_paths: bool = False) -> list[dict]:
+    """Questions as dicts: id, images (ImageRefs, checked against their root as egt.schema.read_pairs
+    checks them), question, candidates, best (or None)."""
     path = Path(path)
     first_line = 1 if path.suffix.lower() in (".jsonl", ".json", ".ndjson") else 0
-    base = path.parent.resolve()
+    base, recorded = image_root_of(path, image_root)
     out = []
     for i, row in enumerate(read_rows(path)):
         line = i + first_line
@@ -74,7 +78,8 @@ def read_candidates(path: Path) -> list[dict]:
         if best is not None and (not isinstance(best, int) or not 0 <= best < len(candidates)):
             raise DataError(str(path), line, "best", f"must be an index into the {len(candidates)} candidates")
         try:
-            images = [ImageRef.from_row(v, base) for v in (row.get("images") or [])]
+            images = [ImageRef.from_row(v, base, allow_absolute_paths, recorded, (str(path), line))
+                      for v in (row.get("images") or [])]
         except TypeError as exc:
             raise DataError(str(path), line, "images", str(exc)) from None
         out.append({"id": str(row["id"]), "images": images, "question": row["question"],
@@ -159,7 +164,7 @@ def run(cfg: Config) -> Path:
 
     started = time.perf_counter()
     out = Path(cfg.output)
-    questions = read_candidates(cfg.candidates)
+    questions = read_candidates(cfg.candidates, cfg.image_root, cfg.allow_absolute_paths)
     if not questions:
         raise DataError(str(cfg.candidates), None, None, "no questions to rerank")
     questions = questions[:cfg.limit] if cfg.limit else questions

@@ -381,6 +381,17 @@ def write_pairs(pairs: Iterable[PreferencePair], path: str | Path) -> Path:
     return write_rows(rows, path)
 
 
+def image_root_of(path: str | Path, image_root: str | Path | None = None) -> tuple[Path, str | None]:
+    """(the root a file's image paths resolve against, the image folder the file records or None):
+    `image_root` when given (it replaces the record), else the file's folder and its record."""
+    path = Path(path)
+    if image_root is not None and not Path(image_root).is_dir():
+        raise DataError(str(image_root), None, None, "image root is not a folder")
+    if image_root is not None:
+        return Path(image_root).resolve(), None
+    return path.parent.resolve(), recorded_image_root(path)
+
+
 def read_pairs(path: str | Path, image_root: str | Path | None = None,
                allow_absolute_paths: bool = False) -> list[PreferencePair]:
     """Read a pairs file written by egt; errors name the file and line/row.
@@ -389,10 +400,7 @@ def read_pairs(path: str | Path, image_root: str | Path | None = None,
     `resolve_image_path` (see the module docstring; a refused path fails when its image is opened).
     """
     path = Path(path)
-    if image_root is not None and not Path(image_root).is_dir():
-        raise DataError(str(image_root), None, None, "image root is not a folder")
-    root = Path(image_root).resolve() if image_root is not None else path.parent.resolve()
-    recorded = recorded_image_root(path) if image_root is None else None
+    root, recorded = image_root_of(path, image_root)
     return [PreferencePair.from_row(row, str(path), line, base_dir=root, allow_absolute=allow_absolute_paths,
                                     recorded_root=recorded)
             for line, row in _read_numbered_rows(path)]
