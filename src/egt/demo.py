@@ -1,7 +1,7 @@
 """`egt demo`: the whole EGT recipe on the embedded tiny judge, with a replication report.
 
     egt demo --output runs/demo                                   # what `make demo` runs
-    egt demo --output runs/study --seeds 3 --rl_steps 200 --rl_variants a_egt b_full c_random d_descending --dose-response 0
+    egt demo --output runs/study --seeds 3 --rl_steps 200 --dose-response 0      # the 3-seed study (README)
     egt demo --tiny --output /tmp/d                               # CI-sized smoke run
 
 Stages (one run folder; each stage writes `stages/<stage>.json` and a rerun skips it):
@@ -113,8 +113,7 @@ class Config(StageConfig):
     rl_freeze_vision: bool = Field(False, description="the tiny judge still learns to see during RL")
     rl_temperature: float = 1.0
     rl_variants: list[Literal["a_egt", "b_full", "c_random", "d_descending"]] = Field(
-        default_factory=lambda: ["a_egt", "b_full"], description="which of the RL runs (a)-(d) to train and evaluate "
-        "(`make demo`: EGT and the full pool; the study adds c_random d_descending)")
+        default_factory=lambda: list(RL_RUNS), description="which of the RL runs (a)-(d) to train and evaluate")
     dose_response: list[float] = Field(default_factory=list, description="also run RL on the full pool relabelled "
                                        "at these noise rates (0 = true labels) and report gain vs noise")
     eval_batch_size: int = 64
