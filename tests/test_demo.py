@@ -1,8 +1,11 @@
 """`egt demo --tiny`: the whole recipe end to end through the CLI, at CI size."""
 
 import json
+import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -15,10 +18,21 @@ EGT = [sys.executable, "-m", "egt.cli"]
 
 def test_demo_tiny_runs_every_stage_writes_the_report_and_resumes(tmp_path):
     out = tmp_path / "demo"
-    first = subprocess.run(EGT + ["demo", "--tiny", "--output", str(out), "--workers", "2", "--rl_variants", "a_egt",
-                                  "b_full", "c_random", "d_descending",
-                                  "--dose-response", "0", "0.3"], capture_output=True, text=True, timeout=600)
+    args = EGT + ["demo", "--tiny", "--output", str(out), "--workers", "2", "--rl_variants", "a_egt", "b_full",
+                  "c_random", "d_descending", "--dose-response", "0", "0.3"]
+    # kill -9 once SFT is done (inside a later stage), then the same command finishes the run from there
+    killed = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    deadline = time.monotonic() + 300
+    while not (out / "stages" / "sft.json").exists():
+        assert killed.poll() is None, killed.stderr.read().decode()[-3000:]
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    os.killpg(killed.pid, signal.SIGKILL)
+    killed.wait()
+    first = subprocess.run(args, capture_output=True, text=True, timeout=600)
     assert first.returncode == 0, first.stderr[-3000:]
+    for stage in ("data", "distill", "sft"):
+        assert f"{stage:<8} cached" in first.stdout
     # One line per stage on the terminal.
     for index, stage in enumerate(["data", "distill", "sft", "score", "analyze", "curate", "rl", "eval", "report"], 1):
         assert f"[{index}/9] {stage}" in first.stdout
