@@ -54,13 +54,14 @@ SCALED = {"learning_rate", "max_steps"}  # sweep values for these multiply the d
 
 
 def demo_rl_settings(run: Path) -> dict:
-    """The RL settings the demo used (its config.yaml), as `egt rl` keys."""
+    """The RL settings the demo run used (its config.yaml), as `egt rl` keys."""
     from egt import demo
     from egt.config import load_config
 
     path = run / "config.yaml"
-    cfg = load_config(demo.Config, path if path.exists() else None, {"output": str(run)})
-    return demo.rl_settings(cfg)
+    if not path.exists():
+        raise SystemExit(f"{path}: missing (a demo run writes it); give the RL settings with --set key=value ...")
+    return demo.rl_settings(load_config(demo.Config, path, {"output": str(run)}))
 
 
 def pool_spec(run: Path) -> dict:

@@ -86,3 +86,17 @@ def test_demo_tiny_runs_every_stage_writes_the_report_and_resumes(tmp_path):
     assert fourth.stdout.count("cached") == 6 and "[7/9] rl       done" in fourth.stdout
     assert sorted(p.name for p in (out / "eval").iterdir()) == ["a_egt", "sft"]
     assert not (out / "rl" / "b_full").exists()
+
+
+def test_report_rerun_command_reproduces_every_setting():
+    import shlex
+
+    from egt.config import load_config, parse_overrides
+    from egt.demo import Config, command_line
+
+    cfg = Config(seeds=3, rl_steps=200, dose_response=[0.0, 0.1], rl_both_orders=False, rl_variants=["a_egt"],
+                 noise="ambiguity:0.2")
+    line = command_line(cfg)
+    assert line.startswith("egt demo --output runs/demo --seed 0 ") and "--rl_steps 200" in line
+    assert load_config(Config, None, parse_overrides(shlex.split(line)[2:])) == cfg
+    assert command_line(Config()) == "egt demo --output runs/demo --seed 0"

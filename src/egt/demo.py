@@ -45,7 +45,7 @@ from typing import Callable, Literal
 from pydantic import Field
 
 from egt import __version__
-from egt.config import StageConfig, load_config
+from egt.config import StageConfig, load_config, save_config
 from egt.demo_report import dose_name, dose_runs
 from egt.io import write_json
 from egt.schema import read_rows
@@ -393,6 +393,7 @@ class Pipeline:
 
         self.dir.mkdir(parents=True, exist_ok=True)
         with runstate.run_lock(self.dir, "demo"):
+            save_config(self.cfg, self.dir / "config.yaml")   # this run's settings (`--config` reloads them)
             for name in STAGES[:-1]:
                 self.stage(name, getattr(self, "evaluate" if name == "eval" else name))
             # The report is always rewritten so it reflects every cached stage.
@@ -462,11 +463,18 @@ def _trainer_log(stage_dir: Path) -> dict:
 
 
 def command_line(cfg: Config) -> str:
+    """The `egt demo` command that reruns `cfg`: every setting that differs from its default."""
+    defaults = Config().model_dump(mode="json")
     args = ["egt", "demo", "--output", str(cfg.output), "--seed", str(cfg.seed)]
-    if cfg.seeds > 1:
-        args += ["--seeds", str(cfg.seeds)]
-    if cfg.tiny:
-        args.append("--tiny")
+    for key, value in cfg.model_dump(mode="json").items():
+        if key in ("output", "seed", "workers", "overwrite") or value == defaults.get(key):
+            continue
+        if isinstance(value, bool):
+            args += [f"--{key}"] if value else [f"{key}=false"]
+        elif isinstance(value, list):
+            args += [f"--{key}", *map(str, value)] if value else [f"{key}=[]"]
+        else:
+            args += [f"--{key}", str(value)]
     return shlex.join(args)
 
 
