@@ -13,7 +13,8 @@ Fixtures (all session-scoped, built once per test run):
 - `synth_pairs_list` -> list[PreferencePair]: the pairs of `synth_pairs`, read back with schema.read_pairs.
 - `coin_judge_dir` -> Path: the tiny judge taught the judge format with a coin-flip verdict
   (`<think>Response k is better.</think><answer>k</answer>`, k random), so its sampled judgements are well
-  formed and split between the two responses (a judge for tests that need verdicts, e.g. as a reward).
+  formed and split between the two responses (a judge for tests that need verdicts: GRPO in test_rl, the
+  reward of test_judge_reward).
 """
 
 from __future__ import annotations
@@ -90,8 +91,9 @@ def coin_judge_dir(tiny_model_dir, synth_pairs_path, tmp_path_factory) -> Path:
     model.train()
     torch.manual_seed(0)
     coin = random.Random(0)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
-    for step in range(120):
+    # 80 steps at 5e-3: every one of 64 sampled judgements well formed, verdicts 30/34 (120 at 3e-3: 62/64, 28/34)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=5e-3)
+    for step in range(80):
         batch_pairs = [pairs[(step * 8 + i) % len(pairs)] for i in range(8)]
         completions = [format_judgement(f"Response {k} is better.", k) for k in (coin.choice((1, 2)) for _ in range(8))]
         batch = judge_batch_inputs(processor, batch_pairs, completions=completions, append_eos=True,

@@ -85,36 +85,11 @@ def test_shipped_rl_configs_load():
 # ---------------------------------------------------------------- tiny-model runs
 
 @pytest.fixture(scope="module")
-def sft_dir(tiny_model_dir, synth_pairs_path, tmp_path_factory) -> Path:
-    """The tiny judge taught the output format with a coin-flip verdict ("<think>Response k is better.</think>
-    <answer>k</answer>", k random), so sampled judgements are well formed and differ in accuracy: GRPO
-    gets non-zero advantages on any machine (a random judge scores 0 everywhere and learns nothing)."""
-    import torch
-
-    from egt.encode import judge_batch_inputs
-    from egt.models import load_judge
-    from egt.prompts import format_judgement
-
-    pairs = read_pairs(synth_pairs_path("train", 48, seed=1))
-    model, processor = load_judge(tiny_model_dir)
-    model.train()
-    torch.manual_seed(0)
-    coin = random.Random(0)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
-    for step in range(120):
-        batch_pairs = [pairs[(step * 8 + i) % len(pairs)] for i in range(8)]
-        verdicts = [coin.choice((1, 2)) for _ in batch_pairs]
-        completions = [format_judgement(f"Response {k} is better.", k) for k in verdicts]
-        batch = judge_batch_inputs(processor, batch_pairs, completions=completions, append_eos=True,
-                                   padding_side="right")
-        mask = batch.pop("completion_mask")
-        model(**batch, labels=batch["input_ids"].masked_fill(mask == 0, -100)).loss.backward()
-        optimizer.step()
-        optimizer.zero_grad()
-    out = tmp_path_factory.mktemp("sft") / "model"
-    model.save_pretrained(out)
-    processor.save_pretrained(out)
-    return out
+def sft_dir(coin_judge_dir) -> Path:
+    """The coin judge (conftest): its sampled judgements are well formed and differ in accuracy, so GRPO gets
+    non-zero advantages on any machine (a random judge scores 0 everywhere and learns nothing). Shared with
+    test_judge_reward, so the suite trains it once."""
+    return coin_judge_dir
 
 
 @pytest.fixture(scope="module")
