@@ -29,11 +29,14 @@ class StageConfig(BaseModel):
     @model_validator(mode="before")
     @classmethod
     def _one_value_is_a_list(cls, values: Any) -> Any:
-        """`--rl_variants a_egt` (one value on the command line) for a list field means [a_egt]."""
+        """One command-line value for a list field is a list: `--rl_variants a_egt` -> [a_egt],
+        `--metrics answer,vote` -> [answer, vote]."""
         if isinstance(values, dict):
             for name, field in cls.model_fields.items():
-                if get_origin(field.annotation) is list and isinstance(values.get(name), (str, int, float)):
-                    values = {**values, name: [values[name]]}
+                value = values.get(name)
+                if get_origin(field.annotation) is list and isinstance(value, (str, int, float)):
+                    items = [v.strip() for v in value.split(",") if v.strip()] if isinstance(value, str) else [value]
+                    values = {**values, name: items}
         return values
 
 
