@@ -43,24 +43,10 @@ try:  # run from a checkout without `pip install -e .`
 except ImportError:
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-# Qwen/Qwen2.5-VL-7B-Instruct config.json (published values; token ids are replaced by the tiny tokenizer's).
-QWEN2_5_VL_7B = {
-    "architectures": ["Qwen2_5_VLForConditionalGeneration"], "model_type": "qwen2_5_vl",
-    "attention_dropout": 0.0, "bos_token_id": 151643, "eos_token_id": 151645,
-    "vision_start_token_id": 151652, "vision_end_token_id": 151653, "vision_token_id": 151654,
-    "image_token_id": 151655, "video_token_id": 151656, "hidden_act": "silu", "hidden_size": 3584,
-    "initializer_range": 0.02, "intermediate_size": 18944, "max_position_embeddings": 128000,
-    "max_window_layers": 28, "num_attention_heads": 28, "num_hidden_layers": 28, "num_key_value_heads": 4,
-    "rms_norm_eps": 1e-06, "rope_theta": 1000000.0, "sliding_window": 32768, "tie_word_embeddings": False,
-    "torch_dtype": "bfloat16", "use_cache": True, "use_sliding_window": False, "vocab_size": 152064,
-    "rope_scaling": {"type": "mrope", "mrope_section": [16, 24, 24]},
-    "vision_config": {
-        "depth": 32, "hidden_act": "silu", "hidden_size": 1280, "intermediate_size": 3420, "num_heads": 16,
-        "in_chans": 3, "out_hidden_size": 3584, "patch_size": 14, "spatial_merge_size": 2,
-        "spatial_patch_size": 14, "window_size": 112, "fullatt_block_indexes": [7, 15, 23, 31],
-        "tokens_per_second": 2, "temporal_patch_size": 2,
-    },
-}
+# Qwen/Qwen2.5-VL-7B-Instruct config.json: the published values, written out once in gpu_scoring.py
+# (token ids are replaced by the tiny tokenizer's below).
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from gpu_scoring import QWEN25_VL_7B as QWEN2_5_VL_7B  # noqa: E402
 
 # Qwen/Qwen3-VL-8B-Instruct config.json (published values; token ids are replaced by the tiny tokenizer's).
 QWEN3_VL_8B = {
