@@ -207,6 +207,23 @@ def shipped_base() -> Path:
     return SHIPPED_BASE
 
 
+def seeded_model(model_class, config, processor, cfg: TinyConfig):
+    """(model, pre-training stats): `model_class(config)` initialised under `cfg.seed`, then pre-trained for
+    `cfg.pretrain_steps` (egt.pretrain) under the same seed; the global RNG is left as it was."""
+    import torch
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.seed)
+        model = model_class(config)
+    stats = {}
+    if cfg.pretrain_steps:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(cfg.seed)
+            stats = pretrain_perception(model, processor, cfg.pretrain_steps, cfg.pretrain_batch_size,
+                                        cfg.pretrain_lr, cfg.seed, cfg.pretrain_verify_share)
+    return model, stats
+
+
 def build_tiny(cfg: TinyConfig) -> Path:
     """Build and save the tiny judge (tokenizer, processors, model, generation config) to cfg.output."""
     if cfg.arch != "qwen2_vl":
@@ -214,7 +231,6 @@ def build_tiny(cfg: TinyConfig) -> Path:
 
         raise EgtError(f"build_tiny builds the Qwen2-VL judge; arch={cfg.arch} is built by egt.tiny_families.build "
                        "(what `egt model tiny --arch ...` runs)")
-    import torch
     from transformers import GenerationConfig, Qwen2VLForConditionalGeneration
 
     out = Path(cfg.output)
@@ -222,15 +238,7 @@ def build_tiny(cfg: TinyConfig) -> Path:
     tokenizer = _train_tokenizer(cfg)
     processor = _build_processor(cfg, tokenizer)
     config = _model_config(cfg, tokenizer)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(cfg.seed)
-        model = Qwen2VLForConditionalGeneration(config)
-    stats = {}
-    if cfg.pretrain_steps:
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(cfg.seed)
-            stats = pretrain_perception(model, processor, cfg.pretrain_steps, cfg.pretrain_batch_size,
-                                        cfg.pretrain_lr, cfg.seed, cfg.pretrain_verify_share)
+    model, stats = seeded_model(Qwen2VLForConditionalGeneration, config, processor, cfg)
     model.generation_config = GenerationConfig(
         eos_token_id=config.text_config.eos_token_id, pad_token_id=config.text_config.pad_token_id,
         bos_token_id=config.text_config.bos_token_id, do_sample=False, max_new_tokens=96)

@@ -41,7 +41,7 @@ from typing import Callable
 
 from egt.errors import EgtError
 from egt.families import get_family
-from egt.tiny import CHAT_TEMPLATE, SPECIAL_TOKENS, TinyConfig, build_tiny, train_bpe
+from egt.tiny import CHAT_TEMPLATE, SPECIAL_TOKENS, TinyConfig, build_tiny, seeded_model, train_bpe
 
 __all__ = ["TinyConfig", "build"]
 
@@ -446,12 +446,10 @@ def build(cfg: TinyConfig) -> Path:
 
 def build_family(cfg: TinyConfig) -> Path:
     """Build and save the tiny judge of family `cfg.arch` (any but qwen2_vl) to cfg.output."""
-    import torch
     import transformers
     from transformers import GenerationConfig
 
     from egt.io import write_json
-    from egt.pretrain import pretrain_perception
 
     spec = _spec(cfg.arch)
     family = get_family(cfg.arch)
@@ -460,15 +458,7 @@ def build_family(cfg: TinyConfig) -> Path:
     tokenizer = build_tokenizer(cfg, spec)
     processor = spec.build_processor(cfg, tokenizer)
     config = spec.build_config(cfg, tokenizer)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(cfg.seed)
-        model = getattr(transformers, spec.model_class)(config)
-    stats = {}
-    if cfg.pretrain_steps:
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(cfg.seed)
-            stats = pretrain_perception(model, processor, cfg.pretrain_steps, cfg.pretrain_batch_size,
-                                        cfg.pretrain_lr, cfg.seed, cfg.pretrain_verify_share)
+    model, stats = seeded_model(getattr(transformers, spec.model_class), config, processor, cfg)
     stops = list(dict.fromkeys([tokenizer.convert_tokens_to_ids(family.turn_end), tokenizer.eos_token_id]))
     model.generation_config = GenerationConfig(
         eos_token_id=stops if len(stops) > 1 else stops[0], pad_token_id=tokenizer.pad_token_id,
