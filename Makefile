@@ -3,9 +3,16 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-# torch/torchvision are pinned to the releases this project is tested with; pip
-# installs them before egt so that the resolver does not pick another build.
+# torch/torchvision are pinned to the releases this project is tested with (pinned in
+# the same pip command as egt, so that the resolver does not pick another build).
 TORCH_PINS := torch==2.14.1 torchvision==0.29.1
+# `pip install --no-compile` skips byte-compiling every installed module (~30 s, most of
+# it torch files nothing imports); Python compiles a module the first time it is imported
+# and keeps the .pyc, which PYTHONDONTWRITEBYTECODE would forbid — hence the unexport:
+# without cached bytecode every test subprocess would recompile transformers (~8 s each).
+unexport PYTHONDONTWRITEBYTECODE
+# The suite runs on TEST_WORKERS pytest-xdist processes (one torch thread each).
+TEST_WORKERS ?= 2
 DEMO_ARGS ?=
 
 .PHONY: install demo test clean
@@ -15,8 +22,7 @@ $(BIN)/python:
 	$(BIN)/python -m pip install -q --upgrade pip
 
 $(VENV)/.installed: pyproject.toml | $(BIN)/python
-	$(BIN)/pip install -q $(TORCH_PINS)
-	$(BIN)/pip install -q -e '.[test]'
+	$(BIN)/pip install -q --no-compile $(TORCH_PINS) -e '.[test]'
 	touch $@
 
 install: $(VENV)/.installed
@@ -25,7 +31,7 @@ demo: install
 	$(BIN)/egt demo --output runs/demo $(DEMO_ARGS)
 
 test: install
-	$(BIN)/python -m pytest -q tests
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist worksteal tests
 
 clean:
 	rm -rf $(VENV) runs

@@ -19,9 +19,17 @@ Fixtures (all session-scoped, built once per test run):
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
+
+# Under pytest-xdist (`make test` runs `-n 2`) each worker is one of two processes sharing the cores:
+# one torch thread each (set before torch is imported; subprocesses inherit it), so they do not oversubscribe.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(_var, "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
 @pytest.fixture(scope="session")
