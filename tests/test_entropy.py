@@ -272,6 +272,40 @@ def test_spans_from_token_bytes_match_token_char_spans(byte_bpe_tokenizer):
     assert spans_from_token_bytes([]) == ("", [])
 
 
+def test_byte_level_spans_equal_the_prefix_method(byte_bpe_tokenizer, metaspace_tokenizer):
+    """The one-pass spans of a byte-level tokenizer (what scoring uses) equal decoding every prefix."""
+    import random
+
+    from egt.entropy import byte_level_spans, span_tokenizer
+
+    raw = span_tokenizer(byte_bpe_tokenizer)
+    assert raw is not byte_bpe_tokenizer
+    rng = random.Random(0)
+    texts = CORPUS + ["<think>Unseen: ünïcödé ✓ 日本語 𝔘 text.</think><answer>2</answer>", "a 🙂 b"]
+    sequences = [byte_bpe_tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
+    sequences += [[rng.randrange(len(byte_bpe_tokenizer)) for _ in range(rng.randint(1, 40))] for _ in range(300)]
+    # tokens of real text that are whole characters (tags included), in random orders
+    seen = sorted({i for ids in sequences[:len(texts)] for i in ids if "\ufffd" not in byte_bpe_tokenizer.decode([i])})
+    sequences += [[rng.choice(seen) for _ in range(rng.randint(1, 40))] for _ in range(300)]
+    fast_path = 0
+    for ids in sequences:
+        text = byte_bpe_tokenizer.decode(ids, skip_special_tokens=False)
+        spans = byte_level_spans(raw, ids, text)
+        if "\ufffd" in text:
+            assert spans is None  # replaced bytes: left to the prefix method
+            continue
+        assert spans == token_char_spans(byte_bpe_tokenizer, ids), (ids, text)
+        fast_path += 1
+    assert fast_path >= 200
+    # partial characters: the leading bytes get empty spans, as with prefixes
+    words = byte_bpe_tokenizer.backend_tokenizer.pre_tokenizer.pre_tokenize_str("a 🙂 b")
+    byte_tokens = [byte_bpe_tokenizer.convert_tokens_to_ids(char) for word, _ in words for char in word]
+    assert byte_level_spans(raw, byte_tokens, "a 🙂 b") == token_char_spans(byte_bpe_tokenizer, byte_tokens)
+    # another text, or a tokenizer that is not byte-level: no fast path
+    assert byte_level_spans(raw, sequences[0], texts[0] + "x") is None
+    assert byte_level_spans(span_tokenizer(metaspace_tokenizer), [5, 6], "ab") is None
+
+
 def test_token_char_spans_skip_special_and_raw_tokenizer(byte_bpe_tokenizer):
     text = CORPUS[0]
     ids = byte_bpe_tokenizer(text, add_special_tokens=False)["input_ids"] + [byte_bpe_tokenizer.eos_token_id]

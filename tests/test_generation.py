@@ -58,11 +58,27 @@ def test_greedy_rows_and_entropy_taken_before_warpers():
     out = sampler(torch.zeros(2, 1, dtype=torch.long), logits.clone())
     assert torch.equal(out[0], logits[0])  # greedy row untouched
     expected = token_entropy(logits, 0.5)   # raw logits at T, no top-p
-    assert torch.allclose(sampler.entropies_nats[0], expected)
+    assert torch.allclose(sampler.entropies()[:, 0], expected)
     assert expected[1] > 1e-6  # top-p would have made row 1 a point mass (entropy 0)
     # Each row's noise depends only on its own seed: the same seed alone gives the same draw.
     alone = SeededSampler([7], temperature=0.5, top_p=0.5)(torch.zeros(1, 1, dtype=torch.long), logits[1:].clone())
     assert torch.equal(alone[0], out[1])
+
+
+def test_entropies_reduced_in_blocks_equal_step_by_step():
+    gen = torch.Generator().manual_seed(0)
+    steps = [torch.randn(3, 50, generator=gen) * 4 for _ in range(7)]
+    every_step = SeededSampler([1, None, 2], temperature=0.7, record_entropy=True, entropy_buffer_bytes=1)
+    blocks_of_3 = SeededSampler([1, None, 2], temperature=0.7, record_entropy=True, entropy_buffer_bytes=3 * 3 * 50 * 4)
+    for t, logits in enumerate(steps):
+        ids = torch.zeros(3, t + 1, dtype=torch.long)
+        assert torch.equal(every_step(ids, logits), blocks_of_3(ids, logits))  # sampling is unchanged
+    assert len(blocks_of_3._blocks) == 2 and len(blocks_of_3._pending) == 1
+    expected = torch.stack([token_entropy(logits, 0.7) for logits in steps], dim=1)
+    assert every_step.entropies().shape == (3, 7)
+    assert torch.allclose(every_step.entropies(), expected, atol=1e-6)
+    assert torch.allclose(blocks_of_3.entropies(), expected, atol=1e-6)
+    assert SeededSampler([1, 2]).entropies().shape == (2, 0)
 
 
 # ---------------------------------------------------------------- judge on the tiny model

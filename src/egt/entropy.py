@@ -232,6 +232,72 @@ def token_char_spans(tokenizer, token_ids: Sequence[int], *,
     return _spans_from_ends(_token_ends(tokenizer, ids, full, kwargs))
 
 
+def _byte_level_alphabet() -> dict[str, int]:
+    """Byte-level BPE's alphabet (GPT-2, Qwen, Llama 3): the character that stands for each byte.
+
+    Bytes that are printable Latin-1 characters ('!'..'~', '¡'..'¬', '®'..'ÿ') stand for
+    themselves; the other 68 bytes, in order, for the characters U+0100, U+0101, ...
+    Returns the inverse map, character -> byte.
+    """
+    printable = {*range(0x21, 0x7F), *range(0xA1, 0xAD), *range(0xAE, 0x100)}
+    alphabet, shifted = {}, 0
+    for byte in range(256):
+        if byte in printable:
+            alphabet[chr(byte)] = byte
+        else:
+            alphabet[chr(0x100 + shifted)] = byte
+            shifted += 1
+    return alphabet
+
+
+_BYTE_OF_CHAR = _byte_level_alphabet()
+_TOKEN_BYTES_CACHE: dict[int, tuple[object, dict[int, bytes]]] = {}
+
+
+def _token_bytes_table(raw) -> dict[int, bytes] | None:
+    """Id -> bytes cache of a raw byte-level `tokenizers.Tokenizer` (None for another decoder)."""
+    entry = _TOKEN_BYTES_CACHE.get(id(raw))
+    if entry is not None and entry[0] is raw:
+        return entry[1]
+    if type(getattr(raw, "decoder", None)).__name__ != "ByteLevel" or not hasattr(raw, "id_to_token"):
+        return None
+    if len(_TOKEN_BYTES_CACHE) >= 8:
+        _TOKEN_BYTES_CACHE.clear()
+    table: dict[int, bytes] = {}
+    _TOKEN_BYTES_CACHE[id(raw)] = (raw, table)
+    return table
+
+
+def byte_level_spans(raw, token_ids: Sequence[int], text: str) -> list[tuple[int, int]] | None:
+    """`token_char_spans` in one pass for a byte-level BPE tokenizer: each token's bytes, decoded incrementally.
+
+    `raw` is a `tokenizers.Tokenizer` (see `span_tokenizer`) and `text` the decoded completion.
+    Returns None, and the caller decodes prefixes instead, unless the decoder is byte-level, every
+    token maps to bytes, the bytes decode to exactly `text`, and `text` holds no U+FFFD (where
+    invalid bytes were replaced, the prefix method decides which token wrote the replacement).
+    For such completions the spans equal `token_char_spans`' (tests/test_entropy.py checks it).
+    """
+    if "\ufffd" in text:
+        return None
+    table = _token_bytes_table(raw)
+    if table is None:
+        return None
+    pieces = []
+    for token_id in token_ids:
+        data = table.get(token_id)
+        if data is None:
+            token = raw.id_to_token(int(token_id))
+            if token is None:
+                return None
+            # An added token whose text is not in the alphabet (e.g. holds a space) is its own UTF-8.
+            data = bytes(_BYTE_OF_CHAR[c] for c in token) if all(c in _BYTE_OF_CHAR for c in token) \
+                else token.encode("utf-8")
+            table[token_id] = data
+        pieces.append(data)
+    decoded, spans = spans_from_token_bytes(pieces)
+    return spans if decoded == text else None
+
+
 def spans_from_token_bytes(token_bytes: Sequence[bytes]) -> tuple[str, list[tuple[int, int]]]:
     """Text and char span of each token, from the tokens' raw bytes (an OpenAI-compatible server's logprobs).
 
@@ -427,9 +493,11 @@ def judgement_entropies(judgement, tokenizer, sentence_agg: str = "mean",
     `entropies` replaces `judgement.token_entropies_nats` (e.g. the lower bounds of top-k mode).
     """
     fast = span_tokenizer(tokenizer)
-    if fast is not tokenizer and fast.decode(judgement.token_ids, skip_special_tokens=False) != judgement.text:
-        fast = tokenizer  # the texts must agree character for character
-    spans = token_char_spans(fast, judgement.token_ids)
+    spans = byte_level_spans(fast, judgement.token_ids, judgement.text) if fast is not tokenizer else None
+    if spans is None:
+        if fast is not tokenizer and fast.decode(judgement.token_ids, skip_special_tokens=False) != judgement.text:
+            fast = tokenizer  # the texts must agree character for character
+        spans = token_char_spans(fast, judgement.token_ids)
     values = judgement.token_entropies_nats if entropies is None else entropies
     return response_entropies(judgement.text, spans, values, sentence_agg), spans
 
