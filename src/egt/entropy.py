@@ -7,7 +7,8 @@ Pure functions, no I/O. The definitions, for users, are in docs/definitions.md (
   [4096 x 152k] bf16 block never exists in fp32 at once (see benchmarks/bench_entropy.py).
 - `topk_entropy_bounds`: bounds on H when an engine (vLLM) returns only the top-k log-probs.
 - `token_char_spans`: which characters of the completion each token wrote (`spans_from_token_bytes`: the
-  same from the raw bytes of each token, as an OpenAI-compatible server's log-probs give them).
+  same from the raw bytes of each token, as an OpenAI-compatible server's log-probs give them;
+  `byte_level_spans`: the same in one pass for a byte-level BPE tokenizer, what scoring uses).
 - `token_layout`: the answer token, the <think> region and the sentence of each token of one judgement.
 - `response_entropies`: answer-token, sentence, mean-token and max-token entropy of one judgement
   (`judgement_entropies`: the same for a generated `egt.generation.Judgement`; `ScoredJudgement`: a
