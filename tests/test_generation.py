@@ -79,6 +79,12 @@ def test_entropies_reduced_in_blocks_equal_step_by_step():
     assert torch.allclose(every_step.entropies(), expected, atol=1e-6)
     assert torch.allclose(blocks_of_3.entropies(), expected, atol=1e-6)
     assert SeededSampler([1, 2]).entropies().shape == (2, 0)
+    # a view into a larger block is copied, so the block is not kept alive until the next reduction
+    block = torch.randn(3, 10, 50, generator=gen)
+    keeper = SeededSampler([1, None, 2], record_entropy=True)
+    keeper(torch.zeros(3, 1, dtype=torch.long), block[:, -1, :])
+    assert keeper._pending[0].untyped_storage().nbytes() == 3 * 50 * 4
+    assert torch.allclose(keeper.entropies()[:, 0], token_entropy(block[:, -1, :]), atol=1e-6)
 
 
 # ---------------------------------------------------------------- judge on the tiny model

@@ -132,8 +132,10 @@ class SeededSampler(LogitsProcessor):
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
         if self.record_entropy:
-            self._pending.append(scores)
-            self._pending_bytes += scores.numel() * scores.element_size()
+            size = scores.numel() * scores.element_size()
+            # A view into a larger block (e.g. every position's logits) would keep the block alive: copy it.
+            self._pending.append(scores if scores.untyped_storage().nbytes() <= size else scores.clone())
+            self._pending_bytes += size
             if self._pending_bytes >= self.entropy_buffer_bytes:
                 self._reduce_pending()
         if not self.sampled_rows:
