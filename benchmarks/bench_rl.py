@@ -37,6 +37,7 @@ from pathlib import Path
 SWEEP = [
     ("default", "—", {}),
     ("lr x0.4", "learning rate", {"learning_rate": 0.4}),
+    ("lr x1.5", "learning rate", {"learning_rate": 1.5}),
     ("lr x2", "learning rate", {"learning_rate": 2.0}),
     ("lr x4", "learning rate", {"learning_rate": 4.0}),
     ("steps x0.5", "steps", {"max_steps": 0.5}),
@@ -46,6 +47,7 @@ SWEEP = [
     ("G 8", "group size", {"num_generations": 8}),
     ("loss grpo", "loss type", {"loss_type": "grpo"}),
     ("loss dr_grpo", "loss type", {"loss_type": "dr_grpo"}),
+    ("scale none", "reward scaling", {"scale_rewards": "none"}),
     ("one order", "both orders", {"both_orders": False}),
     ("both orders", "both orders", {"both_orders": True}),
     ("vision frozen", "vision tower", {"freeze_vision": True}),

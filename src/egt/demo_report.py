@@ -26,6 +26,7 @@ from pathlib import Path
 from egt import __version__
 from egt.io import read_json, write_json, write_text
 from egt.report import markdown_table
+from egt.schema import SWAP_SUFFIX, read_rows
 from egt.scorefile import METRICS
 
 MODEL_LABELS = {
@@ -35,6 +36,9 @@ MODEL_LABELS = {
     "c_random": "(c) random subset, random order",
     "d_descending": "(d) lowest entropy, descending",
 }
+# The curated subset each RL run (a)-(d) trains on (egt.demo.RL_RUNS).
+RL_SUBSETS = {"a_egt": "curated_ascending", "b_full": "full_random", "c_random": "random_subset",
+              "d_descending": "curated_descending"}
 # (name, model A, model B, what the paper expects of A - B)
 CLAIMS = [
     ("RL on the EGT subset (a) improves on SFT", "a_egt", "sft"),
@@ -141,27 +145,101 @@ def _train_curve(run_dir: Path, model: str) -> str:
     return f"train accuracy reward {first:.2f} -> {last:.2f} (first / last fifth), {zero:.0%} of groups without signal"
 
 
+def rl_diet(run_dir: Path, model: str) -> dict | None:
+    """What one RL run trained on, from the pairs its generations consumed (`rl/<model>/consumed.jsonl`; a
+    swapped copy counts as its pair) joined with the SFT judge's K samples on them (`score/scores.parquet`).
+
+    GRPO learns only from groups whose rewards differ. A pair the SFT judge already answers as labelled in
+    all K samples (`solved`) or in none (`missed`) tends to give a group without signal; the pairs whose K
+    samples it splits (`split`) are where the gradient comes from, so their mislabeled share is the noise
+    the update actually follows. None when the run or the scores are missing."""
+    consumed, scores = run_dir / "rl" / model / "consumed.jsonl", run_dir / "score" / "scores.parquet"
+    if not consumed.exists() or not scores.exists():
+        return None
+    seen = dict.fromkeys(pair_id.removesuffix(SWAP_SUFFIX) for line in consumed.read_text().splitlines()
+                         if line.strip() for pair_id in json.loads(line)["ids"])
+    by_id = {r["id"]: r for r in read_rows(scores)}
+    rows = [by_id[i] for i in seen if i in by_id]
+    if not rows:
+        return None
+
+    def noisy(group: list[dict]) -> float | None:
+        return sum(bool(r["meta"].get("noisy")) for r in group) / len(group) if group else None
+
+    split = [r for r in rows if 0.0 < r["k_accuracy"] < 1.0]
+    return {"pairs_seen": len(rows), "noise_seen": noisy(rows),
+            "solved": sum(r["k_accuracy"] >= 1.0 for r in rows) / len(rows),
+            "missed": sum(r["k_accuracy"] <= 0.0 for r in rows) / len(rows),
+            "split_pairs": len(split), "split_noise": noisy(split), "ids": list(seen)}
+
+
+def _subset_pairs(heads: dict, model: str) -> int | None:
+    return heads.get("curate", {}).get("subsets", {}).get(RL_SUBSETS.get(model, ""), {}).get("pairs")
+
+
+def _diet_text(diet: dict) -> str:
+    return (f"{diet['pairs_seen']} pairs trained on, {_fmt(diet['noise_seen'], 2)} mislabeled; the SFT judge already "
+            f"answered {diet['solved']:.0%} of them as labelled in all K samples; the {diet['split_pairs']} it split "
+            f"(where GRPO's signal comes from) were {_fmt(diet['split_noise'], 2)} mislabeled")
+
+
 def _context(name: str, run_dir: Path, heads: dict, slope: float | None, result: dict | None) -> str:
-    """The measurement that explains a claim's outcome (noise of the subsets, what the dose-response of RL
-    to label noise predicts for their difference, the RL training curves)."""
+    """The measurement that explains a claim's outcome: the label noise of the pairs each RL run actually
+    trained on (rl_diet; the subset's when unknown), what the dose-response of RL to label noise predicts
+    for their difference, the RL training curves."""
     noise = _subset_noise(heads)
-    egt, pool, rand = noise.get("curated_ascending"), noise.get("full_random"), noise.get("random_subset")
+    diets = {m: rl_diet(run_dir, m) for m in ("a_egt", "b_full", "c_random", "d_descending")}
+    seen = {m: (d["noise_seen"] if d else noise.get(RL_SUBSETS[m])) for m, d in diets.items()}
     detectable = f"; this split detects about {_fmt(result['min_detectable'])}" if result else ""
     if name.startswith("RL on"):
-        return _train_curve(run_dir, "a_egt")
-    if ("full pool" in name or "random selection" in name) and egt is not None:
-        other, what = (pool, "full pool") if "full pool" in name else (rand, "random subset")
-        if other is None:
+        parts = [p for p in (_diet_text(diets["a_egt"]) if diets["a_egt"] else "", _train_curve(run_dir, "a_egt")) if p]
+        return "; ".join(parts)
+    if ("full pool" in name or "random selection" in name) and seen["a_egt"] is not None:
+        other, what = ("b_full", "full pool") if "full pool" in name else ("c_random", "random subset")
+        if seen[other] is None:
             return ""
-        text = f"label noise {egt:.2f} (EGT) vs {other:.2f} ({what})"
+        text = f"label noise of the pairs trained on {seen['a_egt']:.2f} (EGT) vs {seen[other]:.2f} ({what})"
         if slope is not None:
             text += (f"; the dose-response ({slope * 0.1:+.3f} gain per 10 points of noise) predicts "
-                     f"{slope * (egt - other):+.3f} from the noise difference alone{detectable}")
+                     f"{slope * (seen['a_egt'] - seen[other]):+.3f} from the noise difference alone{detectable}")
         return text
     if "descending" in name:
+        a, d = diets["a_egt"], diets["d_descending"]
+        if a and d and set(a["ids"]) != set(d["ids"]):
+            total = _subset_pairs(heads, "a_egt")
+            text = (f"different pairs: the RL steps cover {a['pairs_seen']} of the subset's {_fmt(total)} pairs, so "
+                    f"(a) trained on its lowest-entropy pairs ({_fmt(a['noise_seen'], 2)} mislabeled) and (d) on "
+                    f"its highest ({_fmt(d['noise_seen'], 2)} mislabeled): this compares pairs more than orders")
+        else:
+            text = "same pairs, reversed order"
         curves = [c for c in (_train_curve(run_dir, "a_egt"), _train_curve(run_dir, "d_descending")) if c]
-        return "same pairs, reversed order" + ("; (a) " + curves[0] + "; (d) " + curves[1] if len(curves) == 2 else "")
+        return text + ("; (a) " + curves[0] + "; (d) " + curves[1] if len(curves) == 2 else "")
     return ""
+
+
+def _diet_section(run_dir: Path, heads: dict) -> list[str]:
+    rows = []
+    for model, subset in RL_SUBSETS.items():
+        diet = rl_diet(run_dir, model)
+        if diet is None:
+            continue
+        curve = _read(run_dir / "rl" / model / "train_summary.json").get("log_history", [])
+        zero = [h["frac_reward_zero_std"] for h in curve if "frac_reward_zero_std" in h]
+        rows.append([MODEL_LABELS[model], f"{diet['pairs_seen']} of {_fmt(_subset_pairs(heads, model))}",
+                     _fmt(diet["noise_seen"]), f"{diet['solved']:.0%}", f"{diet['missed']:.0%}",
+                     diet["split_pairs"], _fmt(diet["split_noise"]),
+                     f"{statistics.fmean(zero):.0%}" if zero else "n/a"])
+    if not rows:
+        return []
+    return ["### What each RL run trained on", "",
+            "The pool pairs each run's generations consumed (`rl/<run>/consumed.jsonl`; a pair and its swapped copy "
+            "count once), with the SFT judge's K samples on them from stage 2. GRPO learns only from groups whose "
+            "rewards differ: pairs the SFT judge answers as labelled in all K samples (solved) or in none (missed) "
+            "mostly give groups without signal, so the mislabeled share of the pairs it splits is the noise the "
+            "update follows. When the steps cover fewer pairs than a subset holds, a run trains on the head of its "
+            "order only.", "",
+            markdown_table(["run", "pairs trained on", "mislabeled", "SFT solved (all K)", "SFT missed (no K)",
+                            "pairs split by SFT", "split pairs mislabeled", "groups without signal (RL)"], rows), ""]
 
 
 def dose_response(run_dirs: list[Path], cfg) -> list[dict]:
@@ -335,6 +413,7 @@ def _results_section(run_dir: Path, cfg, heads: dict) -> list[str]:
            "interval (paired bootstrap) and the exact McNemar p-value.", "",
            markdown_table(["model", "acc chosen-first", "acc chosen-second", "both-order acc",
                            "gain vs SFT [95% CI]", "McNemar p", "consistency", "consistency gain [95% CI]"], rows), "",
+           *_diet_section(run_dir, heads),
            "Claims of the paper, on both-order accuracy (reproduced / reversed: the 95% interval excludes 0):", "",
            markdown_table(["claim", "difference [95% CI]", "McNemar p", "verdict", "measured context"], claims), ""]
     if dose:
@@ -387,6 +466,11 @@ def _seed_values(run_dir: Path, cfg) -> dict[str, float | None]:
                        ("random_subset", "random subset"), ("accuracy", "accuracy subset")):
         if key in curate:
             values[f"mislabeled share: {label}"] = curate[key]["noise"]
+    for model in RL_SUBSETS:
+        diet = rl_diet(run_dir, model)
+        if diet:
+            values[f"mislabeled share of the pairs trained on: {MODEL_LABELS[model]}"] = diet["noise_seen"]
+            values[f"mislabeled share of those the SFT judge split: {MODEL_LABELS[model]}"] = diet["split_noise"]
     for model, label in _models(run_dir, cfg).items():
         o = _overall(run_dir, model)
         values[f"both-order acc: {label}"] = o.get("both_order_accuracy")

@@ -38,6 +38,7 @@ from typing import Any, Iterable
 from egt.errors import DataError
 from egt.io import atomic_write_bytes
 
+SWAP_SUFFIX = "::swap"  # id suffix of a pair's swapped copy (responses exchanged, label flipped)
 IMAGE_ROOT_KEY = b"egt.image_root"  # Parquet schema metadata: the folder holding the file's images
 
 CORE_FIELDS = ("id", "images", "question", "response_1", "response_2", "label",
@@ -178,7 +179,7 @@ class PreferencePair:
     def rejected(self) -> str:
         return self.response_2 if self.label == 1 else self.response_1
 
-    def swapped(self, suffix: str = "::swap") -> "PreferencePair":
+    def swapped(self, suffix: str = SWAP_SUFFIX) -> "PreferencePair":
         """The same pair with the responses in the other order (label flipped)."""
         return PreferencePair(
             id=self.id + suffix, images=list(self.images), question=self.question,
