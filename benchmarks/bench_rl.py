@@ -269,7 +269,8 @@ def main(argv: list[str] | None = None) -> int:
                            "noise label": f"{noise:.0%}", "factor": ""})
     command = "python benchmarks/bench_rl.py " + shlex.join(sys.argv[1:] if argv is None else argv)
     lines = ["# GRPO calibration on the tiny judge", "",
-             f"`{command}` ({time.perf_counter() - started:.0f} s, {len(jobs)} jobs)", "",
+             f"`{command}` ({time.perf_counter() - started:.0f} s, {len(jobs)} jobs; a cell whose result.json "
+             "was already on disk is reused, not rerun)", "",
              f"SFT judge `{sft}`: both-order accuracy {sft_result['both_order_accuracy']:.3f}, position "
              f"consistency {sft_result['position_consistency']:.3f} on {len(sft_result['ids'])} clean test pairs. "
              f"Demo RL settings: `{json.dumps(base, sort_keys=True)}`.", ""]
