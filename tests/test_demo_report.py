@@ -14,10 +14,10 @@ HEADS = {"curate": {"subsets": {"curated_ascending": {"pairs": 6, "noise": 0.5},
                                 "curated_descending": {"pairs": 6, "noise": 0.5}}}}
 
 
-def make_run(root, consumed: dict[str, list[list[str]]]):
+def make_run(root, consumed: dict[str, list[list[str]]], known_noise: bool = True):
     (root / "score").mkdir(parents=True)
     pq.write_table(pa.table({"id": [p for p, _, _ in POOL], "k_accuracy": [k for _, k, _ in POOL],
-                             "meta": [json.dumps({"noisy": n}) for _, _, n in POOL]}),
+                             "meta": [json.dumps({"noisy": n} if known_noise else {}) for _, _, n in POOL]}),
                    root / "score" / "scores.parquet")
     for model, generations in consumed.items():
         (root / "rl" / model).mkdir(parents=True)
@@ -36,6 +36,9 @@ def test_rl_diet_counts_each_pair_once_and_the_noise_of_the_pairs_the_judge_spli
     assert diet["solved"] == 0.25 and diet["missed"] == 0.0          # p0 solved in all K, none missed in all
     assert diet["split_pairs"] == 3 and abs(diet["split_noise"] - 2 / 3) < 1e-12   # p2 p3 p5; p2, p5 flipped
     assert rl_diet(run, "b_full") is None                              # no such run: nothing invented
+    unknown = rl_diet(make_run(tmp_path / "real", {"a_egt": [["p0", "p2"]]}, known_noise=False), "a_egt")
+    assert unknown["noise_seen"] is None and unknown["split_noise"] is None   # real data: noise not invented
+    assert unknown["pairs_seen"] == 2 and unknown["split_pairs"] == 1
 
 
 def test_descending_claim_says_whether_the_two_runs_saw_the_same_pairs(tmp_path):

@@ -163,8 +163,10 @@ def rl_diet(run_dir: Path, model: str) -> dict | None:
     if not rows:
         return None
 
-    def noisy(group: list[dict]) -> float | None:
-        return sum(bool(r["meta"].get("noisy")) for r in group) / len(group) if group else None
+    def noisy(group: list[dict]) -> float | None:   # None where the noise is unknown (no meta.noisy)
+        if not group or any("noisy" not in (r.get("meta") or {}) for r in group):
+            return None
+        return sum(bool(r["meta"]["noisy"]) for r in group) / len(group)
 
     split = [r for r in rows if 0.0 < r["k_accuracy"] < 1.0]
     return {"pairs_seen": len(rows), "noise_seen": noisy(rows),
