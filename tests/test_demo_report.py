@@ -26,6 +26,10 @@ def make_run(root, consumed: dict[str, list[list[str]]], known_noise: bool = Tru
     return root
 
 
+def diets(run):
+    return {model: rl_diet(run, model) for model in ("a_egt", "b_full", "c_random", "d_descending")}
+
+
 def test_rl_diet_counts_each_pair_once_and_the_noise_of_the_pairs_the_judge_splits(tmp_path):
     run = make_run(tmp_path, {"a_egt": [["p0", "p0::swap", "p2", "p2::swap"], ["p3", "p3::swap", "p5", "p5::swap"],
                                         ["p0", "p0::swap"]]})
@@ -45,12 +49,12 @@ def test_descending_claim_says_whether_the_two_runs_saw_the_same_pairs(tmp_path)
     claim = "ascending (a) beats descending (d)"
     different = make_run(tmp_path / "different", {"a_egt": [["p0", "p0::swap", "p1", "p1::swap"]],
                                                   "d_descending": [["p4", "p4::swap", "p2", "p2::swap"]]})
-    text = _context(claim, different, HEADS, None, None)
+    text = _context(claim, different, HEADS, None, None, diets(different))
     assert text.startswith("different pairs: the RL steps cover 2 of the subset's 6 pairs")
     assert "(0.00 mislabeled)" in text and "(1.00 mislabeled)" in text
     same = make_run(tmp_path / "same", {"a_egt": [["p0", "p0::swap", "p4", "p4::swap"]],
                                         "d_descending": [["p4", "p4::swap", "p0", "p0::swap"]]})
-    assert _context(claim, same, HEADS, None, None).startswith("same pairs, reversed order")
+    assert _context(claim, same, HEADS, None, None, diets(same)).startswith("same pairs, reversed order")
     # the section's row for (a): 2 of 6 pairs, half mislabeled, one solved, one missed, none split
-    section = "\n".join(_diet_section(same, HEADS))
+    section = "\n".join(_diet_section(same, HEADS, diets(same)))
     assert "| (a) EGT: lowest entropy, ascending | 2 of 6 | 0.500 | 50% | 50% | 0 | n/a | n/a |" in section

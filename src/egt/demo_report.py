@@ -8,7 +8,8 @@ the exact McNemar p-value, and the smallest difference the test split can detect
 claim is "reproduced" when the interval excludes zero in the paper's direction,
 "reversed" when it excludes zero the other way, and otherwise "inconclusive" with the
 detectable difference stated. Each claim row also carries the measurement that explains
-it (the subsets' label noise, the dose-response of RL to noise, the RL training curve).
+it (the label noise of the pairs each RL run trained on, the dose-response of RL to
+noise, the RL training curve).
 The caller (egt.demo) passes the pipeline and the command line that reruns it; this
 module imports nothing from egt.demo.
 """
@@ -185,12 +186,13 @@ def _diet_text(diet: dict) -> str:
             f"(where GRPO's signal comes from) were {_fmt(diet['split_noise'], 2)} mislabeled")
 
 
-def _context(name: str, run_dir: Path, heads: dict, slope: float | None, result: dict | None) -> str:
+def _context(name: str, run_dir: Path, heads: dict, slope: float | None, result: dict | None,
+             diets: dict[str, dict | None]) -> str:
     """The measurement that explains a claim's outcome: the label noise of the pairs each RL run actually
-    trained on (rl_diet; the subset's when unknown), what the dose-response of RL to label noise predicts
-    for their difference, the RL training curves."""
+    trained on (`diets`: rl_diet per run; the subset's noise when unknown), what the dose-response of RL to
+    label noise predicts for their difference, the RL training curves."""
     noise = _subset_noise(heads)
-    diets = {m: rl_diet(run_dir, m) for m in ("a_egt", "b_full", "c_random", "d_descending")}
+    diets = {m: diets.get(m) for m in RL_SUBSETS}
     seen = {m: (d["noise_seen"] if d else noise.get(RL_SUBSETS[m])) for m, d in diets.items()}
     detectable = f"; this split detects about {_fmt(result['min_detectable'])}" if result else ""
     if name.startswith("RL on"):
@@ -219,10 +221,10 @@ def _context(name: str, run_dir: Path, heads: dict, slope: float | None, result:
     return ""
 
 
-def _diet_section(run_dir: Path, heads: dict) -> list[str]:
+def _diet_section(run_dir: Path, heads: dict, diets: dict[str, dict | None]) -> list[str]:
     rows = []
-    for model, subset in RL_SUBSETS.items():
-        diet = rl_diet(run_dir, model)
+    for model in RL_SUBSETS:
+        diet = diets.get(model)
         if diet is None:
             continue
         curve = _read(run_dir / "rl" / model / "train_summary.json").get("log_history", [])
@@ -403,11 +405,12 @@ def _results_section(run_dir: Path, cfg, heads: dict) -> list[str]:
                      _fmt(o.get("position_consistency")), _interval(cons)])
     dose = dose_response([run_dir], cfg)
     slope = _slope(dose)
+    diets = {m: rl_diet(run_dir, m) for m in RL_SUBSETS}
     claims = []
     for name, a, b in CLAIMS:
         result = paired([run_dir], a, b)
         claims.append([name, _interval(result), _p_values(result), _verdict(result),
-                       _context(name, run_dir, heads, slope, result)])
+                       _context(name, run_dir, heads, slope, result, diets)])
     out = ["## Stage 3 — RL, judged on the clean test split in both orders", "",
            f"{cfg.n_test} test pairs, each judged greedily with the better response first and second. Both-order "
            "accuracy counts a pair only when both judgements are right; consistency = the same response picked "
@@ -415,7 +418,7 @@ def _results_section(run_dir: Path, cfg, heads: dict) -> list[str]:
            "interval (paired bootstrap) and the exact McNemar p-value.", "",
            markdown_table(["model", "acc chosen-first", "acc chosen-second", "both-order acc",
                            "gain vs SFT [95% CI]", "McNemar p", "consistency", "consistency gain [95% CI]"], rows), "",
-           *_diet_section(run_dir, heads),
+           *_diet_section(run_dir, heads, diets),
            "Claims of the paper, on both-order accuracy (reproduced / reversed: the 95% interval excludes 0):", "",
            markdown_table(["claim", "difference [95% CI]", "McNemar p", "verdict", "measured context"], claims), ""]
     if dose:
