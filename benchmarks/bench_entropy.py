@@ -1,4 +1,4 @@
-"""Time and peak extra memory of egt.entropy.token_entropy against a naive full-block softmax.
+"""Time and peak extra memory of egt.model.entropy.token_entropy against a naive full-block softmax.
 
 Logits of shape [T, 151936] (Qwen2.5's vocabulary) for T in {512, 4096}, bf16 and fp32.
 The naive reference upcasts the whole block to fp32, takes softmax and log_softmax and sums
@@ -26,7 +26,7 @@ import time
 
 import torch
 
-from egt.entropy import default_chunk_size, token_entropy
+from egt.model.entropy import default_chunk_size, token_entropy
 
 REFERENCE_ROWS = 32  # rows checked against a float64 -sum p log p
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}

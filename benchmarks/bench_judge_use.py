@@ -8,8 +8,8 @@
    entropy metric, for the chosen-first view (the public scripts' protocol) and the both-order view.
 2. The orders-debiased verdict of `egt judge` / `egt.Judge` (vote share over both orders; a tie is
    no verdict, counted wrong) on the same pairs, from the eval's own judgements (greedy, so the
-   same texts; combined by egt.judge.combine, the function `egt judge` uses): accuracy at 100% and
-   80% coverage and AURC per metric (egt.metrics, the rule of `egt judge --coverage`); then
+   same texts; combined by egt.judge.api.combine, the function `egt judge` uses): accuracy at 100% and
+   80% coverage and AURC per metric (egt.stages.metrics, the rule of `egt judge --coverage`); then
    `egt judge --coverage 0.8` itself, with the best metric, on the first `--n-judge` pairs.
 3. `egt rerank` (round robin; knockout reuses its matches): best-of-N on synthetic questions
    (describe and count kinds: enough wrong answers for N = 8) whose correct response is known.
@@ -54,7 +54,7 @@ def parse_args(argv=None):
 
 
 def stage(module, **values):
-    from egt.config import load_config
+    from egt.core.config import load_config
 
     return module.run(load_config(module.Config, None, values))
 
@@ -107,10 +107,10 @@ def candidate_files(pairs, sizes, n_questions: int, seed: int, out: Path) -> dic
 
 
 def debiased_from_eval(eval_dir: Path) -> list:
-    """egt.judge Comparisons (response 1 = the chosen one) from `egt eval`'s both-order judgements."""
-    from egt.entropy import ResponseEntropy, ScoredJudgement
-    from egt.judge import combine
-    from egt.prompts import parse_verdict
+    """egt.judge.api Comparisons (response 1 = the chosen one) from `egt eval`'s both-order judgements."""
+    from egt.core.prompts import parse_verdict
+    from egt.judge.api import combine
+    from egt.model.entropy import ResponseEntropy, ScoredJudgement
 
     def scored(record, k):
         text, e = record["texts"][k], record["entropies_nats"]
@@ -136,9 +136,10 @@ def main(argv=None) -> int:
     import torch
 
     torch.set_num_threads(args.threads)
-    from egt import evaluate, judging, metrics, rerank
-    from egt.report import markdown_table
-    from egt.schema import read_pairs, write_pairs
+    from egt.core.records import read_pairs, write_pairs
+    from egt.judge import rerank, verdicts
+    from egt.reporting.tables import markdown_table
+    from egt.stages import evaluate, metrics
 
     args.out.mkdir(parents=True, exist_ok=True)
     pairs = read_pairs(args.data)
@@ -174,7 +175,7 @@ def main(argv=None) -> int:
     if n_judge:
         started = time.perf_counter()
         judged = args.out / "judge"
-        stage(judging, pairs=str(data), output=str(judged), coverage=args.coverage, abstain_metric=best,
+        stage(verdicts, pairs=str(data), output=str(judged), coverage=args.coverage, abstain_metric=best,
               limit=n_judge, **common)
         timings["judge_s"] = round(time.perf_counter() - started, 1)
         result["judge_abstain"] = json.loads((judged / "summary.json").read_text())

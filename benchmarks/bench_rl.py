@@ -9,12 +9,12 @@ re-drawn by `egt data synth` (the pool's split, seed and size, `noise=ambiguity:
 the true labels). The judge then judges the run's clean test split in both orders (`egt eval`).
 Seeds vary the RL data order (a seeded permutation of the pool) and GRPO's sampling.
 
-- `--part sweep`: one factor at a time around the demo's RL settings (egt.demo.Config), on the
+- `--part sweep`: one factor at a time around the demo's RL settings (egt.demo.pipeline.Config), on the
   true labels: learning rate, steps, KL beta, group size, loss type, both-order presentation,
   frozen vision tower.
 - `--part noise`: the demo's RL settings on the pool at each `--noise` rate (dose-response).
 
-Jobs run `--workers` at a time, one torch thread each (egt.parallel). Statistics (egt.stats):
+Jobs run `--workers` at a time, one torch thread each (egt.core.parallel). Statistics (egt.core.stats):
 every model judges the same test pairs, so each gain over the SFT judge is paired -- per seed
 an exact McNemar test on both-order correctness, over seeds a hierarchical bootstrap (seeds,
 then pairs) for the 95% interval of the mean gain, and the smallest gain this test split can
@@ -57,18 +57,18 @@ SCALED = {"learning_rate", "max_steps"}  # sweep values for these multiply the d
 
 def demo_rl_settings(run: Path) -> dict:
     """The RL settings the demo run used (its config.yaml), as `egt rl` keys."""
-    from egt import demo
-    from egt.config import load_config
+    from egt.core.config import load_config
+    from egt.demo.pipeline import pipeline
 
     path = run / "config.yaml"
     if not path.exists():
         raise SystemExit(f"{path}: missing (a demo run writes it); give the RL settings with --set key=value ...")
-    return demo.rl_settings(load_config(demo.Config, path, {"output": str(run)}))
+    return pipeline.rl_settings(load_config(pipeline.Config, path, {"output": str(run)}))
 
 
 def pool_spec(run: Path) -> dict:
     """split, seed and size of the demo's RL pool, read from its first id (`synth-pool-<seed>-<index>`)."""
-    from egt.schema import read_rows
+    from egt.core.records import read_rows
 
     rows = read_rows(run / "data" / "pool.parquet")
     _, split, seed, _ = rows[0]["id"].split("-")
@@ -76,7 +76,7 @@ def pool_spec(run: Path) -> dict:
 
 
 def relabelled_pool(out: Path, spec: dict, noise: float) -> Path:
-    from egt.config import load_config
+    from egt.core.config import load_config
     from egt.data import synth
 
     path = out / "pools" / f"pool-noise-{noise:g}.parquet"
@@ -88,7 +88,7 @@ def relabelled_pool(out: Path, spec: dict, noise: float) -> Path:
 
 def ordered_pool(pool: Path, seed: int) -> Path:
     """The pool with an `order` column: a seeded permutation (the RL data order varies with the seed)."""
-    from egt.schema import read_pairs, write_pairs
+    from egt.core.records import read_pairs, write_pairs
 
     path = pool.with_name(f"{pool.stem}-order-{seed}.parquet")
     if not path.exists():
@@ -103,9 +103,9 @@ def ordered_pool(pool: Path, seed: int) -> Path:
 
 def judge_test(model: Path, test: Path, out: Path, max_new_tokens: int, batch_size: int) -> dict:
     """Both-order evaluation; per-pair correctness in the run order of the test file."""
-    from egt import evaluate
-    from egt.config import load_config
-    from egt.io import read_json
+    from egt.core.config import load_config
+    from egt.core.files import read_json
+    from egt.stages import evaluate
 
     if not (out / "metrics.json").exists():
         evaluate.run(load_config(evaluate.Config, None, {
@@ -125,9 +125,9 @@ def rl_job(settings: dict, pool: Path, seed: int, sft: Path, test: Path, out: Pa
     """One cell: egt rl from the SFT judge, then the test split in both orders."""
     import shutil
 
-    from egt import rl
-    from egt.config import load_config
-    from egt.io import read_json, write_json
+    from egt.core.config import load_config
+    from egt.core.files import read_json, write_json
+    from egt.stages import rl
 
     done = out / "result.json"
     if done.exists():
@@ -150,7 +150,7 @@ def rl_job(settings: dict, pool: Path, seed: int, sft: Path, test: Path, out: Pa
 
 def summarize(name: str, cells: list[dict], sft: dict) -> dict:
     """Gains over the SFT judge across seeds, with paired statistics."""
-    from egt.stats import mcnemar, min_detectable_difference, paired_bootstrap
+    from egt.core.stats import mcnemar, min_detectable_difference, paired_bootstrap
 
     rl_correct = [c["both_correct"] for c in cells]
     sft_correct = [sft["both_correct"]] * len(cells)
@@ -177,7 +177,7 @@ def _pm(values: list[float]) -> str:
 
 
 def table(rows: list[dict], first: str) -> str:
-    from egt.report import markdown_table
+    from egt.reporting.tables import markdown_table
 
     body = [[r[first], r.get("factor", ""), f"{r['both_order_accuracy']:.3f}", _pm(r["gains"]),
              f"[{r['ci'][0]:+.3f}, {r['ci'][1]:+.3f}]", "yes" if r["every_seed_positive"] else "no",
@@ -191,7 +191,7 @@ def table(rows: list[dict], first: str) -> str:
 
 
 def figure(noise_rows: list[dict], path: Path) -> Path:
-    from egt.report import new_figure, save_figure
+    from egt.reporting.tables import new_figure, save_figure
 
     fig, (ax,) = new_figure()
     xs = [r["noise"] for r in noise_rows]
@@ -223,11 +223,11 @@ def main(argv: list[str] | None = None) -> int:
                         help="override the demo run's RL settings (egt rl keys), e.g. max_steps=200")
     args = parser.parse_args(argv)
 
-    from egt.parallel import Job, run_jobs
+    from egt.core.parallel import Job, run_jobs
 
     out = args.output
     out.mkdir(parents=True, exist_ok=True)
-    from egt.config import parse_overrides
+    from egt.core.config import parse_overrides
 
     base = {**demo_rl_settings(args.run), **parse_overrides(args.set)}
     sft, test = args.run / "sft" / "model", args.run / "data" / "test.parquet"
@@ -286,7 +286,7 @@ def main(argv: list[str] | None = None) -> int:
               + (f"{(sweep_rows or noise_rows)[0]['mdd_one_seed']:.3f}." if (sweep_rows or noise_rows) else "n/a.")]
     text = "\n".join(lines) + "\n"
     (out / "results.md").write_text(text)
-    from egt.io import write_json
+    from egt.core.files import write_json
 
     write_json({"command": command, "base": base, "sft": {k: v for k, v in sft_result.items() if k != "both_correct"},
                 "sweep": sweep_rows, "noise": noise_rows}, out / "results.json")

@@ -6,14 +6,14 @@ scoring vs regenerating, and `egt score` with 2 processes vs 1.
     python benchmarks/bench_scoring.py --model untrained       # the random-weight tiny judge (builds it first)
     python benchmarks/bench_scoring.py --only overhead --profile 32   # cProfile of one scoring call at batch 32
 
-Model: `--model base` (default) is the shipped pre-trained tiny judge (egt.tiny.shipped_base(), writes
-realistic lengths); `untrained` builds egt.tiny.build_tiny(seed 0, pretrain_steps=0) in a temporary folder
+Model: `--model base` (default) is the shipped pre-trained tiny judge (egt.tiny.build.shipped_base(), writes
+realistic lengths); `untrained` builds egt.tiny.build.build_tiny(seed 0, pretrain_steps=0) in a temporary folder
 (what the README's first scoring table used); anything else is a judge folder. Pairs: egt.data.synth pool
 pairs (seed 0) written to a temporary Parquet file with their PNGs.
 
-1. Overhead. Both arms run `egt.generation.judge` on the same requests (same seeds, so the same tokens):
+1. Overhead. Both arms run `egt.model.generation.judge` on the same requests (same seeds, so the same tokens):
    plain = with_entropy=False (the seeded sampler still runs: only the entropy is off); scoring =
-   `egt.score.score_pairs` (judge with_entropy=True, token spans, per-response / per-pair entropies, i.e.
+   `egt.stages.score.score_pairs` (judge with_entropy=True, token spans, per-response / per-pair entropies, i.e.
    what each shard of `egt score` computes). Interleaved, fastest of `--repeats`. Target: <= 1.05x at
    batch 1, 8 and 32.
 2. Teacher-forced vs regenerate. The completions of one generate-mode scoring are put in each pair's
@@ -31,7 +31,7 @@ pairs (seed 0) written to a temporary Parquet file with their PNGs.
    scores.parquet files are compared: "exact" when every column is equal with floats compared by repr, else
    the largest float difference is shown. Exact equality is expected only when the per-thread float
    operations agree: intra-op parallel reductions over 2 threads may split sums differently than 1 thread
-   (tests/test_score.py pins OMP_NUM_THREADS=1 for its bit-identity tests for that reason).
+   (tests/stages/test_score.py pins OMP_NUM_THREADS=1 for its bit-identity tests for that reason).
    Target: >= 1.8x, identical output. Needs an otherwise idle machine: under load the second process
    competes with other jobs and the ratio means nothing.
 """
@@ -62,7 +62,7 @@ def _time(fn) -> tuple[float, object]:
 
 
 def _model_dir(spec: str, tmp: Path) -> Path:
-    from egt.tiny import TinyConfig, build_tiny, shipped_base
+    from egt.tiny.build import TinyConfig, build_tiny, shipped_base
 
     if spec == "base":
         return shipped_base()
@@ -80,8 +80,8 @@ def _pairs_file(n: int, tmp: Path, name: str = "pairs") -> Path:
 # ---------------------------------------------------------------- 1. overhead
 
 def bench_overhead(args, model, processor, model_dir, pairs, tmp):
-    from egt.generation import JudgeRequest, judge, judgement_seed
-    from egt.score import Config, score_pairs
+    from egt.model.generation import JudgeRequest, judge, judgement_seed
+    from egt.stages.score import Config, score_pairs
 
     requests = [JudgeRequest(p, judgement_seed(0, p.id, k)) for p in pairs for k in range(args.samples)]
     rows = []
@@ -129,7 +129,7 @@ def bench_overhead(args, model, processor, model_dir, pairs, tmp):
 # ---------------------------------------------------------------- 2. teacher-forced vs regenerate
 
 def bench_teacher_forced(args, model, processor, model_dir, pairs, tmp):
-    from egt.score import Config, score_pairs
+    from egt.stages.score import Config, score_pairs
 
     common = dict(model=str(model_dir), pairs=tmp / "unused.parquet", output=tmp / "out", samples=args.samples,
                   max_new_tokens=args.max_new_tokens, progress=False)
@@ -172,14 +172,14 @@ def bench_teacher_forced(args, model, processor, model_dir, pairs, tmp):
 # ---------------------------------------------------------------- 3. processes
 
 def _rows_text(path: Path) -> str:
-    from egt.schema import read_rows
+    from egt.core.records import read_rows
 
     return json.dumps(read_rows(path), sort_keys=True, default=repr)
 
 
 def _max_float_diff(a: Path, b: Path) -> float | None:
     """Largest absolute difference of the float values of two scores files; None if they differ otherwise."""
-    from egt.schema import read_rows
+    from egt.core.records import read_rows
 
     worst = 0.0
 
@@ -268,8 +268,8 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from egt.models import load_judge
-    from egt.schema import read_pairs
+    from egt.core.records import read_pairs
+    from egt.model.loading import load_judge
 
     load = os.getloadavg()[0]
     tables: list[str] = []

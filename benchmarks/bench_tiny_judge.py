@@ -1,10 +1,10 @@
 """Can the embedded tiny judge learn the synthetic benchmark through egt's own SFT?
 
-Builds the tiny Qwen2-VL judge (`egt.tiny.build_tiny`, with its perception
+Builds the tiny Qwen2-VL judge (`egt.tiny.build.build_tiny`, with its perception
 pre-training: `--pretrain-steps` steps of captioning synthetic scenes), writes a
 clean train split with the oracle's faithful traces, fine-tunes it with
-`egt.sft.run` (TRL SFTTrainer, full fine-tuning, vision tower trained), then
-judges a clean test split greedily with `egt.generation.judge` and prints
+`egt.stages.sft.run` (TRL SFTTrainer, full fine-tuning, vision tower trained), then
+judges a clean test split greedily with `egt.model.generation.judge` and prints
 verdict accuracy, format compliance and accuracy per ambiguity bin, question
 kind and flaw kind. Results also go to <out>/bench.json.
 
@@ -89,13 +89,13 @@ def main(argv=None) -> dict:
 
     import torch
 
-    from egt import sft
+    from egt.core.records import read_pairs, write_pairs
     from egt.data import synth
-    from egt.generation import JudgeRequest, judge
-    from egt.models import count_parameters, load_judge
-    from egt.schema import read_pairs, write_pairs
-    from egt.tiny import TinyConfig, build_tiny
-    from egt.training import TRAIN_SUMMARY
+    from egt.model.generation import JudgeRequest, judge
+    from egt.model.loading import count_parameters, load_judge
+    from egt.model.training import TRAIN_SUMMARY
+    from egt.stages import sft
+    from egt.tiny.build import TinyConfig, build_tiny
 
     args = parse_args(argv)
     torch.set_num_threads(args.threads)

@@ -3,10 +3,10 @@
 Builds N synthetic pool pairs (`egt data synth`: one 64x64 PNG each, all distinct), K judgements per pair
 written like the tiny judge writes them (oracle traces in its phrasings, `--repeat R` repeats the
 reasoning R times to imitate long traces), word-level tokens with seeded random entropies, and the
-score columns from egt.entropy; then writes the viewer and opens it in headless Chromium (egt.browser):
+score columns from egt.model.entropy; then writes the viewer and opens it in headless Chromium (egt.reporting.browser):
 
 - page weight: the HTML file (its data is gzip-compressed inside; the images are not);
-- write: seconds `egt.view.write_view` takes;
+- write: seconds `egt.reporting.view.write_view` takes;
 - load: navigation start -> first page of rows rendered (median of `--repeats` loads), with the share
   that is unpacking and parsing the embedded data; JS heap in use after load (after a garbage collection);
 - filter / sort / search: one update of the list (filter or sort all N pairs, render one page), ms;
@@ -31,12 +31,12 @@ from pathlib import Path
 
 import numpy as np
 
-from egt.browser import headless_chromium
+from egt.core.records import read_pairs, write_rows
 from egt.data import synth
 from egt.data.synth import oracle_trace
-from egt.entropy import pair_entropies, response_entropies
-from egt.schema import read_pairs, write_rows
-from egt.view import write_view
+from egt.model.entropy import pair_entropies, response_entropies
+from egt.reporting.browser import headless_chromium
+from egt.reporting.view import write_view
 
 TOKEN = re.compile(r"</?think>|</?answer>|\s*\w+|\s*[^\w\s]|\s+")
 

@@ -111,8 +111,8 @@ def build_model_dir(arch: str, out: Path, image_px: int, dry_run: bool, dtype) -
     import transformers
     from transformers import GenerationConfig, Qwen2VLImageProcessor
 
-    from egt.families import get_family
-    from egt.tiny_families import TinyConfig, build
+    from egt.model.families import get_family
+    from egt.tiny.families import TinyConfig, build
 
     tiny = build(TinyConfig(output=out.parent / f"tiny_{arch}", arch=arch, corpus_pairs=200, pretrain_steps=0))
     processor = transformers.AutoProcessor.from_pretrained(tiny)
@@ -172,7 +172,7 @@ def run_family(arch: str, root: Path, args, data: dict) -> list[tuple]:
     """The three stages on one family; rows (family, stage, seconds, tokens, tokens/s, peak GiB)."""
     import torch
 
-    from egt import rl, score, sft
+    from egt.stages import rl, score, sft
 
     dtype = torch.float32 if args.dry_run else torch.bfloat16
     model_dir = build_model_dir(arch, root / arch / "base", args.image_px, args.dry_run, dtype)
@@ -240,9 +240,9 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return 2
 
-    from egt import distill
+    from egt.core.records import read_pairs, write_pairs
     from egt.data import synth
-    from egt.schema import read_pairs, write_pairs
+    from egt.stages import distill
 
     started = time.perf_counter()
     rows = []

@@ -5,10 +5,10 @@
 
 A randomly initialised Qwen2_5_VLForConditionalGeneration with the published configuration
 of Qwen/Qwen2.5-VL-7B-Instruct (config.json values written below, nothing downloaded; 8.3B
-parameters, vocabulary 152064) runs in bf16 on cuda through `egt.generation.judge` on
+parameters, vocabulary 152064) runs in bf16 on cuda through `egt.model.generation.judge` on
 synthetic pairs with images (egt.data.synth, upscaled to --image-px so an image is
 (px/28)^2 visual tokens), once with entropy off and once on (same seeds, same tokens).
-The tokenizer and chat template are the tiny judge's (egt.tiny.build_tiny); its
+The tokenizer and chat template are the tiny judge's (egt.tiny.build.build_tiny); its
 special-token ids are written into the config. Only the model's vocabulary size matters
 for the cost of the entropy; the random model writes ids the tiny tokenizer cannot decode,
 which decode to nothing (the text is irrelevant here). A random model never writes eos,
@@ -107,8 +107,8 @@ def main(argv: list[str] | None = None) -> int:
     from transformers import GenerationConfig, Qwen2_5_VLForConditionalGeneration
 
     from egt.data.synth import generate_pairs
-    from egt.generation import JudgeRequest, judge, judgement_seed
-    from egt.tiny import SPECIAL_TOKENS, TinyConfig, build_tiny
+    from egt.model.generation import JudgeRequest, judge, judgement_seed
+    from egt.tiny.build import SPECIAL_TOKENS, TinyConfig, build_tiny
 
     with tempfile.TemporaryDirectory(prefix="egt-gpu-scoring-") as tmp:
         tiny_dir = build_tiny(TinyConfig(output=Path(tmp) / "tiny", seed=0, corpus_pairs=200, pretrain_steps=0))

@@ -3,7 +3,7 @@
     python docs/screenshot_view.py runs/demo/view.html docs/view_demo.png            # the most uncertain pair
     python docs/screenshot_view.py runs/demo/view.html docs/view_demo.png --pair synth-pool-1-17
 
-Needs chromium, chromium-driver and selenium (egt.browser says how to install them).
+Needs chromium, chromium-driver and selenium (egt.reporting.browser says how to install them).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--height", type=int, default=1000)
     args = parser.parse_args(argv)
 
-    from egt.browser import console_errors, headless_chromium
+    from egt.reporting.browser import console_errors, headless_chromium
 
     with headless_chromium(args.width, args.height) as driver:
         driver.get(args.view.resolve().as_uri() + "#sort=max")

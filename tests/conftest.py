@@ -1,10 +1,10 @@
 """Shared fixtures: the tiny judge and tiny synthetic data, built locally (no downloads).
 
 Fixtures (all session-scoped, built once per test run):
-- `tiny_model_dir` -> Path: a saved tiny Qwen2-VL judge (egt.tiny.build_tiny, seed 0, no perception
+- `tiny_model_dir` -> Path: a saved tiny Qwen2-VL judge (egt.tiny.build.build_tiny, seed 0, no perception
   pre-training: random weights);
-  load it with `egt.models.load_judge(tiny_model_dir)`. Treat it as read-only (copy it to train it).
-- `tiny_family_dir(arch)` -> Path: a factory for the tiny judge of any model family (egt.tiny_families.build,
+  load it with `egt.model.loading.load_judge(tiny_model_dir)`. Treat it as read-only (copy it to train it).
+- `tiny_family_dir(arch)` -> Path: a factory for the tiny judge of any model family (egt.tiny.families.build,
   seed 0, random weights), built once per arch; `tiny_family_dir("qwen2_vl")` is `tiny_model_dir`. Read-only.
 - `synth_pairs_path(split="pool", n=24, seed=0, noise="none", **kw)` -> Path: a factory that writes a
   synthetic pairs Parquet file (PNGs in `<stem>_images/` beside it) with egt.data.synth.run and caches it
@@ -34,14 +34,14 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
 
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory) -> Path:
-    from egt.tiny import TinyConfig, build_tiny
+    from egt.tiny.build import TinyConfig, build_tiny
 
     return build_tiny(TinyConfig(output=tmp_path_factory.mktemp("tiny_judge") / "model", seed=0, pretrain_steps=0))
 
 
 @pytest.fixture(scope="session")
 def tiny_family_dir(tmp_path_factory, tiny_model_dir):
-    from egt.tiny_families import TinyConfig, build
+    from egt.tiny.families import TinyConfig, build
 
     built = {"qwen2_vl": tiny_model_dir}
 
@@ -78,7 +78,7 @@ def synth_pairs(synth_pairs_path) -> Path:
 
 @pytest.fixture(scope="session")
 def synth_pairs_list(synth_pairs):
-    from egt.schema import read_pairs
+    from egt.core.records import read_pairs
 
     return read_pairs(synth_pairs)
 
@@ -89,10 +89,10 @@ def coin_judge_dir(tiny_model_dir, synth_pairs_path, tmp_path_factory) -> Path:
 
     import torch
 
-    from egt.encode import judge_batch_inputs
-    from egt.models import load_judge
-    from egt.prompts import format_judgement
-    from egt.schema import read_pairs
+    from egt.core.prompts import format_judgement
+    from egt.core.records import read_pairs
+    from egt.model.encoding import judge_batch_inputs
+    from egt.model.loading import load_judge
 
     pairs = read_pairs(synth_pairs_path("train", 48, seed=1))
     model, processor = load_judge(tiny_model_dir)

@@ -15,8 +15,8 @@ from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Callable
 
-from egt.schema import PreferencePair
-from egt.scorefile import METRIC_COLUMNS, SCORE_COLUMNS
+from egt.core.records import PreferencePair
+from egt.core.score_columns import METRIC_COLUMNS, SCORE_COLUMNS
 
 
 def score_row(pair_id: str, label: int = 1, verdicts=(1, 1, 1, 1), meta: dict | None = None,
@@ -25,7 +25,7 @@ def score_row(pair_id: str, label: int = 1, verdicts=(1, 1, 1, 1), meta: dict | 
 
     Entropies are given by metric name (answer=, sentence=, mean=, max=, vote=); answer defaults to
     NaN (no verdict position), the others to 0. k_accuracy, majority_verdict, parse_failures and
-    answer_entropy_missing follow from `verdicts`, `label` and the answer entropy as egt.entropy
+    answer_entropy_missing follow from `verdicts`, `label` and the answer entropy as egt.model.entropy
     computes them.
     """
     unknown = sorted(set(metrics) - set(METRIC_COLUMNS))

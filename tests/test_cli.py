@@ -152,7 +152,7 @@ def test_read_only_output_is_one_line(small_disk, synth_pairs):
 
 @pytest.mark.slow
 def test_full_disk_is_one_line_leaves_no_temp_files_and_resumes(small_disk, tiny_model_dir, synth_pairs_path):
-    from egt.schema import read_rows
+    from egt.core.records import read_rows
 
     pairs = synth_pairs_path("pool", 6, 0, "ambiguity:0.25")
     out = small_disk / "score"

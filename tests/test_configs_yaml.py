@@ -19,8 +19,8 @@ import pytest
 import yaml
 
 from egt import cli
-from egt.config import load_config
-from egt.errors import EgtError
+from egt.core.config import load_config
+from egt.core.errors import EgtError
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 _MARKER = re.compile(r"^#\s*egt:\s*(?P<stage>.+?)\s*$", re.M)

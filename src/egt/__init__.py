@@ -13,9 +13,9 @@ __all__ = ["Judge", "Comparison"]
 
 
 def __getattr__(name: str):
-    """`egt.Judge`, `egt.Comparison` (egt.judge), imported on first use so `import egt` stays light."""
+    """`egt.Judge`, `egt.Comparison` (egt.judge.api), imported on first use so `import egt` stays light."""
     if name in __all__:
-        from egt import judge
+        from egt.judge import api
 
-        return getattr(judge, name)
+        return getattr(api, name)
     raise AttributeError(f"module 'egt' has no attribute {name!r}")

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import click
 
-from egt.errors import EgtError
+from egt.core.errors import EgtError
 
 DEBUG_FLAG = "--debug"
 # What to do about a failed system call, by errno (the message names the file and the reason).
@@ -53,25 +53,25 @@ class Stage:
 
 DATA = [
     Stage("convert", "egt.data.convert", "Convert a benchmark or dataset to the egt pairs format."),
-    Stage("inspect", "egt.data.inspect", "Counts, lengths and image checks for a pairs file.", ("input",)),
+    Stage("inspect", "egt.data.inspection", "Counts, lengths and image checks for a pairs file.", ("input",)),
     Stage("synth", "egt.data.synth", "Generate the synthetic multimodal preference benchmark."),
 ]
 MODEL = [
-    Stage("tiny", "egt.tiny_families", "Build a tiny judge of any model family (default Qwen2-VL).",
+    Stage("tiny", "egt.tiny.families", "Build a tiny judge of any model family (default Qwen2-VL).",
           config="TinyConfig", run="build"),
 ]
 TOP = [
-    Stage("distill", "egt.distill", "Stage 1: teacher reasoning traces with the fidelity filter."),
-    Stage("sft", "egt.sft", "Stage 1: supervised fine-tuning of the judge on the traces."),
-    Stage("score", "egt.score", "Stage 2: K sampled judgements per pair and their entropies."),
-    Stage("analyze", "egt.analyze", "Stage 2: entropy bins, AUROC, Spearman, figures, report.", ("scores",)),
-    Stage("view", "egt.view", "Write an HTML viewer of scored pairs, token entropies and curation.", ("scores",)),
-    Stage("curate", "egt.curate", "Stage 2: select pairs by entropy (or baselines) and order them.", ("scores",)),
-    Stage("rl", "egt.rl", "Stage 3: GRPO on curated pairs in curriculum order."),
-    Stage("eval", "egt.evaluate", "Evaluate a judge on reward benchmarks (both orders, voting)."),
-    Stage("judge", "egt.judging", "Verdicts of a trained judge on a pairs file, with confidence and abstention."),
-    Stage("rerank", "egt.rerank", "Best-of-N with a trained judge: a round-robin or knockout tournament."),
-    Stage("demo", "egt.demo", "Run the whole EGT recipe on the tiny judge and write a report."),
+    Stage("distill", "egt.stages.distill", "Stage 1: teacher reasoning traces with the fidelity filter."),
+    Stage("sft", "egt.stages.sft", "Stage 1: supervised fine-tuning of the judge on the traces."),
+    Stage("score", "egt.stages.score", "Stage 2: K sampled judgements per pair and their entropies."),
+    Stage("analyze", "egt.stages.analyze", "Stage 2: entropy bins, AUROC, Spearman, figures, report.", ("scores",)),
+    Stage("view", "egt.reporting.view", "Write an HTML viewer of scored pairs, token entropies and curation.", ("scores",)),
+    Stage("curate", "egt.stages.curate", "Stage 2: select pairs by entropy (or baselines) and order them.", ("scores",)),
+    Stage("rl", "egt.stages.rl", "Stage 3: GRPO on curated pairs in curriculum order."),
+    Stage("eval", "egt.stages.evaluate", "Evaluate a judge on reward benchmarks (both orders, voting)."),
+    Stage("judge", "egt.judge.verdicts", "Verdicts of a trained judge on a pairs file, with confidence and abstention."),
+    Stage("rerank", "egt.judge.rerank", "Best-of-N with a trained judge: a round-robin or knockout tournament."),
+    Stage("demo", "egt.demo.pipeline", "Run the whole EGT recipe on the tiny judge and write a report."),
 ]
 
 
@@ -112,7 +112,7 @@ class StageCommand(click.Command):
         formatter.write("\n" + _describe_config(cfg_cls) + "\n")
 
     def _invoke(self, config_path, args):
-        from egt.config import load_config, parse_overrides
+        from egt.core.config import load_config, parse_overrides
 
         args = list(args)
         positional = []

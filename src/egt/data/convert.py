@@ -11,7 +11,7 @@
 Formats and the conventions (order, label, category, ids, images) are in
 `egt.data.readers`. Output is Parquet unless the suffix is .jsonl/.json; image
 paths are written absolute, embedded images as bytes. A Parquet output records
-the folder that holds its images (egt.schema), so later stages read it from
+the folder that holds its images (egt.core.records), so later stages read it from
 anywhere; a JSONL output with absolute paths outside its own folder needs
 `image_root=<that folder>` in the stages that read it. `--swap` also writes
 every pair in the other order (`PreferencePair.swapped`: label flipped, id
@@ -29,10 +29,10 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
-from egt.config import StageConfig
+from egt.core.config import StageConfig
+from egt.core.errors import DataError
+from egt.core.records import write_pairs, write_rows
 from egt.data.readers import load_benchmark
-from egt.errors import DataError
-from egt.schema import write_pairs, write_rows
 
 
 class Config(StageConfig):

@@ -7,7 +7,7 @@
 Each format is a small adapter `row -> PreferencePair`; the loop around it reads
 the file (JSONL, JSON array, Parquet or a `datasets.save_to_disk` folder),
 locates every record (JSONL: 1-based line number; JSON array, Parquet, dataset:
-0-based row index, as egt.schema.read_pairs does), and
+0-based row index, as egt.core.records.read_pairs does), and
 either stops at the first bad record (`on_error="fail"`, one DataError naming
 file, line, field and what was expected) or skips it into `skipped` (a list of
 {file, line, field, reason}). File-level problems (empty file, unreadable JSON
@@ -45,7 +45,7 @@ Conventions (others compute metrics on them):
   naming both (on_error="fail") or a skipped record (on_error="skip").
 - Images: embedded bytes stay bytes; paths are resolved against `image_root`
   (default: the input file's folder) to absolute paths and must stay inside it
-  (`egt.schema.resolve_image_path`: `..` may not leave the root; an absolute
+  (`egt.core.records.resolve_image_path`: `..` may not leave the root; an absolute
   path outside it needs `allow_absolute_paths`). Each image's
   header is read to check that it is an image; pixels are decoded later.
   MM-RLHF video rows: a folder of frames gives up to 8 evenly spaced frames;
@@ -61,10 +61,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from egt.data.records import RepeatedIds, is_json_array, iter_records
-from egt.errors import DataError
-from egt.prompts import parse_verdict
-from egt.schema import ImagePathRefused, ImageRef, PreferencePair, resolve_image_path
+from egt.core.errors import DataError
+from egt.core.prompts import parse_verdict
+from egt.core.records import ImagePathRefused, ImageRef, PreferencePair, resolve_image_path
+from egt.data.source_files import RepeatedIds, is_json_array, iter_records
 
 FORMATS = ("vlrewardbench", "mmrb", "mmrlhf", "r1reward", "pairs")
 MMRLHF_CATEGORIES = ("mcq", "long", "short", "safety", "video")

@@ -42,11 +42,11 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
-from egt.config import StageConfig
-from egt.errors import ConfigError
-from egt.prompts import format_judgement
-from egt.io import atomic_write_bytes
-from egt.schema import ImageRef, PreferencePair, write_pairs
+from egt.core.config import StageConfig
+from egt.core.errors import ConfigError
+from egt.core.files import atomic_write_bytes
+from egt.core.prompts import format_judgement
+from egt.core.records import ImageRef, PreferencePair, write_pairs
 
 IMAGE_SIZE_PX = 64
 SHAPES = ("circle", "square", "triangle")

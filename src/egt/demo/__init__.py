@@ -1,0 +1,2 @@
+"""`egt demo`: the whole recipe on the embedded tiny judge (pipeline) and its replication
+report."""

@@ -1,0 +1,224 @@
+"""`egt judge`: a trained judge's verdicts on a pairs file, with confidence and abstention by entropy.
+
+    egt judge --model runs/sft/model --pairs pairs.jsonl --output runs/verdicts
+    egt judge --model runs/sft/model --pairs pairs.jsonl --output runs/verdicts --coverage 0.8
+    egt judge --model http://localhost:8000/v1 --api_key_env JUDGE_KEY --pairs pairs.parquet \\
+              --output runs/verdicts --abstain_above 0.4 --abstain_metric max
+
+Input: an egt pairs file (`id`, `images`, `question`, `response_1`, `response_2`; `label` is
+optional: where every row has one, the summary reports accuracy). Each pair is compared by
+egt.judge.api.Judge (both orders by default, `samples` judgements per order; see there for the vote
+share, `orders_agree` and the entropies).
+
+Abstention. `--abstain_above X` abstains where the pair's `abstain_metric` entropy (nats) is
+above X; `--coverage C` keeps the share C of pairs with the lowest entropy (pairs with equal
+entropy are kept together, so slightly more can be kept; egt.stages.metrics.abstain_mask). An undefined
+entropy counts as the highest. With an endpoint the entropies are upper bounds (egt.judge.api). An
+endpoint that returns no log-probs leaves only `abstain_metric=vote` (the vote entropy of the
+choices: order disagreement, and sampled disagreement with samples > 1).
+
+Output folder:
+- judgements.jsonl  append-only (egt.core.files.Journal), one comparison per pair with its traces, by
+  id, written after every chunk; a rerun skips the pairs it holds (a torn last line is redone).
+  A rerun with other judging settings is refused; abstention settings can change freely.
+- verdicts.jsonl    one row per pair, input order: `id`, `verdict` (1, 2 or null), `decision` (the
+  verdict, "abstain", or null without a verdict), `confidence` (the winner's vote share),
+  `vote_share`, `orders_agree`, `entropies` (nats), `entropy_kind`, `entropies_lower` (endpoint),
+  `uncertainty` (the abstention metric's value), and `label`, `correct` when the input has labels.
+- summary.json      counts, abstention threshold and coverage reached, accuracy on all and on
+  the kept pairs when labelled.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from egt.core.errors import DataError, EgtError
+from egt.core.files import Journal, check_unique_ids, write_json
+from egt.core.records import PreferencePair, image_root_of, read_rows, write_rows
+from egt.judge.api import Judge, JudgeOptions, build_backend, is_endpoint, orders_for
+from egt.stages import metrics as M
+
+LOG_NAME = "judgements.jsonl"
+SETTINGS_NAME = "judge_settings.json"
+AbstainMetric = Literal["answer", "sentence", "mean", "max", "vote"]
+
+
+class Config(JudgeOptions):
+    pairs: Path = Field(..., description="pairs file (.parquet or .jsonl); `label` optional")
+    output: Path = Field(..., description="output folder")
+    abstain_metric: AbstainMetric = Field("max", description="entropy used to abstain")
+    abstain_above: float | None = Field(None, description="abstain where the entropy (nats) is above this")
+    coverage: float | None = Field(None, gt=0, le=1, description="keep this share of pairs, the least uncertain")
+    limit: int | None = Field(None, ge=1, description="judge only the first N pairs")
+    image_root: Path | None = Field(None, description="folder image paths resolve against and stay inside "
+                                                      "(default: the pairs file's folder)")
+    allow_absolute_paths: bool = Field(False, description="read absolute image paths outside image_root")
+    progress: bool = True
+
+    @model_validator(mode="after")
+    def _one_abstention_rule(self):
+        if self.abstain_above is not None and self.coverage is not None:
+            raise ValueError("give abstain_above or coverage, not both")
+        return self
+
+
+# ---------------------------------------------------------------- input
+
+def read_judge_pairs(path: Path, image_root: Path | None = None,
+                     allow_absolute_paths: bool = False) -> tuple[list[PreferencePair], bool]:
+    """The pairs of a file whose `label` may be absent, and whether every row has one; images are
+    checked against their root as `egt.core.records.read_pairs` checks them."""
+    path = Path(path)
+    root, recorded = image_root_of(path, image_root)
+    rows = read_rows(path)
+    first_line = 1 if path.suffix.lower() in (".jsonl", ".json", ".ndjson") else 0  # as read_pairs counts
+    pairs, labelled = [], True
+    for i, row in enumerate(rows):
+        if row.get("label") is None:
+            labelled = False
+            row = {**row, "label": 1}  # a placeholder: the judge never sees it
+        pairs.append(PreferencePair.from_row(row, str(path), i + first_line, base_dir=root,
+                                             allow_absolute=allow_absolute_paths, recorded_root=recorded))
+    check_unique_ids([p.id for p in pairs], path)
+    return pairs, labelled and bool(pairs)
+
+
+# ---------------------------------------------------------------- settings and log
+
+def _settings(cfg: Config) -> dict:
+    """What decides a comparison: a rerun in the same folder must match it."""
+    sampled = cfg.samples > 1
+    model = cfg.model if is_endpoint(cfg.model) else str(Path(cfg.model).resolve())
+    return {"pairs": str(Path(cfg.pairs).resolve()), "model": model, "served_model": cfg.served_model,
+            "samples": cfg.samples, "orders": cfg.orders, "max_new_tokens": cfg.max_new_tokens,
+            "temperature": cfg.temperature if sampled else None, "top_p": cfg.top_p if sampled else None,
+            "seed": cfg.seed if sampled else None, "sentence_agg": cfg.sentence_agg,
+            "top_logprobs": cfg.top_logprobs if is_endpoint(cfg.model) else None,
+            "vocab_size": cfg.vocab_size if is_endpoint(cfg.model) else None}
+
+
+def check_settings(out: Path, settings: dict, log_name: str, settings_name: str) -> None:
+    """Refuse a folder whose log was written with other settings; record this run's."""
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / settings_name
+    if path.exists() and (out / log_name).exists():
+        old = json.loads(path.read_text())
+        changed = [k for k in settings if old.get(k) != settings[k]]
+        if changed:
+            diffs = "; ".join(f"{k}: {old.get(k)!r} -> {settings[k]!r}" for k in changed)
+            raise EgtError(f"{out} holds judgements made with other settings ({diffs}); "
+                           f"use another --output or delete {out / log_name}")
+    write_json(settings, path)
+
+
+def chunk_size(cfg: JudgeOptions) -> int:
+    """Pairs per chunk: about batch_size judgements."""
+    return max(1, cfg.batch_size // (cfg.samples * len(orders_for(cfg.orders))))
+
+
+def judge_pending(pairs: list[PreferencePair], judge: Judge, cfg: Config, log: Journal) -> dict[str, dict]:
+    from tqdm.auto import tqdm
+
+    done = log.load()
+    todo = [p for p in pairs if p.id not in done]
+    step = chunk_size(cfg)
+    with tqdm(total=len(pairs), initial=len(pairs) - len(todo), desc="judge", unit="pair",
+              disable=not cfg.progress, dynamic_ncols=True) as bar:
+        per_pair = cfg.samples * len(orders_for(cfg.orders))
+        for start in range(0, len(todo), step):
+            chunk = todo[start:start + step]
+            shown = bar.n
+            results = judge.compare_many(chunk, on_batch=lambda n: bar.update(n / per_pair))
+            records = [{"key": p.id, "id": p.id, **c.to_dict()} for p, c in zip(chunk, results)]
+            log.append(records)
+            done.update((r["key"], r) for r in records)
+            bar.update(shown + len(chunk) - bar.n)
+    return done
+
+
+# ---------------------------------------------------------------- verdicts
+
+def uncertainty_values(records: list[dict], metric: str) -> list[float | None]:
+    values = [r["entropies"].get(metric) for r in records]
+    if metric != "vote" and all(v is None for v in values) and any(r["entropy_kind"] is None for r in records):
+        raise EgtError(f"abstention by {metric} entropy is unavailable: the judge returned no log-probabilities "
+                       "(serve it with log-probs, e.g. vLLM's --max-logprobs 20, or use abstain_metric=vote, "
+                       "which needs only verdicts)")
+    return values
+
+
+def verdict_rows(pairs: list[PreferencePair], log: dict[str, dict], cfg: Config, labelled: bool) -> tuple[list, dict]:
+    records = [log[p.id] for p in pairs]
+    values = uncertainty_values(records, cfg.abstain_metric)
+    if cfg.abstain_above is not None or cfg.coverage is not None:
+        abstain = M.abstain_mask(values, threshold=cfg.abstain_above, coverage=cfg.coverage)
+    else:
+        abstain = [False] * len(records)
+    rows = []
+    for pair, record, value, out in zip(pairs, records, values, abstain):
+        row = {"id": pair.id, "verdict": record["verdict"],
+               "decision": "abstain" if out else record["verdict"], "confidence": record["confidence"],
+               "vote_share": record["vote_share"], "orders_agree": record["orders_agree"],
+               "entropies": record["entropies"], "entropy_kind": record["entropy_kind"],
+               "uncertainty": value}
+        if record.get("entropies_lower") is not None:
+            row["entropies_lower"] = record["entropies_lower"]
+        if labelled:
+            row["label"] = pair.label
+            row["correct"] = record["verdict"] == pair.label
+        rows.append(row)
+    return rows, summarize(rows, cfg, values, labelled)
+
+
+def summarize(rows: list[dict], cfg: Config, values: list, labelled: bool) -> dict:
+    n = len(rows)
+    kept = [r for r in rows if r["decision"] != "abstain"]
+    agree = [r["orders_agree"] for r in rows if r["orders_agree"] is not None]
+    threshold = cfg.abstain_above
+    if cfg.coverage is not None:
+        threshold = M.coverage_threshold(values, cfg.coverage)
+    summary = {
+        "pairs": n, "verdict_1": sum(r["verdict"] == 1 for r in rows), "verdict_2": sum(r["verdict"] == 2 for r in rows),
+        "no_verdict": sum(r["verdict"] is None for r in rows),
+        "orders_agree_rate": M.accuracy(agree) if agree else None,
+        "entropy_kind": rows[0]["entropy_kind"] if rows else None,
+        "abstain_metric": cfg.abstain_metric, "abstain_above": cfg.abstain_above, "coverage_asked": cfg.coverage,
+        "threshold_nats": threshold, "abstained": n - len(kept), "coverage": len(kept) / n if n else None,
+    }
+    if labelled:
+        summary["accuracy"] = M.accuracy([r["correct"] for r in rows])
+        summary["accuracy_kept"] = M.accuracy([r["correct"] for r in kept])
+        summary["aurc"] = M.aurc(values, [r["correct"] for r in rows])
+    return summary
+
+
+# ---------------------------------------------------------------- the command
+
+def run(cfg: Config) -> Path:
+    started = time.perf_counter()
+    out = Path(cfg.output)
+    pairs, labelled = read_judge_pairs(cfg.pairs, cfg.image_root, cfg.allow_absolute_paths)
+    if not pairs:
+        raise DataError(str(cfg.pairs), None, None, "no pairs to judge")
+    pairs = pairs[:cfg.limit] if cfg.limit else pairs
+    check_settings(out, _settings(cfg), LOG_NAME, SETTINGS_NAME)
+    log = Journal(out / LOG_NAME, key="key")
+    done = log.load()
+    if any(p.id not in done for p in pairs):  # load the judge only when something is left to judge
+        judge = Judge(build_backend(cfg), cfg)
+        done = judge_pending(pairs, judge, cfg, log)
+    rows, summary = verdict_rows(pairs, done, cfg, labelled)
+    write_rows(rows, out / "verdicts.jsonl")
+    summary["wall_s"] = round(time.perf_counter() - started, 3)
+    write_json(summary, out / "summary.json")
+    kept = f", {summary['abstained']} abstained (coverage {summary['coverage']:.3f})" if summary["abstained"] else ""
+    accuracy = (f"; accuracy {summary['accuracy']:.4f}, on the kept pairs {summary['accuracy_kept']:.4f}"
+                if labelled else "")
+    print(f"egt judge: {summary['pairs']} pairs, {summary['no_verdict']} without a verdict{kept}{accuracy}")
+    return out

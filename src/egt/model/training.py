@@ -1,0 +1,259 @@
+"""Training setup shared by `egt sft` and `egt rl`: one definition of each choice both stages make.
+
+- LoRA: `LANGUAGE_LORA_TARGETS` (the language model's attention and MLP projections) and
+  `lora_config`, whose target regex never matches a module under any family's vision tower
+  or projector (egt.model.families: `visual`, `vision_tower`, `vision_model`, `multi_modal_projector`,
+  ...) -- Qwen2.5-VL's vision MLP also has gate/up/down_proj, SigLIP and InternViT have
+  q/k/v_proj, and LoRA there would train the vision tower.
+- `freeze_vision`: freezes the family's vision tower and, optionally, its projector (Qwen's
+  merger; egt.model.families names both per family); returns how many parameters (elements) it froze.
+- `resolve_precision`: `auto` is bf16 on a CUDA GPU that supports it, else fp32.
+- `resolve_resume`: `never`, a checkpoint folder, or `auto` = the highest-numbered COMPLETE
+  checkpoint under `<output>/checkpoints`. The Trainer writes trainer_state.json last, so a
+  checkpoint is complete when that file parses and names the folder's step; one a kill left
+  half-written is removed (`remove_incomplete_checkpoints`, with a warning), never fatal.
+- `CheckpointReloadMixin`: a Trainer whose resume reloads full-model weights through
+  from_pretrained (see its docstring for the transformers 5 problem it works around).
+- `save_final_model`: `<output>/model` is a plain Hugging Face judge with its processor;
+  LoRA runs save the adapter to `<output>/adapter` and merge it into the base weights.
+- `write_train_summary`: both stages write `<output>/train_summary.json` (global step,
+  epochs, wall time, resume point, device, log history, plus stage-specific numbers).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import shutil
+from pathlib import Path
+from typing import Literal
+
+from egt.core.errors import ConfigError
+from egt.core.files import write_json
+from egt.model.families import family_of, vision_module_names, vision_part
+
+log = logging.getLogger(__name__)
+
+LANGUAGE_LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+TRAIN_SUMMARY = "train_summary.json"
+Precision = Literal["auto", "bf16", "fp16", "fp32"]
+
+
+# ---------------------------------------------------------------- LoRA and freezing
+
+def lora_target_regex(targets: list[str] | str) -> str:
+    """A PEFT target regex for module names (a list) or a regex, never matching a vision module of any family."""
+    vision = "|".join(re.escape(name) for name in vision_module_names())
+    never = rf"(?!(?:.*\.)?(?:{vision})(?:\.|$))"
+    if isinstance(targets, str):
+        return rf"^{never}(?:{targets})$"
+    return rf"^{never}.*\.({'|'.join(re.escape(t) for t in targets)})$"
+
+
+def lora_config(r: int, alpha: int, dropout: float, targets: list[str] | str):
+    from peft import LoraConfig
+
+    return LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=lora_target_regex(targets),
+                      task_type="CAUSAL_LM")
+
+
+def freeze_vision(model, tower: bool = True, merger: bool = False) -> int:
+    """Freeze the family's vision tower (and its projector when `merger`); return the number of frozen parameters.
+
+    The modules come from egt.model.families (by config.model_type); an unknown family is an EgtError."""
+    family = family_of(model)
+    frozen = 0
+    for name, param in model.named_parameters():
+        part = vision_part(family, name)
+        if (part == "projector" and merger) or (part == "tower" and tower):
+            param.requires_grad_(False)
+            frozen += param.numel()
+    return frozen
+
+
+# ---------------------------------------------------------------- precision
+
+def resolve_precision(precision: str, use_cpu: bool = False) -> str:
+    """`auto` -> bf16 on a bf16-capable CUDA GPU (unless `use_cpu`), else fp32; others unchanged."""
+    import torch
+
+    if precision not in ("auto", "bf16", "fp16", "fp32"):
+        raise ConfigError(f"precision must be auto, bf16, fp16 or fp32, got {precision!r}")
+    if precision != "auto":
+        return precision
+    on_gpu = torch.cuda.is_available() and not use_cpu
+    return "bf16" if on_gpu and torch.cuda.is_bf16_supported() else "fp32"
+
+
+def torch_dtype(precision: str):
+    import torch
+
+    return {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[precision]
+
+
+# ---------------------------------------------------------------- resume
+
+def _step(path: Path) -> int | None:
+    suffix = path.name.rsplit("-", 1)[-1]
+    return int(suffix) if path.name.startswith("checkpoint-") and suffix.isdigit() else None
+
+
+def checkpoint_complete(path: str | Path) -> bool:
+    """True when `checkpoint-N` was written to the end: its trainer_state.json (the Trainer's last
+    file) parses and says global_step N."""
+    path = Path(path)
+    try:
+        state = json.loads((path / "trainer_state.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(state, dict) and state.get("global_step") == _step(path)
+
+
+def _checkpoint_dirs(checkpoints: Path) -> list[Path]:
+    if not checkpoints.is_dir():
+        return []
+    return [p for p in checkpoints.glob("checkpoint-*") if p.is_dir() and _step(p) is not None]
+
+
+def last_checkpoint(checkpoints: str | Path) -> Path | None:
+    """The highest-numbered complete `checkpoint-N` folder (`checkpoint_complete`), or None."""
+    found = [p for p in _checkpoint_dirs(Path(checkpoints)) if checkpoint_complete(p)]
+    return max(found, key=_step) if found else None
+
+
+def remove_incomplete_checkpoints(checkpoints: str | Path) -> list[Path]:
+    """Delete the checkpoint folders a kill left half-written (call it on the main process only)."""
+    removed = []
+    for path in _checkpoint_dirs(Path(checkpoints)):
+        if not checkpoint_complete(path):
+            log.warning("removing %s: an incomplete checkpoint (the run was stopped while writing it)", path)
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path)
+    return removed
+
+
+def resolve_resume(resume: str, checkpoints: str | Path, clean: bool = True) -> Path | None:
+    """`never` -> None; `auto` -> last_checkpoint(checkpoints), after removing incomplete ones when
+    `clean` (the main process); else that folder (must be a complete checkpoint)."""
+    if resume == "never":
+        return None
+    if resume == "auto":
+        if clean:
+            remove_incomplete_checkpoints(checkpoints)
+        return last_checkpoint(checkpoints)
+    path = Path(resume)
+    if not (path / "trainer_state.json").exists():
+        raise ConfigError(f"resume: {path} is not a Trainer checkpoint (no trainer_state.json)")
+    if not checkpoint_complete(path):
+        raise ConfigError(f"resume: {path} is an incomplete checkpoint (its trainer_state.json is cut off "
+                          f"or names another step)")
+    return path
+
+
+class CheckpointReloadMixin:
+    """Put before a transformers Trainer class: resume reloads full-model weights via from_pretrained.
+
+    transformers 5 saves Qwen2-VL checkpoints under the original hub key names (`visual.*`,
+    `model.layers.*`) but Trainer._load_from_checkpoint loads the raw state dict non-strictly,
+    so every weight is silently skipped and the resumed run would continue from the *base*
+    weights. from_pretrained applies the key conversion; a strict load then proves every tensor
+    arrived. PEFT, FSDP and DeepSpeed checkpoints keep the stock path.
+    """
+
+    def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
+        model = model if model is not None else self.model
+        ckpt = Path(resume_from_checkpoint)
+        full = (ckpt / "config.json").exists() and not (ckpt / "adapter_config.json").exists()
+        if not full or self.is_fsdp_enabled or self.is_deepspeed_enabled or hasattr(model, "peft_config"):
+            return super()._load_from_checkpoint(resume_from_checkpoint, model)
+        from transformers import AutoModelForImageTextToText
+
+        dtype = next(model.parameters()).dtype
+        loaded = AutoModelForImageTextToText.from_pretrained(str(ckpt), dtype=dtype)
+        model.load_state_dict(loaded.state_dict(), strict=True)
+
+
+# ---------------------------------------------------------------- saving
+
+def save_final_model(trainer, out: str | Path, base_model: str | Path, processor=None,
+                     lora: bool = False, merge: bool = True) -> Path:
+    """Save `<out>/model` with its processor (call it on every process); returns the model folder.
+
+    LoRA with `merge`: the adapter goes to `<out>/adapter` (trainer.save_model gathers ZeRO-3
+    shards), then the main process loads the base in the trained dtype, merges the adapter into
+    it and saves a plain checkpoint -- merging the in-memory model would see only this process's
+    shard under ZeRO-3. LoRA without `merge`: `<out>/model` holds the adapter. `processor`
+    defaults to the one trainer.save_model writes (its processing_class), or the base model's
+    when merging.
+    """
+    out = Path(out)
+    model_dir = out / "model"
+    main = trainer.accelerator.is_main_process
+    if lora and merge:
+        adapter_dir = out / "adapter"
+        trainer.save_model(str(adapter_dir))
+        trainer.accelerator.wait_for_everyone()
+        if main:
+            from peft import PeftModel
+            from transformers import AutoModelForImageTextToText, AutoProcessor
+
+            dtype = next(trainer.accelerator.unwrap_model(trainer.model).parameters()).dtype
+            base = AutoModelForImageTextToText.from_pretrained(str(base_model), dtype=dtype)
+            PeftModel.from_pretrained(base, str(adapter_dir)).merge_and_unload().save_pretrained(str(model_dir))
+            processor = processor if processor is not None else AutoProcessor.from_pretrained(str(base_model))
+    else:
+        trainer.save_model(str(model_dir))  # gathers ZeRO-3 shards (stage3_gather_16bit_weights_on_model_save)
+    if main and processor is not None:
+        processor.save_pretrained(str(model_dir))
+    return model_dir
+
+
+def write_train_summary(out: str | Path, trainer, resumed_from: Path | None, wall_s: float, **extra) -> Path:
+    """`<out>/train_summary.json` (main process): the numbers both stages report, then `extra`."""
+    state = trainer.state
+    summary = {
+        "global_step": state.global_step, "epochs": state.epoch, "train_wall_s": round(wall_s, 3),
+        "resumed_from": str(resumed_from) if resumed_from else None,
+        "device": str(trainer.accelerator.device), "processes": trainer.accelerator.num_processes,
+        **extra, "log_history": state.log_history,
+    }
+    return write_json(summary, Path(out) / TRAIN_SUMMARY)
+
+
+# ---------------------------------------------------------------- run folder (egt.core.runfolder)
+
+def claim_run_folder(args, out: str | Path, stage: str, current, owned, has_results, overwrite: bool):
+    """Take `out`'s lock and check its fingerprint on the main process; raise on every process if
+    that failed (so no rank trains into a folder that was refused). `current`: a callable returning
+    the fingerprint (hashing runs on the main process only). Returns the held RunLock (main) or None;
+    release it when the run ends."""
+    from egt.core import runfolder
+    from egt.core.errors import EgtError
+
+    lock, error = None, None
+    if args.process_index == 0:
+        try:
+            lock = runfolder.RunLock(out, stage).acquire()
+            runfolder.claim(out, current(), stage=stage, owned=owned, has_results=has_results, overwrite=overwrite)
+        except EgtError as exc:
+            if lock is not None:
+                lock.release()
+                lock = None
+            error = exc
+    if args.world_size > 1:
+        from accelerate.utils import broadcast_object_list
+
+        box = [None if error is None else str(error)]
+        broadcast_object_list(box, from_process=0)
+        if error is None and box[0] is not None:
+            raise EgtError(box[0])
+    if error is not None:
+        raise error
+    return lock
+
+
+def has_training_results(out: str | Path) -> bool:
+    """A training run folder holds results: a complete checkpoint, a saved model or a summary."""
+    out = Path(out)
+    return (out / "model").exists() or (out / TRAIN_SUMMARY).exists() or last_checkpoint(out / "checkpoints") is not None

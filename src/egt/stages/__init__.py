@@ -1,0 +1,2 @@
+"""The EGT stages, each `run(cfg) -> Path` with its `Config`: distill, sft, score, analyze,
+curate (+ curriculum), rl (+ rewards), evaluate (+ metrics, abstention)."""

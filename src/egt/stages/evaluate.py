@@ -1,0 +1,468 @@
+"""`egt eval`: a judge on the reward benchmarks, in both orders, with voting.
+
+    egt eval --benchmark vlrewardbench --data vl_rewardbench.jsonl --image-root images/ \\
+             --model runs/x/rl/model --output runs/x/eval/vlrb          # both orders, greedy
+    egt eval ... --orders chosen-first                                   # the public scripts' protocol
+    egt eval ... --samples 5 --temperature 1.0                           # voting@5
+    egt eval --compare runs/a/eval/vlrb,runs/b/eval/vlrb                 # side-by-side table
+
+Benchmarks: vlrewardbench, mmrb (Multimodal RewardBench), mmrlhf
+(MM-RLHF-RewardBench), read by `egt.data.readers.load_benchmark`; synthetic and
+pairs read an egt pairs file. Each pair is judged with the judge prompt
+(`egt.core.prompts`), with the chosen response shown first, second (`--orders
+both`, the default), or in one order per pair picked by a seeded hash
+(`random`). `--samples K` draws K sampled judgements per order (K = 1 is
+greedy) and takes the plurality vote; the vote and metric rules are in
+`egt.stages.metrics`.
+
+Output folder:
+- judgements.jsonl  append-only log, one line per judged (pair, order), written
+  after every batch; a rerun skips what it holds (a torn last line is redone).
+- fingerprint.json  what the judgements depend on (egt.core.runfolder): the data's and
+  every model file's SHA-256, image root, samples, decoding settings, dtype. A
+  rerun with any of them changed is refused, naming what changed, while the
+  log holds judgements (`overwrite=true` discards them); the orders and the
+  batch size are not in it, so another `--orders` reuses the judged units. One
+  process writes a folder at a time (`.egt.lock`).
+- predictions.jsonl one row per benchmark row, readable by the public accuracy
+  scripts: `rewards` = [score of chosen, score of rejected] (vote shares) from
+  the chosen-first judgement (the random one with `--orders random`), the ids
+  and category fields each script reads (VL-RewardBench `id`; Multimodal
+  RewardBench `ID`, `Category`, `Meta.Category`, `Label`, `output` "[[A]]" or
+  "[[B]]"; MM-RLHF `id` = the shared original id and `image`/`video` path), and
+  egt's own fields (per order: verdicts, choices, texts, token counts).
+- metrics.json, metrics.md   official metrics per view (chosen-first,
+  chosen-second, both orders, random), order metrics, format failures, tokens,
+  and abstention by entropy (`abstention`: AURC and accuracy at 100/90/80/50%
+  coverage per view and entropy metric, egt.stages.abstention).
+- risk_coverage.json, risk_coverage_<view>.png   the risk-coverage curves.
+
+Every judgement's entropies (answer, sentence, mean, max; egt.model.entropy) are
+computed from the raw logits while it is generated (greedy too) and stored in
+judgements.jsonl (`entropies_nats`); a log written before egt stored them has
+those judgements redone on the next run (with a message).
+
+Departures from the public scripts: a judgement with no readable verdict is
+wrong (rewards [0, 0]); R1-Reward's scripts instead read the last digit of the
+text and count anything but "1" as picking response 2. Other departures are
+listed in `egt.stages.metrics`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+from pathlib import Path
+from typing import Callable, Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from egt.core import runfolder
+from egt.core.config import StageConfig, save_config
+from egt.core.errors import EgtError
+from egt.core.files import Journal, check_unique_ids, write_json, write_text
+from egt.core.records import PreferencePair, read_pairs, write_rows
+from egt.model.loading import TorchDtype, check_model_folder
+from egt.reporting.tables import markdown_table
+from egt.stages import metrics as M
+from egt.stages.abstention import abstention_markdown, abstention_summary, write_risk_coverage
+
+# Where the chosen response is shown in each order (the judge's verdict is a position).
+CHOSEN_POSITION = {"chosen_first": 1, "chosen_second": 2}
+VIEW_TITLES = {"chosen_first": "chosen first", "chosen_second": "chosen second",
+               "both_orders": "both orders", "random": "random order"}
+LOG_NAME = "judgements.jsonl"
+# What `egt eval` writes in its folder (eval_settings.json: written by egt before the fingerprint).
+OWNED = (LOG_NAME, "predictions.jsonl", "metrics.json", "metrics.md", "config.yaml", "eval_settings.json")
+
+
+class Config(StageConfig):
+    benchmark: Literal["vlrewardbench", "mmrb", "mmrlhf", "synthetic", "pairs"] | None = Field(
+        None, description="benchmark format of --data")
+    data: Path | None = Field(None, description="benchmark file (or egt pairs file for synthetic/pairs)")
+    image_root: Path | None = Field(None, description="folder relative image paths start from and every image "
+                                                      "stays inside (default: the data file's folder)")
+    allow_absolute_paths: bool = Field(False, description="read absolute image paths outside image_root")
+    overwrite: bool = Field(False, description="discard judgements of other inputs or settings in output")
+    model: Path | None = Field(None, description="judge checkpoint folder (HF format)")
+    orders: Literal["chosen-first", "both", "random"] = Field(
+        "both", description="chosen-first: public-script protocol; both: each pair twice; random: seeded per pair")
+    samples: int = Field(1, ge=1, description="judgements per order; K > 1 samples and takes the majority vote")
+    temperature: float = Field(1.0, gt=0, description="sampling temperature when samples > 1")
+    top_p: float = Field(1.0, gt=0, le=1, description="nucleus sampling when samples > 1")
+    max_new_tokens: int = Field(4096, ge=1,
+                                description="as the public R1-Reward scripts; a cut-off judgement has no verdict")
+    batch_size: int = Field(16, ge=1, description="judgements generated per batch")
+    seed: int = Field(0, description="seeds the sampled judgements and the random orders")
+    device: str = Field("auto", description="auto (cuda if available), cpu, cuda, cuda:1, ...")
+    dtype: TorchDtype = Field("auto", description="model dtype: auto, bfloat16, float16, float32 (or bf16, fp16, fp32)")
+    limit: int | None = Field(None, ge=1, description="judge only the first N pairs")
+    on_error: Literal["fail", "skip"] = Field("fail", description="bad benchmark rows: stop, or skip and count")
+    progress: bool = True
+    output: Path | None = Field(None, description="run folder (with --compare: where compare.md goes)")
+    compare: list[str] = Field(default_factory=list,
+                               description="eval run folders to show side by side (no model needed)")
+
+    @field_validator("compare", mode="before")
+    @classmethod
+    def _split_compare(cls, value):
+        if isinstance(value, str):  # `--compare a,b` arrives as one string
+            return [v for v in value.replace(",", " ").split() if v]
+        return value
+
+    @model_validator(mode="after")
+    def _needs_inputs(self):
+        if not self.compare:
+            missing = [k for k in ("benchmark", "data", "model", "output") if getattr(self, k) is None]
+            if missing:
+                raise ValueError(f"missing {', '.join('--' + k for k in missing)} (or give --compare RUN,RUN,...)")
+        return self
+
+
+# ------------------------------------------------------------------ pairs and units
+
+def load_pairs(cfg: Config) -> tuple[list[PreferencePair], list[dict]]:
+    """The benchmark rows as pairs, and the rows skipped as bad (on_error=skip)."""
+    if cfg.benchmark in ("synthetic", "pairs"):
+        pairs, skipped = read_pairs(cfg.data, cfg.image_root, cfg.allow_absolute_paths), []
+    else:
+        from egt.data.readers import load_benchmark
+
+        result = load_benchmark(cfg.benchmark, cfg.data, cfg.image_root, on_error=cfg.on_error,
+                                allow_absolute_paths=cfg.allow_absolute_paths)
+        for warning in result.warnings[:20]:
+            print(f"warning: {warning}", file=sys.stderr)
+        if len(result.warnings) > 20:
+            print(f"warning: ... and {len(result.warnings) - 20} more", file=sys.stderr)
+        pairs, skipped = result.pairs, result.skipped
+    check_unique_ids([p.id for p in pairs], cfg.data)
+    return (pairs[:cfg.limit] if cfg.limit else pairs), skipped
+
+
+def _hash_int(*parts) -> int:
+    digest = hashlib.sha256(":".join(str(p) for p in parts).encode("utf-8")).digest()
+    return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF
+
+
+def random_order(pair_id: str, seed: int) -> str:
+    """The one order of a pair under --orders random (stable across runs and machines)."""
+    return "chosen_first" if _hash_int("order", seed, pair_id) % 2 == 0 else "chosen_second"
+
+
+def orders_of(pair_id: str, orders: str, seed: int) -> list[str]:
+    if orders == "both":
+        return ["chosen_first", "chosen_second"]
+    if orders == "chosen-first":
+        return ["chosen_first"]
+    return [random_order(pair_id, seed)]
+
+
+def oriented(pair: PreferencePair, order: str) -> PreferencePair:
+    """The pair as the judge sees it: chosen response at CHOSEN_POSITION[order]."""
+    first, second = (pair.chosen, pair.rejected) if order == "chosen_first" else (pair.rejected, pair.chosen)
+    return PreferencePair(pair.id, pair.images, pair.question, first, second, CHOSEN_POSITION[order],
+                          pair.source, pair.category, pair.meta)
+
+
+def unit_key(pair_id: str, order: str) -> str:
+    return f"{pair_id}\t{order}"
+
+
+# ------------------------------------------------------------------ resumable log
+
+def judgement_log(path: Path) -> Journal:
+    """The append-only judgement log (egt.core.files.Journal): one record per judged (pair, order), by `key`."""
+    return Journal(path, key="key")
+
+
+def fingerprint(cfg: Config) -> dict:
+    """What decides a judgement's text (egt.core.runfolder): a rerun in the same folder must match it."""
+    sampled = cfg.samples > 1
+    settings = {"benchmark": cfg.benchmark, "samples": cfg.samples, "max_new_tokens": cfg.max_new_tokens,
+                "temperature": cfg.temperature if sampled else None, "top_p": cfg.top_p if sampled else None,
+                "seed": cfg.seed if sampled else None, "dtype": cfg.dtype,
+                "image_root": None if cfg.image_root is None else str(Path(cfg.image_root).resolve()),
+                "allow_absolute_paths": cfg.allow_absolute_paths}
+    return runfolder.fingerprint(inputs={"data": cfg.data}, models={"model": cfg.model}, settings=settings)
+
+
+def _claim(out: Path, cfg: Config, current: dict | None = None) -> None:
+    """Refuse a folder holding judgements of other inputs or settings (see the module docstring)."""
+    log_path = out / LOG_NAME
+    runfolder.claim(out, current or fingerprint(cfg), stage="eval", owned=OWNED, overwrite=cfg.overwrite,
+                   has_results=lambda: bool(judgement_log(log_path).read()) if log_path.exists() else False)
+
+
+# ------------------------------------------------------------------ judging
+
+# list[generation.JudgeRequest] -> list[entropy.ScoredJudgement] (or generation.Judgement: no entropies)
+JudgeFn = Callable[[list], list]
+
+
+def model_judge_fn(cfg: Config) -> JudgeFn:
+    """generation.judge on the loaded checkpoint, with this run's decoding settings and per-judgement
+    entropies (egt.judge.api.LocalBackend: one generation path for eval and the judge API)."""
+    from egt.judge.api import LocalBackend
+
+    backend = LocalBackend(cfg.model, device=cfg.device, dtype=cfg.dtype, batch_size=cfg.batch_size)
+
+    def judge_fn(requests):
+        return backend.run(requests, temperature=cfg.temperature, top_p=cfg.top_p,
+                           max_new_tokens=cfg.max_new_tokens)
+    return judge_fn
+
+
+def entropy_record(group) -> dict | None:
+    """Per-metric lists (one value per judgement, None where undefined); None if a judgement has no entropies."""
+    from egt.judge.api import ENTROPY_METRICS, response_values
+
+    values = [response_values(g.entropy) for g in group]
+    if not values or any(v is None for v in values):
+        return None
+    return {m: [v[m] for v in values] for m in ENTROPY_METRICS}
+
+
+def _needs_judging(record: dict | None) -> bool:
+    """Not judged yet, or judged before egt stored per-judgement entropies (redone)."""
+    return record is None or "entropies_nats" not in record
+
+
+def judge_pending(pairs: list[PreferencePair], cfg: Config, judge_fn: JudgeFn, log_path: Path) -> dict[str, dict]:
+    """Judge every (pair, order) not yet in the log, appending a batch at a time."""
+    from tqdm.auto import tqdm
+
+    from egt.model.entropy import as_scored
+    from egt.model.generation import JudgeRequest, judgement_seed
+
+    log = judgement_log(log_path)
+    done = log.load()
+    units = [(pair, order) for pair in pairs for order in orders_of(pair.id, cfg.orders, cfg.seed)]
+    todo = [(p, o) for p, o in units if _needs_judging(done.get(unit_key(p.id, o)))]
+    stale = sum(unit_key(p.id, o) in done for p, o in todo)
+    if stale:
+        print(f"egt eval: {stale} judgement(s) in {log_path} predate per-judgement entropies; judging them again",
+              file=sys.stderr)
+    k = cfg.samples
+    per_batch = max(1, cfg.batch_size // k)
+    bar = tqdm(total=len(units), initial=len(units) - len(todo), desc="eval", unit="pair-order",
+               disable=not cfg.progress)
+    for start in range(0, len(todo), per_batch):
+        batch = todo[start:start + per_batch]
+        requests = [JudgeRequest(oriented(p, o), None if k == 1 else judgement_seed(cfg.seed, unit_key(p.id, o), i))
+                    for p, o in batch for i in range(k)]
+        judgements = [as_scored(j) for j in judge_fn(requests)]
+        if len(judgements) != len(requests):
+            raise RuntimeError(f"judge returned {len(judgements)} judgements for {len(requests)} requests")
+        records = []
+        for j, (pair, order) in enumerate(batch):
+            group = judgements[j * k:(j + 1) * k]
+            records.append({"key": unit_key(pair.id, order), "id": pair.id, "order": order,
+                            "verdicts": [g.verdict.verdict or 0 for g in group],
+                            "format_ok": [bool(g.verdict.format_ok) for g in group],
+                            "n_tokens": [g.n_tokens for g in group],
+                            "texts": [g.text for g in group], "entropies_nats": entropy_record(group)})
+        log.append(records)
+        done.update((r["key"], r) for r in records)
+        bar.update(len(batch))
+    bar.close()
+    return done
+
+
+# ------------------------------------------------------------------ predictions
+
+def order_result(record: dict) -> dict:
+    """Choices, vote and official correctness of one judged (pair, order)."""
+    position = CHOSEN_POSITION[record["order"]]
+    choices = [M.choice_of(v or None, position) for v in record["verdicts"]]
+    choice, rewards = M.majority_vote(choices)
+    return {"verdicts": record["verdicts"], "choices": choices, "choice": choice, "rewards": rewards,
+            "correct": M.is_correct(rewards), "format_ok": record["format_ok"],
+            "n_tokens": record["n_tokens"], "texts": record["texts"], "entropies_nats": record.get("entropies_nats")}
+
+
+def official_fields(pair: PreferencePair, benchmark: str, order: str, correct: bool) -> dict:
+    """The fields the benchmark's public accuracy script reads (besides `rewards`)."""
+    meta = pair.meta or {}
+    if benchmark == "mmrlhf":
+        media = meta.get("media") or "image"
+        path = meta.get("media_path") or ""
+        if M.mmrlhf_category(path) != pair.category:  # the script reads the category from this path
+            path = f"{pair.category}/{pair.id}"
+        return {"id": meta.get("group_id", pair.id), media: path}
+    if benchmark == "mmrb":
+        raw = (meta.get("mmrb_meta") or {}).get("Category") or pair.category.split("/")[0]
+        label = "A" if order == "chosen_first" else "B"
+        picked = label if correct else ("B" if label == "A" else "A")
+        return {"ID": meta.get("original_id", pair.id), "Category": raw, "Meta": {"Category": raw},
+                "Label": label, "output": f"[[{picked}]]"}
+    return {"id": meta.get("original_id", pair.id)}
+
+
+def build_predictions(pairs: list[PreferencePair], log: dict[str, dict], cfg: Config) -> list[dict]:
+    rows = []
+    for pair in pairs:
+        orders = orders_of(pair.id, cfg.orders, cfg.seed)
+        results = {o: order_result(log[unit_key(pair.id, o)]) for o in orders}
+        headline = orders[0]  # chosen_first, or the one random order
+        row = {**official_fields(pair, cfg.benchmark, headline, results[headline]["correct"]),
+               "egt_id": pair.id, "label": pair.label, "category": pair.category, "order": headline,
+               "rewards": results[headline]["rewards"], "correct": results[headline]["correct"]}
+        if len(orders) == 2:
+            first, second = results["chosen_first"]["choice"], results["chosen_second"]["choice"]
+            row["both_correct"] = first == M.CHOSEN and second == M.CHOSEN
+            row["position_consistent"] = first is not None and first == second
+        row["judgements"] = results
+        rows.append(row)
+    return rows
+
+
+# ------------------------------------------------------------------ metrics
+
+def benchmark_metrics(benchmark: str, rows: list[dict], correct: list[bool], has_verdict: list[bool]) -> dict:
+    """The benchmark's official metrics for one view (one correctness per row)."""
+    categories = [r["category"] for r in rows]
+    if benchmark == "vlrewardbench":
+        return M.vlrewardbench_metrics([r["id"] for r in rows], correct, has_verdict)
+    if benchmark == "mmrb":
+        return M.mmrb_metrics([r["ID"] for r in rows], categories, correct)
+    if benchmark == "mmrlhf":
+        return M.mmrlhf_metrics([r["id"] for r in rows], categories, correct)
+    return M.category_accuracy([c or "all" for c in categories], correct)
+
+
+def view_results(rows: list[dict], cfg: Config) -> dict[str, tuple[list[bool], list[bool]]]:
+    """Per view (chosen_first, chosen_second, both_orders, random): correctness and has-verdict per row."""
+    views: dict[str, tuple[list[bool], list[bool]]] = {}
+    if cfg.orders == "random":
+        views["random"] = ([r["correct"] for r in rows],
+                           [r["judgements"][r["order"]]["choice"] is not None for r in rows])
+    else:
+        for order in ("chosen_first", "chosen_second") if cfg.orders == "both" else ("chosen_first",):
+            views[order] = ([r["judgements"][order]["correct"] for r in rows],
+                            [r["judgements"][order]["choice"] is not None for r in rows])
+    if cfg.orders == "both":
+        views["both_orders"] = ([r["both_correct"] for r in rows],
+                                [all(j["choice"] is not None for j in r["judgements"].values()) for r in rows])
+    return views
+
+
+def compute_metrics(rows: list[dict], cfg: Config, n_skipped: int = 0) -> dict:
+    views = view_results(rows, cfg)
+    per_view = {name: benchmark_metrics(cfg.benchmark, rows, c, v) for name, (c, v) in views.items()}
+    headline = "random" if cfg.orders == "random" else "chosen_first"
+    summary = {k: v for k, v in per_view[headline].items() if k not in ("categories", "n")}
+    if cfg.orders == "chosen-first":
+        summary["chosen_first_accuracy"] = per_view["chosen_first"]["accuracy"]
+    if cfg.orders == "both":
+        summary.update(M.order_metrics([r["judgements"]["chosen_first"]["choice"] for r in rows],
+                                       [r["judgements"]["chosen_second"]["choice"] for r in rows]))
+    judged = [j for r in rows for j in r["judgements"].values()]
+    summary.update(M.judgement_stats([ok for j in judged for ok in j["format_ok"]],
+                                     [v in (1, 2) for j in judged for v in j["verdicts"]],
+                                     [n for j in judged for n in j["n_tokens"]]))
+    return {"benchmark": cfg.benchmark, "data": str(cfg.data), "model": str(cfg.model), "orders": cfg.orders,
+            "samples": cfg.samples, "temperature": cfg.temperature if cfg.samples > 1 else None,
+            "n_pairs": len(rows), "n_skipped": n_skipped, "headline_view": headline,
+            "overall": summary, "views": per_view,
+            "abstention": abstention_summary(rows, {name: c for name, (c, _) in views.items()}, cfg.samples)}
+
+
+def metrics_markdown(result: dict) -> str:
+    s = result["overall"]
+    lines = [f"# egt eval: {result['benchmark']}", "",
+             f"Model `{result['model']}` on `{result['data']}`: {result['n_pairs']} pairs "
+             f"({result['n_skipped']} skipped), orders {result['orders']}, "
+             + (f"voting@{result['samples']} (T={result['temperature']})" if result["samples"] > 1 else "greedy")
+             + f". Headline view: {VIEW_TITLES[result['headline_view']]}.", ""]
+    lines.append(markdown_table(["metric", "value"], [[k, v] for k, v in s.items()], digits=4))
+    views = result["views"]
+    names = list(views)
+    cats = list(dict.fromkeys(c for v in views.values() for c in v["categories"]))
+    if cats:
+        acc_plus = any("acc_plus" in views[n]["categories"].get(c, {}) for n in names for c in cats)
+        headers = ["category", "n"] + [VIEW_TITLES[n] for n in names] + (
+            [f"acc+ {VIEW_TITLES[n]}" for n in names] if acc_plus else [])
+        table = []
+        for c in cats:
+            first = next(views[n]["categories"][c] for n in names if c in views[n]["categories"])
+            table.append([c, first["n"]] + [views[n]["categories"].get(c, {}).get("accuracy") for n in names]
+                         + ([views[n]["categories"].get(c, {}).get("acc_plus") for n in names] if acc_plus else []))
+        lines += ["## Accuracy per category", "", markdown_table(headers, table, digits=4)]
+    lines += ["Correct = the judge picks the chosen response (`rewards[0] > rewards[1]`); no verdict is wrong.", ""]
+    lines += abstention_markdown(result.get("abstention"), VIEW_TITLES)
+    return "\n".join(lines)
+
+
+# ------------------------------------------------------------------ compare
+
+def _load_run(run: str) -> dict:
+    path = Path(run)
+    path = path / "metrics.json" if path.is_dir() else path
+    if not path.exists():
+        raise EgtError(f"{run}: no metrics.json (expected an `egt eval` output folder)")
+    return json.loads(path.read_text())
+
+
+def compare_table(runs: list[str]) -> str:
+    """Headline metrics and per-category accuracy of several runs, one column per run."""
+    results = [_load_run(r) for r in runs]
+    names = [Path(r).name if Path(r).is_dir() else Path(r).parent.name for r in runs]
+    if len(set(names)) < len(names):
+        names = list(runs)
+    keys = list(dict.fromkeys(k for res in results for k in res["overall"]))
+    headers = ["metric"] + [f"{name} ({res['benchmark']})" for name, res in zip(names, results)]
+    table = [["pairs"] + [res["n_pairs"] for res in results]]
+    table += [[k] + [res["overall"].get(k) for res in results] for k in keys]
+    cats = list(dict.fromkeys(c for res in results for c in res["views"][res["headline_view"]]["categories"]))
+    for c in cats:
+        table.append([f"accuracy: {c}"] + [res["views"][res["headline_view"]]["categories"].get(c, {}).get("accuracy")
+                                           for res in results])
+    return markdown_table(headers, table, digits=4)
+
+
+# ------------------------------------------------------------------ entry point
+
+def evaluate_pairs(pairs: list[PreferencePair], judge_fn: JudgeFn, cfg: Config, n_skipped: int = 0,
+                   current: dict | None = None) -> Path:
+    """Judge (resuming), then write predictions.jsonl, metrics.json and metrics.md.
+
+    Holds the output folder's lock and checks its fingerprint (`current`: computed if not given)."""
+    out = Path(cfg.output)
+    with runfolder.run_lock(out, "eval"):
+        _claim(out, cfg, current)
+        save_config(cfg, out / "config.yaml")
+        log = judge_pending(pairs, cfg, judge_fn, out / LOG_NAME)
+        rows = build_predictions(pairs, log, cfg)
+        write_rows(rows, out / "predictions.jsonl")
+        result = compute_metrics(rows, cfg, n_skipped)
+        write_json(result, out / "metrics.json")
+        write_risk_coverage(rows, {name: c for name, (c, _) in view_results(rows, cfg).items()}, cfg.samples, out,
+                            VIEW_TITLES)
+        write_text(metrics_markdown(result), out / "metrics.md")
+    return out
+
+
+def run(cfg: Config) -> Path | None:
+    if cfg.compare:
+        table = compare_table(cfg.compare)
+        print(table)
+        if cfg.output is None:
+            return None
+        return write_text(table, Path(cfg.output) / "compare.md")
+    check_model_folder(cfg.model)
+    pairs, skipped = load_pairs(cfg)
+    if not pairs:
+        raise EgtError(f"{cfg.data}: no pairs to evaluate")
+    for pair in pairs:
+        pair.check_images()   # every image inside its root, before any work
+    out = Path(cfg.output)
+    with runfolder.run_lock(out, "eval"):
+        current = fingerprint(cfg)
+        _claim(out, cfg, current)  # refuse a mismatched folder before loading the model
+        needed = {unit_key(p.id, o) for p in pairs for o in orders_of(p.id, cfg.orders, cfg.seed)}
+        done = judgement_log(out / LOG_NAME).load()
+        # Load the model only when something is left to judge (a finished run just recomputes metrics).
+        left = any(_needs_judging(done.get(key)) for key in needed)
+        judge_fn = model_judge_fn(cfg) if left else (lambda requests: [])
+        return evaluate_pairs(pairs, judge_fn, cfg, n_skipped=len(skipped), current=current)

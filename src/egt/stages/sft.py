@@ -1,0 +1,286 @@
+"""Stage 1 training: supervised fine-tuning of the judge on the distilled traces.
+
+TRL's `SFTTrainer` with the image + judge prompt (`prompts.judge_messages`,
+rendered by the model's chat template) as the user turn and the trace (+ the
+end-of-turn token) as the assistant turn; the loss is on the assistant tokens
+only. Full fine-tuning or LoRA (PEFT), vision tower frozen by default.
+
+    egt sft traces=runs/distill/traces.parquet model=runs/tiny output=runs/sft \
+        learning_rate=2e-3 per_device_train_batch_size=8 num_train_epochs=1 adam_beta2=0.98 freeze_vision_tower=false
+    accelerate launch --config_file configs/accelerate/zero3_8gpu.yaml -m egt.cli sft \
+        --config configs/qwen2.5-vl-7b/sft_full_zero3.yaml
+
+Outputs: `<output>/model` (model + processor, loadable by
+AutoModelForImageTextToText / AutoProcessor and `egt.model.loading.load_judge`; LoRA
+runs are merged when `merge_lora`, the adapter kept in `<output>/adapter`),
+checkpoints under `<output>/checkpoints`, `<output>/train_summary.json` (log
+history, losses, steps/s, samples/s). A rerun with `resume: auto` continues
+from the last complete checkpoint (model, optimizer, scheduler, RNG and data
+position). LoRA targets, vision freezing, precision, resume and saving are
+egt.model.training's, shared with `egt rl`.
+
+Why a custom collator instead of TRL's `DataCollatorForVisionLanguageModeling`:
+the batch is built by `egt.model.encoding.judge_batch_inputs` — the same function the
+scorer and the evaluator use — so training and inference see byte-identical
+prompts, and the family's token types (`mm_token_type_ids` for Qwen,
+`token_type_ids` for Gemma 3) and the completion mask come with it; any family of
+egt.model.families is cut into examples and collated by egt.model.encoding. With
+`cache_features: true` every example is
+tokenised and its image preprocessed once, before training, and a batch is
+only padding; the Dataset handed to SFTTrainer then holds example indices and
+lengths (for `group_by_length`). Use `cache_features: false` at real scale,
+where pixel values of the whole set do not fit in memory; the collator then
+processes each batch on the fly (`dataloader_num_workers` in parallel).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+
+from pydantic import Field
+
+from egt.core import runfolder
+from egt.core.config import StageConfig, save_config
+from egt.core.errors import ConfigError, DataError
+from egt.core.records import PreferencePair, read_pairs
+from egt.model.encoding import collate_examples
+from egt.model.families import check_dependencies
+from egt.model.loading import check_model_folder, load_model_and_processor
+from egt.model.training import (
+    LANGUAGE_LORA_TARGETS,
+    TRAIN_SUMMARY,
+    CheckpointReloadMixin,
+    Precision,
+    claim_run_folder,
+    freeze_vision,
+    has_training_results,
+    lora_config,
+    resolve_precision,
+    resolve_resume,
+    save_final_model,
+    torch_dtype,
+    write_train_summary,
+)
+
+# What `egt sft` writes in its folder (removed by overwrite, or when a failed run is replaced).
+OWNED = ("checkpoints", "model", "adapter", TRAIN_SUMMARY, "sft_config.yaml")
+# Config keys that do not change the trained weights (left out of the fingerprint).
+NOT_FINGERPRINTED = ("traces", "model", "output", "resume", "progress", "logging_steps", "save_steps",
+                     "save_total_limit", "report_to", "dataloader_num_workers", "torch_threads", "cache_features",
+                     "overwrite")
+
+
+class Config(StageConfig):
+    traces: Path = Field(description="traces file from `egt distill` (pairs + trace column)")
+    model: str = Field(description="base model folder or hub id (a family of egt.model.families)")
+    output: Path = Field(description="run folder: model/, checkpoints/, train_summary.json")
+    image_root: Path | None = Field(None, description="folder images resolve against and stay inside "
+                                                      "(default: the traces file's folder)")
+    allow_absolute_paths: bool = Field(False, description="read absolute image paths outside image_root")
+    overwrite: bool = Field(False, description="discard a run of other inputs or settings in output")
+    trace_column: str = "trace"
+    limit: int | None = Field(None, ge=1, description="train on the first N traces only")
+    # method
+    lora: bool = False
+    lora_r: int = Field(16, ge=1)
+    lora_alpha: int = 32
+    lora_dropout: float = Field(0.05, ge=0, lt=1)
+    lora_target_modules: list[str] = Field(default_factory=lambda: list(LANGUAGE_LORA_TARGETS),
+                                           description="module names; never a vision module")
+    merge_lora: bool = Field(True, description="save the merged model (else the adapter)")
+    freeze_vision_tower: bool = Field(True, description="false where the vision tower must still learn (the tiny judge)")
+    freeze_merger: bool = Field(False, description="also freeze the vision-language projector")
+    # optimisation
+    learning_rate: float = Field(1e-5, gt=0)
+    lr_scheduler_type: str = "cosine"
+    weight_decay: float = Field(0.0, ge=0)
+    adam_beta1: float = Field(0.9, ge=0, lt=1)
+    adam_beta2: float = Field(0.999, ge=0, lt=1, description="0.98 lets the tiny judge learn its checks sooner")
+    warmup_steps: float = Field(0.03, ge=0, description="int = steps, float in [0, 1) = fraction of all steps")
+    num_train_epochs: float = Field(1.0, gt=0)
+    max_steps: int = Field(-1, description="optimizer steps; -1 = num_train_epochs passes")
+    per_device_train_batch_size: int = Field(4, ge=1, description="per device")
+    gradient_accumulation_steps: int = Field(1, ge=1)
+    max_grad_norm: float = 1.0
+    max_length: int | None = Field(None, ge=1, description="drop (not truncate) longer examples (cache_features)")
+    seed: int = 0
+    # hardware / speed
+    precision: Precision = Field("auto", description="auto: bf16 where supported")
+    attn_implementation: str | None = Field(None, description="sdpa, flash_attention_2, eager (None: default)")
+    gradient_checkpointing: bool = False
+    cache_features: bool = Field(True, description="preprocess every example once (small data)")
+    group_by_length: bool = Field(False, description="batch similar lengths (needs cache_features)")
+    dataloader_num_workers: int = Field(0, ge=0)
+    torch_threads: int | None = Field(None, ge=1, description="torch.set_num_threads on CPU")
+    # bookkeeping
+    logging_steps: int = Field(10, ge=1)
+    save_steps: int = Field(500, ge=1)
+    save_total_limit: int | None = 2
+    resume: str = Field("auto", description="auto (last checkpoint if any), never, or a checkpoint folder")
+    report_to: str = "none"
+    progress: bool = True
+
+
+# ------------------------------------------------------------------ data
+
+def read_traces(cfg: Config) -> tuple[list[PreferencePair], list[str]]:
+    pairs = read_pairs(cfg.traces, cfg.image_root, cfg.allow_absolute_paths)
+    if cfg.limit is not None:
+        pairs = pairs[: cfg.limit]
+    traces = []
+    for i, pair in enumerate(pairs):
+        trace = pair.extra.get(cfg.trace_column)
+        if not isinstance(trace, str) or not trace.strip():
+            raise DataError(str(cfg.traces), i, cfg.trace_column,
+                            "missing or empty trace (expected the traces file written by `egt distill`)")
+        traces.append(trace)
+        pair.check_images()
+    if not pairs:
+        raise DataError(str(cfg.traces), None, None, "no traces to train on")
+    return pairs, traces
+
+
+def encode_examples(processor, pairs: list[PreferencePair], traces: list[str],
+                    chunk_size: int = 256, progress: bool = False) -> list[dict]:
+    """One dict of unpadded tensors per example (egt.model.encoding.split_examples): input_ids, completion_mask
+    (1 on the trace and the end-of-turn token), the family's token types and the example's image tensors."""
+    from tqdm.auto import tqdm
+
+    from egt.model.encoding import judge_batch_inputs, split_examples
+
+    examples = []
+    for start in tqdm(range(0, len(pairs), chunk_size), desc="sft: preprocess", disable=not progress):
+        chunk, chunk_traces = pairs[start:start + chunk_size], traces[start:start + chunk_size]
+        batch = judge_batch_inputs(processor, chunk, chunk_traces, padding_side="right", append_eos=True)
+        examples += split_examples(processor, batch, [len(pair.images) for pair in chunk])
+    return examples
+
+
+class JudgeCollator:
+    """Index batch -> model inputs with labels; cached (pad only) or on the fly (full preprocessing)."""
+
+    def __init__(self, processor, pairs, traces, examples: list[dict] | None):
+        self.processor, self.pairs, self.traces, self.examples = processor, pairs, traces, examples
+        self.pad_token_id = processor.tokenizer.pad_token_id
+
+    def __call__(self, rows: list[dict]) -> dict:
+        idx = [row["idx"] for row in rows]
+        if self.examples is not None:
+            return collate_examples([self.examples[i] for i in idx], self.pad_token_id)
+        encoded = encode_examples(self.processor, [self.pairs[i] for i in idx], [self.traces[i] for i in idx])
+        return collate_examples(encoded, self.pad_token_id)
+
+
+# ------------------------------------------------------------------ model
+
+def _trainer_class():
+    from trl import SFTTrainer
+
+    class _JudgeSFTTrainer(CheckpointReloadMixin, SFTTrainer):
+        """SFTTrainer whose resume reloads full-model weights (egt.model.training.CheckpointReloadMixin)."""
+
+    return _JudgeSFTTrainer
+
+
+# ------------------------------------------------------------------ run
+
+def fingerprint(cfg: Config) -> dict:
+    """What the trained weights depend on (egt.core.runfolder): traces and base model files, settings."""
+    settings = cfg.model_dump(mode="json", exclude=set(NOT_FINGERPRINTED))
+    return runfolder.fingerprint(inputs={"traces": cfg.traces}, models={"model": cfg.model}, settings=settings)
+
+
+def run(cfg: Config) -> Path:
+    import torch
+    from trl import SFTConfig
+
+    if cfg.group_by_length and not cfg.cache_features:
+        raise ConfigError("group_by_length needs cache_features: true (lengths are known after preprocessing)")
+    if cfg.torch_threads:
+        torch.set_num_threads(cfg.torch_threads)
+    pairs, traces = read_traces(cfg)  # bad input fails before any model is loaded
+    check_model_folder(cfg.model)     # so does a missing or truncated model, before anything is written
+    out = Path(cfg.output)
+    checkpoints = out / "checkpoints"
+    precision = resolve_precision(cfg.precision)
+    # The trainer arguments come first: under `accelerate launch` with DeepSpeed ZeRO-3 they switch
+    # on zero.Init, so that from_pretrained below loads the weights already partitioned.
+    # transformers >= 5.2x renamed gradient_checkpointing (the old name only warns)
+    ckpt = "activation_checkpointing" if "activation_checkpointing" in SFTConfig.__dataclass_fields__ \
+        else "gradient_checkpointing"
+    args = SFTConfig(
+        output_dir=str(checkpoints), per_device_train_batch_size=cfg.per_device_train_batch_size,
+        gradient_accumulation_steps=cfg.gradient_accumulation_steps, learning_rate=cfg.learning_rate,
+        lr_scheduler_type=cfg.lr_scheduler_type, weight_decay=cfg.weight_decay, warmup_steps=cfg.warmup_steps,
+        adam_beta1=cfg.adam_beta1, adam_beta2=cfg.adam_beta2,
+        num_train_epochs=cfg.num_train_epochs, max_steps=cfg.max_steps, max_grad_norm=cfg.max_grad_norm,
+        seed=cfg.seed, data_seed=cfg.seed, bf16=precision == "bf16", fp16=precision == "fp16",
+        **{ckpt: cfg.gradient_checkpointing,
+           f"{ckpt}_kwargs": {"use_reentrant": False} if cfg.gradient_checkpointing else None},
+        logging_steps=cfg.logging_steps, save_strategy="steps", save_steps=cfg.save_steps,
+        save_total_limit=cfg.save_total_limit, report_to=cfg.report_to, disable_tqdm=not cfg.progress,
+        remove_unused_columns=False, dataset_kwargs={"skip_prepare_dataset": True}, max_length=None,
+        dataloader_num_workers=cfg.dataloader_num_workers, dataloader_pin_memory=torch.cuda.is_available(),
+        train_sampling_strategy="group_by_length" if cfg.group_by_length else "random",
+    )
+    model_kwargs = {"dtype": torch_dtype(precision)}
+    if cfg.attn_implementation:
+        model_kwargs["attn_implementation"] = cfg.attn_implementation
+    check_dependencies(cfg.model)
+    lock = claim_run_folder(args, out, "sft", lambda: fingerprint(cfg), OWNED, lambda: has_training_results(out),
+                            cfg.overwrite)
+    try:
+        return _train(cfg, args, model_kwargs, pairs, traces, out, checkpoints)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _train(cfg: Config, args, model_kwargs: dict, pairs, traces, out: Path, checkpoints: Path) -> Path:
+    import datasets
+
+    model, processor = load_model_and_processor(cfg.model, **model_kwargs)
+    if cfg.freeze_vision_tower or cfg.freeze_merger:
+        freeze_vision(model, tower=cfg.freeze_vision_tower, merger=cfg.freeze_merger)
+
+    examples = encode_examples(processor, pairs, traces, progress=cfg.progress) if cfg.cache_features else None
+    keep = list(range(len(pairs)))
+    if examples is not None and cfg.max_length:
+        keep = [i for i in keep if len(examples[i]["input_ids"]) <= cfg.max_length]
+        if not keep:
+            raise ConfigError(f"max_length={cfg.max_length} drops every example")
+    columns = {"idx": keep}
+    if examples is not None:
+        columns["length"] = [len(examples[i]["input_ids"]) for i in keep]
+    train_dataset = datasets.Dataset.from_dict(columns)
+
+    peft_config = lora_config(cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout, cfg.lora_target_modules) \
+        if cfg.lora else None
+    trainer = _trainer_class()(model=model, args=args, train_dataset=train_dataset, processing_class=processor,
+                               data_collator=JudgeCollator(processor, pairs, traces, examples), peft_config=peft_config)
+    resume_from = resolve_resume(cfg.resume, checkpoints, clean=trainer.is_world_process_zero())
+    if trainer.is_world_process_zero():
+        out.mkdir(parents=True, exist_ok=True)
+        save_config(cfg, out / "sft_config.yaml")
+    t0 = time.perf_counter()
+    result = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+    wall_s = time.perf_counter() - t0
+    save_final_model(trainer, out, cfg.model, processor, lora=cfg.lora, merge=cfg.merge_lora)
+    if trainer.is_world_process_zero():
+        _write_summary(out, trainer, result, wall_s, len(keep), len(pairs), resume_from)
+    return out
+
+
+def _write_summary(out: Path, trainer, result, wall_s: float, n_train: int, n_pairs: int,
+                   resumed_from: Path | None) -> None:
+    losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
+    write_train_summary(
+        out, trainer, resumed_from, wall_s, examples=n_train, dropped_too_long=n_pairs - n_train,
+        train_loss=result.training_loss, first_logged_loss=losses[0] if losses else None,
+        last_logged_loss=losses[-1] if losses else None,
+        train_steps_per_s=result.metrics.get("train_steps_per_second"),
+        train_samples_per_s=result.metrics.get("train_samples_per_second"))
+    if not math.isfinite(result.training_loss):
+        raise DataError(str(out), None, None, "training loss is not finite")

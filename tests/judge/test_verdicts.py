@@ -1,0 +1,127 @@
+"""`egt judge`: verdicts, abstention by entropy, resume and settings, against a served judge
+(helpers.FakeServedJudge on a real loopback server) and with the tiny judge."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from helpers import FakeOpenAIServer, FakeServedJudge
+from PIL import Image
+
+from egt.cli import main
+from egt.core.records import ImageRef, PreferencePair, write_pairs
+from egt.judge import verdicts
+
+
+def make_pairs(tmp_path: Path, n: int = 8, hard_from: int = 4, labels: bool = True) -> Path:
+    image = tmp_path / "img.png"
+    Image.new("RGB", (8, 8), (200, 30, 30)).save(image)
+    pairs = []
+    for i in range(n):
+        label = 1 + i % 2
+        good, bad = f"good {i}", f"bad {i}"
+        pairs.append(PreferencePair(f"p{i}", [ImageRef(path=str(image))], ("hard " if i >= hard_from else "") + f"q{i}",
+                                    good if label == 1 else bad, bad if label == 1 else good, label))
+    path = write_pairs(pairs, tmp_path / "pairs.jsonl")
+    if not labels:
+        rows = [json.loads(line) for line in path.read_text().splitlines()]
+        path.write_text("".join(json.dumps({k: v for k, v in r.items() if k != "label"}) + "\n" for r in rows))
+    return path
+
+
+def read_jsonl(path):
+    return [json.loads(line) for line in Path(path).read_text().splitlines()]
+
+
+def args_for(url, pairs, out, *extra):
+    return ["judge", "--model", url, "--served_model", "judge-x", "--vocab_size", "10", "--top_logprobs", "2",
+            "--pairs", str(pairs), "--output", str(out), "--progress", "false", "--batch_size", "4", *extra]
+
+
+def posts(server):
+    return sum(r[0] == "POST" for r in server.requests)
+
+
+def test_judge_command_abstains_on_the_uncertain_pairs_and_resumes(tmp_path, capsys):
+    pairs, out = make_pairs(tmp_path), tmp_path / "out"
+    with FakeOpenAIServer(FakeServedJudge()) as server:
+        assert main(args_for(server.base_url, pairs, out, "--limit", "3")) == 0
+        assert posts(server) == 6 and len(read_jsonl(out / verdicts.LOG_NAME)) == 3
+        # the rest, keeping the 3 already judged; the hard pairs (answered wrongly) have the higher answer entropy
+        assert main(args_for(server.base_url, pairs, out, "--coverage", "0.5", "--abstain_metric", "answer")) == 0
+        assert posts(server) == 16
+        rows = read_jsonl(out / "verdicts.jsonl")
+        assert [r["id"] for r in rows] == [f"p{i}" for i in range(8)]
+        assert [r["decision"] for r in rows] == [1, 2, 1, 2] + ["abstain"] * 4
+        assert [r["correct"] for r in rows] == [True] * 4 + [False] * 4
+        assert all(r["orders_agree"] and r["confidence"] == 1.0 and r["entropy_kind"] == "upper_bound" for r in rows)
+        assert rows[0]["uncertainty"] == rows[0]["entropies"]["answer"] < rows[7]["uncertainty"]
+        summary = json.loads((out / "summary.json").read_text())
+        assert summary["accuracy"] == 0.5 and summary["accuracy_kept"] == 1.0 and summary["coverage"] == 0.5
+        assert summary["abstained"] == 4 and summary["threshold_nats"] == rows[0]["uncertainty"]
+        assert "4 abstained" in capsys.readouterr().out
+        # abstention settings change freely: nothing is judged again
+        threshold = (rows[0]["uncertainty"] + rows[7]["uncertainty"]) / 2
+        assert main(args_for(server.base_url, pairs, out, "--abstain_above", str(threshold), "--abstain_metric",
+                             "answer")) == 0
+        assert posts(server) == 16
+        assert [r["decision"] for r in read_jsonl(out / "verdicts.jsonl")][3:5] == [2, "abstain"]
+        # judging settings cannot
+        assert main(args_for(server.base_url, pairs, out, "--samples", "2")) == 1
+        assert "other settings (samples: 1 -> 2" in capsys.readouterr().err
+    judged = read_jsonl(out / verdicts.LOG_NAME)
+    assert len(judged) == 8 and all(len(r["traces"]) == 2 for r in judged)
+
+
+def test_aurc_of_the_judge_command_by_hand(tmp_path):
+    pairs, out = make_pairs(tmp_path), tmp_path / "out"
+    with FakeOpenAIServer(FakeServedJudge()) as server:
+        verdicts.run(verdicts.Config(**dict(zip(["model", "served_model", "vocab_size", "top_logprobs", "pairs",
+                                               "output", "progress", "abstain_metric"],
+                                              [server.base_url, "judge-x", 10, 2, pairs, out, False, "answer"]))))
+    summary = json.loads((out / "summary.json").read_text())
+    # 4 right pairs tied at the lowest entropy, then 4 wrong ones tied: risk 0 up to coverage .5, then .5
+    assert summary["aurc"] == pytest.approx(0.5 * 0.0 + 0.5 * 0.5)
+    assert summary["abstained"] == 0 and summary["coverage"] == 1.0 and summary["accuracy_kept"] == 0.5
+
+
+def test_without_logprobs_only_the_vote_can_abstain(tmp_path, capsys):
+    pairs, out = make_pairs(tmp_path, labels=False), tmp_path / "out"
+    with FakeOpenAIServer(FakeServedJudge(logprobs=False)) as server:
+        assert main(args_for(server.base_url, pairs, out, "--coverage", "0.8")) == 1
+        assert "no log-probabilities" in capsys.readouterr().err
+        assert main(args_for(server.base_url, pairs, out, "--coverage", "0.8", "--abstain_metric", "vote")) == 0
+    rows = read_jsonl(out / "verdicts.jsonl")
+    assert all(r["entropies"]["max"] is None and r["entropies"]["vote"] == 0.0 for r in rows)
+    assert all("label" not in r and "correct" not in r for r in rows)
+    summary = json.loads((out / "summary.json").read_text())
+    assert "accuracy" not in summary and summary["abstained"] == 0  # all tied at 0: kept together
+
+
+def test_config_rejects_two_abstention_rules():
+    from egt.core.config import load_config
+    from egt.core.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="not both"):
+        load_config(verdicts.Config, None, ["--model", "m", "--pairs", "p", "--output", "o", "--coverage", "0.8",
+                                           "--abstain_above", "0.3"])
+
+
+@pytest.mark.slow
+def test_judge_command_with_the_tiny_judge(tmp_path, tiny_model_dir, synth_pairs_path, monkeypatch):
+    pairs, out = synth_pairs_path("test", 3), tmp_path / "out"
+    args = ["judge", "--model", str(tiny_model_dir), "--pairs", str(pairs), "--output", str(out),
+            "--max_new_tokens", "12", "--progress", "false", "--coverage", "0.6", "--samples", "2"]
+    assert main(args) == 0
+    rows = read_jsonl(out / "verdicts.jsonl")
+    assert len(rows) == 3 and all(r["entropy_kind"] == "exact" for r in rows)
+    assert all(r["entropies"]["mean"] > 0 and r["uncertainty"] == r["entropies"]["max"] for r in rows)
+    assert [r["decision"] == "abstain" for r in rows].count(True) == 1   # the most uncertain of three
+    assert max(rows, key=lambda r: r["uncertainty"])["decision"] == "abstain"
+    judged = read_jsonl(out / verdicts.LOG_NAME)
+    assert all(len(r["traces"]) == 4 and 0 < r["traces"][0]["n_tokens"] <= 12 for r in judged)
+    # a finished run loads no model
+    monkeypatch.setattr(verdicts, "build_backend", lambda cfg: pytest.fail("the judge was loaded again"))
+    assert main(args) == 0 and read_jsonl(out / verdicts.LOG_NAME) == judged

@@ -1,0 +1,207 @@
+"""egt sft on the tiny Qwen2-VL judge: real TRL SFTTrainer runs, saving, reloading, resuming after SIGKILL."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from egt.core import prompts
+from egt.core.config import load_config
+from egt.core.records import read_pairs
+from egt.model.encoding import judge_batch_inputs
+from egt.model.loading import load_judge
+from egt.model.training import TRAIN_SUMMARY, last_checkpoint
+from egt.stages import distill
+from egt.stages.sft import Config, JudgeCollator, collate_examples, encode_examples, read_traces, run
+
+CONFIGS = Path(__file__).parents[2] / "configs"
+
+
+@pytest.fixture(scope="module")
+def traces_path(synth_pairs_path, tmp_path_factory) -> Path:
+    pairs = synth_pairs_path("train", n=48, seed=1)
+    out = tmp_path_factory.mktemp("distill")
+    distill.run(distill.Config(pairs=pairs, output=out, backend="oracle", oracle_wrong_rate=0.0, progress=False))
+    return out / "traces.parquet"
+
+
+def sft_cfg(traces_path, model_dir, output, **kw) -> Config:
+    base = dict(traces=traces_path, model=str(model_dir), output=output, learning_rate=3e-3,
+                per_device_train_batch_size=8, max_steps=8, logging_steps=1, save_steps=4, warmup_steps=0.0, lr_scheduler_type="constant",
+                progress=False, torch_threads=1)
+    return Config(**{**base, **kw})
+
+
+def test_labels_cover_exactly_the_trace_and_end_of_turn(traces_path, tiny_model_dir):
+    from transformers import AutoProcessor
+
+    processor = AutoProcessor.from_pretrained(tiny_model_dir)
+    cfg = sft_cfg(traces_path, tiny_model_dir, "unused", limit=5)
+    pairs, traces = read_traces(cfg)
+    examples = encode_examples(processor, pairs, traces, chunk_size=2)
+    batch = collate_examples(examples[:3], processor.tokenizer.pad_token_id)
+    tok = processor.tokenizer
+    for i in range(3):
+        labelled = batch["labels"][i][batch["labels"][i] != -100].tolist()
+        assert tok.decode(labelled) == traces[i] + tok.eos_token
+        n = int(batch["attention_mask"][i].sum())
+        prompt = tok.decode(batch["input_ids"][i][:n - len(labelled)].tolist())
+        assert prompt.endswith("<|im_start|>assistant\n") and pairs[i].question in prompt
+        assert prompts.parse_verdict(traces[i]).verdict == pairs[i].label
+    # pixel rows split back per pair: each example holds exactly its own image's patches
+    assert batch["pixel_values"].shape[0] == int(batch["image_grid_thw"].prod(dim=1).sum())
+    for i in (0, 3):
+        single = judge_batch_inputs(processor, [pairs[i]], [traces[i]], padding_side="right", append_eos=True)
+        assert torch.equal(single["pixel_values"], examples[i]["pixel_values"])
+        assert torch.equal(single["input_ids"][0], examples[i]["input_ids"])
+    # the cached path and the on-the-fly path build the same batch
+    rows = [{"idx": 3}, {"idx": 0}, {"idx": 4}]
+    cached = JudgeCollator(processor, pairs, traces, examples)(rows)
+    lazy = JudgeCollator(processor, pairs, traces, None)(rows)
+    assert cached.keys() == lazy.keys()
+    for key in cached:
+        assert torch.equal(cached[key], lazy[key]), key
+
+
+def _params(model) -> dict[str, torch.Tensor]:
+    return {name: p.detach().clone() for name, p in model.named_parameters()}
+
+
+@pytest.mark.slow
+def test_full_sft_learns_freezes_vision_and_saves_a_loadable_judge(traces_path, tiny_model_dir, tmp_path):
+    before = _params(load_judge(tiny_model_dir)[0])
+    out = run(sft_cfg(traces_path, tiny_model_dir, tmp_path / "sft", max_steps=10, adam_beta2=0.95))
+    metrics = json.loads((out / TRAIN_SUMMARY).read_text())
+    optimizer = torch.load(last_checkpoint(out / "checkpoints") / "optimizer.pt", weights_only=True)
+    assert {tuple(g["betas"]) for g in optimizer["param_groups"]} == {(0.9, 0.95)}
+    losses = [h["loss"] for h in metrics["log_history"] if "loss" in h]
+    assert len(losses) == 10 and metrics["global_step"] == 10
+    assert sum(losses[-3:]) / 3 < 0.8 * sum(losses[:3]) / 3
+    assert metrics["train_steps_per_s"] > 0
+
+    model, processor = load_judge(out / "model")
+    after = _params(model)
+    assert after.keys() == before.keys()
+    changed = {name for name in before if not torch.equal(before[name], after[name])}
+    vision_tower = {n for n in before if ".visual." in f".{n}" and ".merger." not in n}
+    assert vision_tower and not (changed & vision_tower)  # frozen by default
+    assert any(".merger." in n for n in changed)  # the projector trains
+    assert any("language_model" in n or "embed_tokens" in n for n in changed)
+    # the reloaded judge generates
+    pairs = read_pairs(traces_path)[:2]
+    batch = judge_batch_inputs(processor, pairs)
+    with torch.no_grad():
+        generated = model.generate(**batch, max_new_tokens=6, do_sample=False)
+    assert generated.shape[1] > batch["input_ids"].shape[1]
+    assert (out / "model" / "processor_config.json").exists() or (out / "model" / "preprocessor_config.json").exists()
+
+
+@pytest.mark.slow
+def test_lora_merged_checkpoint_loads_without_peft(traces_path, tiny_model_dir, tmp_path):
+    before = _params(load_judge(tiny_model_dir)[0])
+    out = run(sft_cfg(traces_path, tiny_model_dir, tmp_path / "lora", lora=True, lora_r=4, max_steps=3,
+                      learning_rate=1e-2, save_steps=100, gradient_checkpointing=True))
+    assert not (out / "model" / "adapter_config.json").exists()
+    after = _params(load_judge(out / "model")[0])
+    assert after.keys() == before.keys()  # merged: plain model weights, no lora_ tensors
+    changed = {n for n in before if not torch.equal(before[n], after[n])}
+    assert changed and all(n.endswith(("q_proj.weight", "k_proj.weight", "v_proj.weight", "o_proj.weight",
+                                       "gate_proj.weight", "up_proj.weight", "down_proj.weight")) for n in changed)
+    assert not any(".visual." in f".{n}" for n in changed)
+
+
+@pytest.mark.slow
+def test_killed_run_resumes_from_its_last_checkpoint(traces_path, tiny_model_dir, tmp_path):
+    common = dict(max_steps=24, per_device_train_batch_size=4, save_steps=3, logging_steps=3, save_total_limit=None)
+    ref = run(sft_cfg(traces_path, tiny_model_dir, tmp_path / "ref", **common))
+
+    out = tmp_path / "killed"
+    args = [f"{k}={'null' if v is None else v}" for k, v in common.items()]
+    cmd = [sys.executable, "-m", "egt.cli", "sft", f"traces={traces_path}", f"model={tiny_model_dir}",
+           f"output={out}", "learning_rate=3e-3", "warmup_steps=0.0", "lr_scheduler_type=constant",
+           "progress=false", "torch_threads=1", *args]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        if last_checkpoint(out / "checkpoints") is not None:
+            break
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate()
+    assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
+    start = last_checkpoint(out / "checkpoints")
+    start_step = json.loads((start / "trainer_state.json").read_text())["global_step"]
+    assert 3 <= start_step < 24
+
+    run(sft_cfg(traces_path, tiny_model_dir, out, **common))
+    metrics = json.loads((out / TRAIN_SUMMARY).read_text())
+    assert metrics["resumed_from"] == str(start) and metrics["global_step"] == 24
+    final_state = json.loads((last_checkpoint(out / "checkpoints") / "trainer_state.json").read_text())
+    assert final_state["global_step"] == 24
+    # the resumed run continues the same trajectory: same losses at each logged step, same final weights
+    ref_losses = {h["step"]: h["loss"] for h in json.loads((ref / TRAIN_SUMMARY).read_text())["log_history"]
+                  if "loss" in h}
+    got_losses = {h["step"]: h["loss"] for h in metrics["log_history"] if "loss" in h}
+    assert got_losses.keys() == ref_losses.keys()
+    assert got_losses == pytest.approx(ref_losses, rel=1e-4)
+    ref_params, got_params = _params(load_judge(ref / "model")[0]), _params(load_judge(out / "model")[0])
+    for name in ref_params:
+        torch.testing.assert_close(got_params[name], ref_params[name], rtol=1e-4, atol=1e-5)
+
+
+def test_shipped_sft_configs_parse():
+    full = load_config(Config, CONFIGS / "qwen2.5-vl-7b" / "sft_full_zero3.yaml")
+    lora = load_config(Config, CONFIGS / "qwen2.5-vl-7b" / "sft_lora_1gpu.yaml")
+    assert not full.lora and full.freeze_vision_tower and not full.cache_features
+    assert lora.lora and lora.merge_lora
+    for name in ("sft_full_zero3.yaml", "sft_lora_1gpu.yaml"):
+        assert (CONFIGS / "qwen2.5-vl-7b" / name).read_text().startswith("# egt: sft")
+    import yaml
+
+    accel = yaml.safe_load((CONFIGS / "accelerate" / "zero3_8gpu.yaml").read_text())
+    assert accel["compute_environment"] == "LOCAL_MACHINE" and accel["num_processes"] == 8
+    ds_file = CONFIGS.parent / accel["deepspeed_config"]["deepspeed_config_file"]
+    ds = json.loads(ds_file.read_text())
+    assert ds["zero_optimization"]["stage"] == 3
+    assert ds["zero_optimization"]["stage3_gather_16bit_weights_on_model_save"] is True
+
+
+@pytest.mark.slow
+def test_finished_run_with_other_settings_is_refused_until_overwrite(traces_path, tiny_model_dir, tmp_path):
+    from egt.core.runfolder import StaleRunError
+
+    out = tmp_path / "sft"
+    run(sft_cfg(traces_path, tiny_model_dir, out, max_steps=2, save_steps=2))
+    weights = (out / "model" / "model.safetensors").read_bytes()
+    saved_config = (out / "sft_config.yaml").read_text()
+    with pytest.raises(StaleRunError, match=r"setting learning_rate: 0\.003 -> 0\.005.*--overwrite"):
+        run(sft_cfg(traces_path, tiny_model_dir, out, max_steps=2, save_steps=2, learning_rate=5e-3))
+    # nothing was "resumed": the old weights and the old settings stay together
+    assert (out / "model" / "model.safetensors").read_bytes() == weights
+    assert (out / "sft_config.yaml").read_text() == saved_config
+    run(sft_cfg(traces_path, tiny_model_dir, out, max_steps=2, save_steps=2, learning_rate=5e-3, overwrite=True))
+    assert (out / "model" / "model.safetensors").read_bytes() != weights
+    assert "learning_rate: 0.005" in (out / "sft_config.yaml").read_text()
+
+
+def test_missing_or_truncated_base_model_is_one_error_naming_it(traces_path, tiny_model_dir, tmp_path):
+    import shutil
+
+    from egt.core.errors import EgtError
+
+    with pytest.raises(EgtError, match=r"nowhere: model folder not found"):
+        run(sft_cfg(traces_path, tmp_path / "nowhere", tmp_path / "a"))
+    broken = tmp_path / "broken"
+    shutil.copytree(tiny_model_dir, broken)
+    weights = broken / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    with pytest.raises(EgtError, match=r"model\.safetensors: not a readable safetensors file .*truncated or corrupt"):
+        run(sft_cfg(traces_path, broken, tmp_path / "b"))
+    assert not (tmp_path / "b").exists()
