@@ -136,10 +136,11 @@ def main(argv=None) -> int:
     import torch
 
     torch.set_num_threads(args.threads)
+    from egt.core import selective
     from egt.core.records import read_pairs, write_pairs
     from egt.judge import rerank, verdicts
     from egt.reporting.tables import markdown_table
-    from egt.stages import evaluate, metrics
+    from egt.stages import evaluate
 
     args.out.mkdir(parents=True, exist_ok=True)
     pairs = read_pairs(args.data)
@@ -166,9 +167,9 @@ def main(argv=None) -> int:
         values = [c.entropies[metric] for c in comparisons]
         if not values or all(v is None for v in values):
             continue
-        at = metrics.selective_accuracy(values, correct, args.coverage)
-        debiased[metric] = {"accuracy": metrics.accuracy(correct), "accuracy_at": at["accuracy"],
-                            "coverage": at["coverage"], "aurc": metrics.aurc(values, correct)}
+        at = selective.selective_accuracy(values, correct, args.coverage)
+        debiased[metric] = {"accuracy": selective.accuracy(correct), "accuracy_at": at["accuracy"],
+                            "coverage": at["coverage"], "aurc": selective.aurc(values, correct)}
     result["debiased"] = debiased
     best = min(debiased, key=lambda m: debiased[m]["aurc"]) if debiased else "max"
     n_judge = len(eval_pairs) if args.n_judge is None else min(args.n_judge, len(eval_pairs))

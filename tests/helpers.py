@@ -188,3 +188,11 @@ class FakeServedJudge:
 def api_error(status: int, message: str = "error") -> tuple[int, dict, dict]:
     """An OpenAI-style error reply (status, body, headers) for FakeOpenAIServer's `respond`."""
     return status, {"error": {"message": message, "type": "server_error" if status >= 500 else "invalid_request"}}, {}
+
+
+def assert_tiles(spans, text):
+    """Char spans that tile `text`: contiguous, ordered, covering it exactly."""
+    assert spans[0][0] == 0 and spans[-1][1] == len(text)
+    assert all(a[1] == b[0] for a, b in zip(spans, spans[1:]))
+    assert all(s <= e for s, e in spans)
+    assert "".join(text[s:e] for s, e in spans) == text

@@ -69,6 +69,7 @@ TOP = [
     Stage("curate", "egt.stages.curate", "Stage 2: select pairs by entropy (or baselines) and order them.", ("scores",)),
     Stage("rl", "egt.stages.rl", "Stage 3: GRPO on curated pairs in curriculum order."),
     Stage("eval", "egt.stages.evaluate", "Evaluate a judge on reward benchmarks (both orders, voting)."),
+    Stage("compare", "egt.stages.compare", "Several eval runs side by side, one column per run.", ("runs...",)),
     Stage("judge", "egt.judge.verdicts", "Verdicts of a trained judge on a pairs file, with confidence and abstention."),
     Stage("rerank", "egt.judge.rerank", "Best-of-N with a trained judge: a round-robin or knockout tournament."),
     Stage("demo", "egt.demo.pipeline", "Run the whole EGT recipe on the tiny judge and write a report."),
@@ -118,11 +119,15 @@ class StageCommand(click.Command):
         positional = []
         while args and not args[0].startswith("-") and "=" not in args[0]:
             positional.append(args.pop(0))
-        if len(positional) > len(self.stage.positional):
-            raise EgtError(f"egt {self.stage.name}: unexpected argument '{positional[len(self.stage.positional)]}'")
+        names = list(self.stage.positional)
+        variadic = bool(names) and names[-1].endswith("...")   # the last positional takes the rest
+        if variadic and len(positional) >= len(names):
+            positional[len(names) - 1:] = [positional[len(names) - 1:]]
+        if len(positional) > len(names):
+            raise EgtError(f"egt {self.stage.name}: unexpected argument '{positional[len(names)]}'")
         overrides = parse_overrides(args)
-        for key, value in zip(self.stage.positional, positional):
-            overrides[key] = value
+        for key, value in zip(names, positional):
+            overrides[key.removesuffix("...")] = value
         cfg_cls, run = self.stage.load()
         cfg = load_config(cfg_cls, config_path, overrides)
         out = run(cfg)

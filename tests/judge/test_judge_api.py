@@ -9,7 +9,7 @@ import pytest
 
 from egt.core.errors import ConfigError
 from egt.core.prompts import format_judgement, parse_verdict
-from egt.judge.api import Judge, combine, content_key, image_refs, make_pair, oriented
+from egt.judge.api import Judge, combine, content_key, image_refs, make_pair
 from egt.model.entropy import ResponseEntropy, ScoredJudgement
 
 
@@ -68,7 +68,7 @@ def test_inputs_and_content_keys(tmp_path):
     a = make_pair(path, "q", "x", "y", pair_id="one")
     b = make_pair(path, "q", "x", "y", pair_id="two")
     assert content_key(a) == content_key(b)                           # ids do not matter
-    assert content_key(oriented(a, "swapped")) == content_key(make_pair(path, "q", "y", "x"))
+    assert content_key(a.in_order("swapped")) == content_key(make_pair(path, "q", "y", "x"))
     assert content_key(a) != content_key(make_pair(path, "q", "y", "x"))
     assert content_key(a) != content_key(make_pair(buffer.getvalue(), "q", "x", "y"))
 
@@ -103,7 +103,7 @@ def test_tiny_judge_compare_is_reproducible_and_debiased(tiny_model_dir, synth_p
     # greedy: the traces and entropies are generation.judge's
     greedy = judge.compare(p.images, p.question, p.response_1, p.response_2)
     direct = generate(judge.backend.model, judge.backend.processor,
-                      [JudgeRequest(p, None), JudgeRequest(oriented(p, "swapped"), None)],
+                      [JudgeRequest(p, None), JudgeRequest(p.in_order("swapped"), None)],
                       max_new_tokens=10, with_entropy=True, progress=False)
     assert [t.text for t in greedy.traces] == [d.text for d in direct]
     tok = judge.backend.processor.tokenizer

@@ -10,7 +10,7 @@ from helpers import FakeOpenAIServer, FakeServedJudge
 from PIL import Image
 
 from egt.core.errors import ConfigError, EgtError
-from egt.judge.api import Judge, content_key, make_pair, oriented
+from egt.judge.api import Judge, content_key, make_pair
 from egt.model.generation import judgement_seed
 
 KEY_ENV = "EGT_TEST_JUDGE_KEY"
@@ -74,7 +74,7 @@ def test_sampled_judgements_send_their_own_seeds(image):
         posts = [r[3] for r in server.requests if r[0] == "POST"]
     assert c.verdict == 2 and c.n_judgements == 6
     pair = make_pair(image, "q", "bad one", "good one")
-    expected = {judgement_seed(7, content_key(oriented(pair, order)), k) for order in ("given", "swapped")
+    expected = {judgement_seed(7, content_key(pair.in_order(order)), k) for order in ("given", "swapped")
                 for k in range(3)}
     assert {b["seed"] for b in posts} == expected
     assert all(b["temperature"] == 0.7 and b["top_p"] == 0.9 for b in posts)

@@ -261,23 +261,26 @@ def test_vlrewardbench_views_and_categories(tmp_path):
 
 
 def test_compare_prints_runs_side_by_side(tmp_path, capsys):
+    from egt.cli import main
+
     a = E.evaluate_pairs(make_pairs(4, category="x"), always(1), cfg_for(tmp_path / "a"))
     b = E.evaluate_pairs(make_pairs(4, category="x"), oracle(), cfg_for(tmp_path / "b"))
-    path = E.run(E.Config(compare=f"{a},{b}", output=str(tmp_path / "cmp")))
-    table = path.read_text()
+    assert main(["compare", str(a), str(b), "--output", str(tmp_path / "cmp")]) == 0
+    table = (tmp_path / "cmp" / "compare.md").read_text()
     assert table.strip() in capsys.readouterr().out
     lines = {line.split("|")[1].strip(): [c.strip() for c in line.split("|")[2:-1]] for line in table.splitlines()}
     assert lines["both_order_accuracy"] == ["0.0000", "1.0000"]
     assert lines["accuracy: x"] == ["1.0000", "1.0000"]
+    assert main(["compare", str(tmp_path / "nope")]) == 1
+    assert "no metrics.json" in capsys.readouterr().err
 
 
-def test_config_needs_inputs_unless_comparing():
+def test_config_needs_inputs():
     from egt.core.config import load_config
     from egt.core.errors import ConfigError
 
     with pytest.raises(ConfigError, match="--model"):
         load_config(E.Config, None, ["--benchmark", "synthetic", "--data", "x", "--output", "o"])
-    assert load_config(E.Config, None, ["--compare", "[r1, r2]"]).compare == ["r1", "r2"]
 
 
 @pytest.mark.slow

@@ -64,7 +64,7 @@ def parse_overrides(args: list[str]) -> dict:
     """Turn `key=value`, `--key value`, `--key=value` and `--flag` into a nested dict.
 
     `--flag` followed by a `key=value` argument is a flag: `--swap samples=2`;
-    several bare values after one key make a list: `--compare run1 run2`.
+    several bare values after one key make a list: `--runs run1 run2`.
     """
     out: dict = {}
     i = 0
@@ -76,7 +76,7 @@ def parse_overrides(args: list[str]) -> dict:
                 key, value = body.split("=", 1)
                 _set_dotted(out, key, _parse_value(value))
             elif i + 1 < len(args) and not args[i + 1].startswith("--") and not _KEY_VALUE.match(args[i + 1]):
-                # `--compare run1 run2`: several bare values after one key make a list.
+                # `--runs run1 run2`: several bare values after one key make a list.
                 values = []
                 while i + 1 < len(args) and not args[i + 1].startswith("-") and not _KEY_VALUE.match(args[i + 1]):
                     values.append(_parse_value(args[i + 1]))

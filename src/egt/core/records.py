@@ -33,12 +33,15 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Literal
 
 from egt.core.errors import DataError
 from egt.core.files import atomic_write_bytes
 
 SWAP_SUFFIX = "::swap"  # id suffix of a pair's swapped copy (responses exchanged, label flipped)
+# How a pair is shown to a judge: as stored, or with its two responses exchanged (label flipped).
+Order = Literal["given", "swapped"]
+ORDERS: tuple[Order, ...] = ("given", "swapped")
 IMAGE_ROOT_KEY = b"egt.image_root"  # Parquet schema metadata: the folder holding the file's images
 
 CORE_FIELDS = ("id", "images", "question", "response_1", "response_2", "label",
@@ -149,10 +152,10 @@ class ImageRef:
         return ImageRef(path=path, data=data)
 
 
-def _swapped_meta(meta: dict, pair_id: str) -> dict:
-    """Meta of the swapped copy. A known true label (`meta.true_label`, e.g. the synthetic benchmark's)
-    names a position like `label` does, so it flips with it; everything else is kept."""
-    out = {**meta, "swapped_from": pair_id}
+def _swapped_meta(meta: dict) -> dict:
+    """Meta of the pair with its responses exchanged. A known true label (`meta.true_label`, e.g. the
+    synthetic benchmark's) names a position like `label` does, so it flips with it; the rest is kept."""
+    out = dict(meta)
     if meta.get("true_label") in (1, 2):
         out["true_label"] = 3 - int(meta["true_label"])
     return out
@@ -179,13 +182,30 @@ class PreferencePair:
     def rejected(self) -> str:
         return self.response_2 if self.label == 1 else self.response_1
 
-    def swapped(self, suffix: str = SWAP_SUFFIX) -> "PreferencePair":
-        """The same pair with the responses in the other order (label flipped)."""
+    def in_order(self, order: Order) -> "PreferencePair":
+        """The pair as a judge is shown it: `given` (as stored: this pair) or `swapped` (the responses
+        exchanged, the label and `meta.true_label` flipped; same id). THE orientation of egt: `egt judge`,
+        `egt eval` (`chosen_at`) and swap augmentation (`swapped`) all go through it."""
+        if order == "given":
+            return self
+        if order != "swapped":
+            raise ValueError(f"order must be 'given' or 'swapped', got {order!r}")
         return PreferencePair(
-            id=self.id + suffix, images=list(self.images), question=self.question,
+            id=self.id, images=list(self.images), question=self.question,
             response_1=self.response_2, response_2=self.response_1, label=3 - self.label,
-            source=self.source, category=self.category,
-            meta=_swapped_meta(self.meta, self.id), extra=dict(self.extra))
+            source=self.source, category=self.category, meta=_swapped_meta(self.meta), extra=dict(self.extra))
+
+    def chosen_at(self, position: int) -> "PreferencePair":
+        """The pair oriented so that its chosen response is shown at `position` (1 or 2)."""
+        return self.in_order("given" if self.label == position else "swapped")
+
+    def swapped(self, suffix: str = SWAP_SUFFIX) -> "PreferencePair":
+        """A new pair for training on both orders: the swapped orientation under its own id (`<id>::swap`,
+        `meta.swapped_from` = this id)."""
+        pair = self.in_order("swapped")
+        pair.id = self.id + suffix
+        pair.meta["swapped_from"] = self.id
+        return pair
 
     def open_images(self):
         return [ref.open() for ref in self.images]

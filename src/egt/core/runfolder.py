@@ -1,16 +1,20 @@
 """Run folders that never mix or reuse stale work, and have one writer at a time.
 
-Every stage that writes a run folder (score, eval, sft, rl, curate, distill; the demo for each of its
-stages) does three things with this module:
+Every command that writes a run folder (score, eval, sft, rl, curate, distill, judge, rerank; the demo
+for each of its stages) opens it the same way, with `open_run_folder`:
 
-    from egt.core import runfolder
+    from egt.core.runfolder import fingerprint, open_run_folder
 
-    with runfolder.run_lock(out, "score"):                       # 1. one writer
-        current = runfolder.fingerprint(inputs={"pairs": cfg.pairs}, models={"model": cfg.model},
-                                       settings={"samples": cfg.samples, ...})
-        runfolder.claim(out, current, stage="score", owned=["shards", "scores.parquet", ...],
-                       has_results=lambda: any_finished_shard(out), overwrite=cfg.overwrite)   # 2. same work
-        ...                                                      # 3. write results (atomically, egt.core.files)
+    with open_run_folder(out, "score", fingerprint=lambda: fingerprint(inputs={"pairs": cfg.pairs},
+                                                                       models={"model": cfg.model},
+                                                                       settings={"samples": cfg.samples}),
+                         owned=["shards", "scores.parquet"], has_results=lambda: any_finished_shard(out),
+                         overwrite=cfg.overwrite):
+        ...                                     # write results (atomically, egt.core.files)
+
+which is 1. one writer (the lock), 2. the same work (the fingerprint claim), 3. the files the stage
+owns (what overwrite removes), for one process or for every rank of a launched world (`main`,
+`share`: rank 0 decides, every rank follows its verdict).
 
 Fingerprint (`fingerprint`). What a folder's results depend on: the SHA-256 of every input file, the
 SHA-256 of every file of every model folder (weights, config, tokenizer: content, never sizes or
@@ -396,3 +400,48 @@ def run_lock(out: str | Path, stage: str, enabled: bool = True) -> Iterator[RunL
         yield lock
     finally:
         lock.release()
+
+
+@contextlib.contextmanager
+def open_run_folder(out: str | Path, stage: str, *, fingerprint: dict | Callable[[], dict] | None = None,
+                    owned: Iterable[str] = (), has_results: Callable[[], bool] | bool = False,
+                    overwrite: bool = False, main: bool = True,
+                    share: Callable[[str | None], str | None] | None = None) -> Iterator[str | None]:
+    """Hold `out`'s lock for the block, after checking its fingerprint: THE preamble of every stage.
+
+    `fingerprint`: this run's (`fingerprint(...)`), or a callable that computes it (hashing runs on the
+    main process only, after the lock is taken), or None to take the lock only (a command that checks
+    its inputs itself, e.g. `egt score --merge`). `owned`, `has_results`, `overwrite`: as `claim`.
+    Under a launcher only the main process (`main`, rank 0) takes the lock and claims; `share` sends its
+    verdict (None, or the refusal's message) from rank 0 to every rank and returns it there, so no rank
+    works in a folder that was refused. Yields the claim's status on the main process ("new", "same",
+    "replaced", "overwritten"; None without a fingerprint) and None on the other ranks.
+    """
+    lock, status, error = None, None, None
+    if main:
+        try:
+            lock = RunLock(out, stage).acquire()
+            if lock.took_over:
+                import logging
+
+                logging.getLogger(__name__).warning("%s: took over the lock of %s, which is no longer running",
+                                                    out, _holder_text(lock.took_over))
+            if fingerprint is not None:
+                current = fingerprint() if callable(fingerprint) else fingerprint
+                status = claim(out, current, stage=stage, owned=owned, has_results=has_results, overwrite=overwrite)
+        except EgtError as exc:
+            if lock is not None:
+                lock.release()
+                lock = None
+            error = exc
+    if share is not None:
+        verdict = share(None if error is None else str(error))
+        if error is None and verdict is not None:
+            raise EgtError(verdict)
+    if error is not None:
+        raise error
+    try:
+        yield status
+    finally:
+        if lock is not None:
+            lock.release()

@@ -48,6 +48,7 @@ from egt import __version__
 from egt.core.config import StageConfig, load_config, save_config
 from egt.core.files import write_json
 from egt.core.records import read_rows
+from egt.core.runfolder import open_run_folder
 from egt.demo.report import dose_name, dose_runs
 from egt.model.training import TRAIN_SUMMARY
 
@@ -389,10 +390,9 @@ class Pipeline:
         return {"report": str(path)}
 
     def run(self) -> Path:
-        from egt.core import runfolder
 
         self.dir.mkdir(parents=True, exist_ok=True)
-        with runfolder.run_lock(self.dir, "demo"):
+        with open_run_folder(self.dir, "demo"):
             save_config(self.cfg, self.dir / "config.yaml")   # this run's settings (`--config` reloads them)
             for name in STAGES[:-1]:
                 self.stage(name, getattr(self, "evaluate" if name == "eval" else name))

@@ -52,13 +52,12 @@ from pydantic import Field
 
 from egt.core.config import StageConfig
 from egt.core.errors import ConfigError
-from egt.core.records import ImageRef, PreferencePair
+from egt.core.records import ORDERS, ImageRef, Order, PreferencePair
 from egt.model.loading import TorchDtype
 
 if TYPE_CHECKING:
     from egt.model.entropy import ScoredJudgement
 
-ORDERS = ("given", "swapped")
 ENTROPY_METRICS = ("answer", "sentence", "mean", "max")  # per judgement; `vote` is per comparison
 
 
@@ -105,7 +104,7 @@ def response_values(entropy) -> dict[str, float | None] | None:
 
 @dataclass
 class Trace:
-    order: str                 # "given" (response 1 shown first) or "swapped"
+    order: Order               # "given" (response 1 shown first) or "swapped" (PreferencePair.in_order)
     sample: int
     text: str
     verdict: int | None        # the position the judge named (1 = shown first)
@@ -252,15 +251,7 @@ def content_key(pair: PreferencePair) -> str:
     return digest.hexdigest()[:32]
 
 
-def oriented(pair: PreferencePair, order: str) -> PreferencePair:
-    """The pair as shown to the judge: as given, or with the two responses swapped."""
-    if order == "given":
-        return pair
-    return PreferencePair(pair.id, pair.images, pair.question, pair.response_2, pair.response_1, 3 - pair.label,
-                          pair.source, pair.category, pair.meta)
-
-
-def orders_for(orders: str) -> tuple[str, ...]:
+def orders_for(orders: str) -> tuple[Order, ...]:
     if orders == "both":
         return ORDERS
     if orders == "given":
@@ -357,7 +348,7 @@ class Judge:
         requests = []
         for pair in items:
             for order in shown:
-                view = oriented(pair, order)
+                view = pair.in_order(order)
                 key = content_key(view)
                 requests += [JudgeRequest(view, None if samples == 1 else judgement_seed(self.options.seed, key, k))
                              for k in range(samples)]

@@ -15,7 +15,7 @@ values (answer, sentence, mean, max) are computed from the upper bounds (`entrop
 abstention uses) and from the lower bounds (`entropy_lower`). vLLM returns log-probs of the raw
 logits (its default `logprobs_mode`), i.e. at temperature 1 whatever the sampling temperature.
 Which characters each token wrote comes from the tokens' raw `bytes`
-(egt.model.entropy.spans_from_token_bytes). The judgement's text is the decoded token stream,
+(egt.model.spans.spans_from_token_bytes). The judgement's text is the decoded token stream,
 cut to the message content when the content is its prefix (a stop token such as `<|im_end|>`
 is dropped); a server that moves the reasoning into `reasoning_content` is read from the stream.
 A reply without log-probs (or without the top-k alternatives at some step) gives a judgement
@@ -132,7 +132,8 @@ class EndpointBackend:
         """(text, token spans, per-token upper bounds, lower bounds) from a reply's log-probs (module doc)."""
         import torch
 
-        from egt.model.entropy import spans_from_token_bytes, topk_entropy_bounds
+        from egt.model.entropy import topk_entropy_bounds
+        from egt.model.spans import spans_from_token_bytes
 
         raw = [bytes(t.bytes) if getattr(t, "bytes", None) is not None else (t.token or "").encode("utf-8")
                for t in tokens]

@@ -34,12 +34,12 @@ from typing import Literal
 
 from pydantic import Field
 
+from egt.core import selective
 from egt.core.errors import DataError
 from egt.core.files import Journal, check_unique_ids, write_json
 from egt.core.records import ImageRef, image_root_of, read_rows, write_rows
 from egt.judge.api import Judge, JudgeOptions, build_backend, is_endpoint, make_pair
 from egt.judge.verdicts import check_settings, chunk_size
-from egt.stages import metrics as M
 
 LOG_NAME = "matches.jsonl"
 SETTINGS_NAME = "rerank_settings.json"
@@ -208,7 +208,7 @@ def run(cfg: Config) -> Path:
     summary = {"questions": len(rows), "method": cfg.method, "candidates_min": min(sizes),
                "candidates_max": max(sizes), "matches": sum(r["matches"] for r in rows),
                "orders": cfg.orders, "samples": cfg.samples,
-               "top1_accuracy": M.accuracy(labelled) if labelled else None,
+               "top1_accuracy": selective.accuracy(labelled) if labelled else None,
                "random_pick_accuracy": (sum(1 / len(q["candidates"]) for q in questions if q["best"] is not None)
                                         / len(labelled)) if labelled else None,
                "wall_s": round(time.perf_counter() - started, 3)}

@@ -12,7 +12,7 @@ share, `orders_agree` and the entropies).
 
 Abstention. `--abstain_above X` abstains where the pair's `abstain_metric` entropy (nats) is
 above X; `--coverage C` keeps the share C of pairs with the lowest entropy (pairs with equal
-entropy are kept together, so slightly more can be kept; egt.stages.metrics.abstain_mask). An undefined
+entropy are kept together, so slightly more can be kept; egt.core.selective.abstain_mask). An undefined
 entropy counts as the highest. With an endpoint the entropies are upper bounds (egt.judge.api). An
 endpoint that returns no log-probs leaves only `abstain_metric=vote` (the vote entropy of the
 choices: order disagreement, and sampled disagreement with samples > 1).
@@ -38,11 +38,11 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
+from egt.core import selective
 from egt.core.errors import DataError, EgtError
 from egt.core.files import Journal, check_unique_ids, write_json
 from egt.core.records import PreferencePair, image_root_of, read_rows, write_rows
 from egt.judge.api import Judge, JudgeOptions, build_backend, is_endpoint, orders_for
-from egt.stages import metrics as M
 
 LOG_NAME = "judgements.jsonl"
 SETTINGS_NAME = "judge_settings.json"
@@ -157,7 +157,7 @@ def verdict_rows(pairs: list[PreferencePair], log: dict[str, dict], cfg: Config,
     records = [log[p.id] for p in pairs]
     values = uncertainty_values(records, cfg.abstain_metric)
     if cfg.abstain_above is not None or cfg.coverage is not None:
-        abstain = M.abstain_mask(values, threshold=cfg.abstain_above, coverage=cfg.coverage)
+        abstain = selective.abstain_mask(values, threshold=cfg.abstain_above, coverage=cfg.coverage)
     else:
         abstain = [False] * len(records)
     rows = []
@@ -182,19 +182,19 @@ def summarize(rows: list[dict], cfg: Config, values: list, labelled: bool) -> di
     agree = [r["orders_agree"] for r in rows if r["orders_agree"] is not None]
     threshold = cfg.abstain_above
     if cfg.coverage is not None:
-        threshold = M.coverage_threshold(values, cfg.coverage)
+        threshold = selective.coverage_threshold(values, cfg.coverage)
     summary = {
         "pairs": n, "verdict_1": sum(r["verdict"] == 1 for r in rows), "verdict_2": sum(r["verdict"] == 2 for r in rows),
         "no_verdict": sum(r["verdict"] is None for r in rows),
-        "orders_agree_rate": M.accuracy(agree) if agree else None,
+        "orders_agree_rate": selective.accuracy(agree) if agree else None,
         "entropy_kind": rows[0]["entropy_kind"] if rows else None,
         "abstain_metric": cfg.abstain_metric, "abstain_above": cfg.abstain_above, "coverage_asked": cfg.coverage,
         "threshold_nats": threshold, "abstained": n - len(kept), "coverage": len(kept) / n if n else None,
     }
     if labelled:
-        summary["accuracy"] = M.accuracy([r["correct"] for r in rows])
-        summary["accuracy_kept"] = M.accuracy([r["correct"] for r in kept])
-        summary["aurc"] = M.aurc(values, [r["correct"] for r in rows])
+        summary["accuracy"] = selective.accuracy([r["correct"] for r in rows])
+        summary["accuracy_kept"] = selective.accuracy([r["correct"] for r in kept])
+        summary["aurc"] = selective.aurc(values, [r["correct"] for r in rows])
     return summary
 
 

@@ -34,7 +34,7 @@ generation_config eos ids and the tokenizer's eos) or after `max_new_tokens`.
 `token_ids` are the generated tokens BEFORE the eos (the eos and the padding after it
 are dropped), `token_entropies_nats[i]` is the entropy of the step that wrote
 `token_ids[i]`, and `text = tokenizer.decode(token_ids)` (special tokens kept, as
-`entropy.token_char_spans` decodes). `truncated` is True when no eos came.
+`egt.model.spans` decodes). `truncated` is True when no eos came.
 
 `score_completions` is the teacher-forced counterpart: one forward pass over prompt +
 given completion, entropy at the completion's positions (the logits at t-1 predict t).

@@ -18,6 +18,8 @@
   LoRA runs save the adapter to `<output>/adapter` and merge it into the base weights.
 - `write_train_summary`: both stages write `<output>/train_summary.json` (global step,
   epochs, wall time, resume point, device, log history, plus stage-specific numbers).
+- `share_from_main`: the run folder's verdict (egt.core.runfolder.open_run_folder) from rank 0 to
+  every rank of the Trainer's world; `has_training_results`: what counts as results to overwrite.
 """
 
 from __future__ import annotations
@@ -223,34 +225,19 @@ def write_train_summary(out: str | Path, trainer, resumed_from: Path | None, wal
 
 # ---------------------------------------------------------------- run folder (egt.core.runfolder)
 
-def claim_run_folder(args, out: str | Path, stage: str, current, owned, has_results, overwrite: bool):
-    """Take `out`'s lock and check its fingerprint on the main process; raise on every process if
-    that failed (so no rank trains into a folder that was refused). `current`: a callable returning
-    the fingerprint (hashing runs on the main process only). Returns the held RunLock (main) or None;
-    release it when the run ends."""
-    from egt.core import runfolder
-    from egt.core.errors import EgtError
+def share_from_main(args):
+    """`open_run_folder`'s `share` for a Trainer's world: rank 0's message on every rank (None alone)."""
+    if args.world_size <= 1:
+        return None
 
-    lock, error = None, None
-    if args.process_index == 0:
-        try:
-            lock = runfolder.RunLock(out, stage).acquire()
-            runfolder.claim(out, current(), stage=stage, owned=owned, has_results=has_results, overwrite=overwrite)
-        except EgtError as exc:
-            if lock is not None:
-                lock.release()
-                lock = None
-            error = exc
-    if args.world_size > 1:
+    def share(message: str | None) -> str | None:
         from accelerate.utils import broadcast_object_list
 
-        box = [None if error is None else str(error)]
+        box = [message]
         broadcast_object_list(box, from_process=0)
-        if error is None and box[0] is not None:
-            raise EgtError(box[0])
-    if error is not None:
-        raise error
-    return lock
+        return box[0]
+
+    return share
 
 
 def has_training_results(out: str | Path) -> bool:

@@ -5,7 +5,7 @@ first, chosen second, both orders, random order) and each entropy metric, a pair
 uncertainty is the mean over the view's judgements of their per-judgement values (answer,
 sentence, mean, max: egt.model.entropy, stored in judgements.jsonl), plus, with samples > 1, the
 vote entropy of the view's choices (no verdict counts as its own outcome). Moving the
-threshold traces the risk-coverage curve of egt.stages.metrics (`risk_coverage`, `aurc`,
+threshold traces the risk-coverage curve of egt.core.selective (`risk_coverage`, `aurc`,
 `selective_accuracy`): accuracy on the pairs kept against the share kept.
 
     metrics.json "abstention": {"coverages": [1, 0.9, 0.8, 0.5], "views": {view: {metric:
@@ -25,8 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
+from egt.core import selective
 from egt.core.files import write_json
-from egt.stages import metrics as M
 
 COVERAGES = (1.0, 0.9, 0.8, 0.5)
 PER_JUDGEMENT = ("answer", "sentence", "mean", "max")
@@ -74,9 +74,9 @@ def abstention_summary(rows: list[dict], view_correct: dict[str, list[bool]], sa
     """AURC and accuracy at each of COVERAGES, per view and metric; None when no metric is available."""
     views: dict[str, dict] = {}
     for view, metric, u, correct in _per_view(rows, view_correct, samples):
-        at = {f"{c:g}": M.selective_accuracy(u, correct, c) for c in COVERAGES}
+        at = {f"{c:g}": selective.selective_accuracy(u, correct, c) for c in COVERAGES}
         views.setdefault(view, {})[metric] = {
-            "aurc": M.aurc(u, correct),
+            "aurc": selective.aurc(u, correct),
             "accuracy_at": {k: v["accuracy"] for k, v in at.items()},
             "coverage_at": {k: v["coverage"] for k, v in at.items()}}
     return {"coverages": list(COVERAGES), "views": views} if views else None
@@ -109,7 +109,7 @@ def write_risk_coverage(rows: list[dict], view_correct: dict[str, list[bool]], s
 
     curves: dict[str, dict] = {}
     for view, metric, u, correct in _per_view(rows, view_correct, samples):
-        curves.setdefault(view, {})[metric] = M.risk_coverage(u, correct)
+        curves.setdefault(view, {})[metric] = selective.risk_coverage(u, correct)
     if not curves:
         return []
     written = [write_json(curves, Path(out) / "risk_coverage.json")]

@@ -45,6 +45,7 @@ from egt.core.config import StageConfig
 from egt.core.errors import ConfigError, DataError, EgtError
 from egt.core.files import check_unique_ids, sha256_file, write_json
 from egt.core.records import read_rows, write_rows
+from egt.core.runfolder import open_run_folder
 from egt.core.score_columns import MetricOrHybrid, metric_column, metric_label, metric_values
 from egt.stages.curriculum import order_pairs, parse_ordering, sort_by_value
 
@@ -293,9 +294,8 @@ def _curate(cfg: Config) -> Path:
     rows = read_rows(scores)
     selection = select(rows, cfg, str(scores))
     out = Path(cfg.output)
-    with runfolder.run_lock(out, "curate"):
-        runfolder.claim(out, fingerprint(cfg), stage="curate", owned=OWNED, overwrite=cfg.overwrite,
-                       has_results=lambda: (out / "selected.parquet").exists())
+    with open_run_folder(out, "curate", fingerprint=fingerprint(cfg), owned=OWNED, overwrite=cfg.overwrite,
+                         has_results=lambda: (out / "selected.parquet").exists()):
         return _write_outputs(rows, selection, cfg, scores, sha256_file(scores))
 
 

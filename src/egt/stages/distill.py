@@ -339,9 +339,9 @@ def _progress(cfg: Config, total: int, initial: int, kept: int):
 
 
 def run(cfg: Config) -> Path:
-    from egt.core.runfolder import run_lock
+    from egt.core.runfolder import open_run_folder
 
-    with run_lock(cfg.output, "distill"):  # one writer; removes temp files a killed run left
+    with open_run_folder(cfg.output, "distill"):  # one writer; removes temp files a killed run left
         return _run(cfg)
 
 

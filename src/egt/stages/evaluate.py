@@ -4,7 +4,7 @@
              --model runs/x/rl/model --output runs/x/eval/vlrb          # both orders, greedy
     egt eval ... --orders chosen-first                                   # the public scripts' protocol
     egt eval ... --samples 5 --temperature 1.0                           # voting@5
-    egt eval --compare runs/a/eval/vlrb,runs/b/eval/vlrb                 # side-by-side table
+    egt compare runs/a/eval/vlrb runs/b/eval/vlrb                        # side-by-side table (egt.stages.compare)
 
 Benchmarks: vlrewardbench, mmrb (Multimodal RewardBench), mmrlhf
 (MM-RLHF-RewardBench), read by `egt.data.readers.load_benchmark`; synthetic and
@@ -51,24 +51,24 @@ listed in `egt.stages.metrics`.
 from __future__ import annotations
 
 import hashlib
-import json
 import sys
 from pathlib import Path
 from typing import Callable, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, model_validator
 
 from egt.core import runfolder
 from egt.core.config import StageConfig, save_config
 from egt.core.errors import EgtError
 from egt.core.files import Journal, check_unique_ids, write_json, write_text
 from egt.core.records import PreferencePair, read_pairs, write_rows
+from egt.core.runfolder import open_run_folder
 from egt.model.loading import TorchDtype, check_model_folder
 from egt.reporting.tables import markdown_table
 from egt.stages import metrics as M
 from egt.stages.abstention import abstention_markdown, abstention_summary, write_risk_coverage
 
-# Where the chosen response is shown in each order (the judge's verdict is a position).
+# Where the chosen response is shown in each of eval's orders (PreferencePair.chosen_at; the verdict is a position).
 CHOSEN_POSITION = {"chosen_first": 1, "chosen_second": 2}
 VIEW_TITLES = {"chosen_first": "chosen first", "chosen_second": "chosen second",
                "both_orders": "both orders", "random": "random order"}
@@ -100,23 +100,13 @@ class Config(StageConfig):
     limit: int | None = Field(None, ge=1, description="judge only the first N pairs")
     on_error: Literal["fail", "skip"] = Field("fail", description="bad benchmark rows: stop, or skip and count")
     progress: bool = True
-    output: Path | None = Field(None, description="run folder (with --compare: where compare.md goes)")
-    compare: list[str] = Field(default_factory=list,
-                               description="eval run folders to show side by side (no model needed)")
-
-    @field_validator("compare", mode="before")
-    @classmethod
-    def _split_compare(cls, value):
-        if isinstance(value, str):  # `--compare a,b` arrives as one string
-            return [v for v in value.replace(",", " ").split() if v]
-        return value
+    output: Path | None = Field(None, description="run folder")
 
     @model_validator(mode="after")
     def _needs_inputs(self):
-        if not self.compare:
-            missing = [k for k in ("benchmark", "data", "model", "output") if getattr(self, k) is None]
-            if missing:
-                raise ValueError(f"missing {', '.join('--' + k for k in missing)} (or give --compare RUN,RUN,...)")
+        missing = [k for k in ("benchmark", "data", "model", "output") if getattr(self, k) is None]
+        if missing:
+            raise ValueError(f"missing {', '.join('--' + k for k in missing)}")
         return self
 
 
@@ -158,13 +148,6 @@ def orders_of(pair_id: str, orders: str, seed: int) -> list[str]:
     return [random_order(pair_id, seed)]
 
 
-def oriented(pair: PreferencePair, order: str) -> PreferencePair:
-    """The pair as the judge sees it: chosen response at CHOSEN_POSITION[order]."""
-    first, second = (pair.chosen, pair.rejected) if order == "chosen_first" else (pair.rejected, pair.chosen)
-    return PreferencePair(pair.id, pair.images, pair.question, first, second, CHOSEN_POSITION[order],
-                          pair.source, pair.category, pair.meta)
-
-
 def unit_key(pair_id: str, order: str) -> str:
     return f"{pair_id}\t{order}"
 
@@ -187,11 +170,13 @@ def fingerprint(cfg: Config) -> dict:
     return runfolder.fingerprint(inputs={"data": cfg.data}, models={"model": cfg.model}, settings=settings)
 
 
-def _claim(out: Path, cfg: Config, current: dict | None = None) -> None:
-    """Refuse a folder holding judgements of other inputs or settings (see the module docstring)."""
+def open_eval_folder(cfg: Config):
+    """The eval folder, locked and claimed (egt.core.runfolder.open_run_folder): a folder holding
+    judgements of other inputs or settings is refused (see the module docstring)."""
+    out = Path(cfg.output)
     log_path = out / LOG_NAME
-    runfolder.claim(out, current or fingerprint(cfg), stage="eval", owned=OWNED, overwrite=cfg.overwrite,
-                   has_results=lambda: bool(judgement_log(log_path).read()) if log_path.exists() else False)
+    return open_run_folder(out, "eval", fingerprint=lambda: fingerprint(cfg), owned=OWNED, overwrite=cfg.overwrite,
+                           has_results=lambda: bool(judgement_log(log_path).read()) if log_path.exists() else False)
 
 
 # ------------------------------------------------------------------ judging
@@ -249,7 +234,8 @@ def judge_pending(pairs: list[PreferencePair], cfg: Config, judge_fn: JudgeFn, l
                disable=not cfg.progress)
     for start in range(0, len(todo), per_batch):
         batch = todo[start:start + per_batch]
-        requests = [JudgeRequest(oriented(p, o), None if k == 1 else judgement_seed(cfg.seed, unit_key(p.id, o), i))
+        requests = [JudgeRequest(p.chosen_at(CHOSEN_POSITION[o]),
+                                 None if k == 1 else judgement_seed(cfg.seed, unit_key(p.id, o), i))
                     for p, o in batch for i in range(k)]
         judgements = [as_scored(j) for j in judge_fn(requests)]
         if len(judgements) != len(requests):
@@ -394,75 +380,40 @@ def metrics_markdown(result: dict) -> str:
     return "\n".join(lines)
 
 
-# ------------------------------------------------------------------ compare
-
-def _load_run(run: str) -> dict:
-    path = Path(run)
-    path = path / "metrics.json" if path.is_dir() else path
-    if not path.exists():
-        raise EgtError(f"{run}: no metrics.json (expected an `egt eval` output folder)")
-    return json.loads(path.read_text())
-
-
-def compare_table(runs: list[str]) -> str:
-    """Headline metrics and per-category accuracy of several runs, one column per run."""
-    results = [_load_run(r) for r in runs]
-    names = [Path(r).name if Path(r).is_dir() else Path(r).parent.name for r in runs]
-    if len(set(names)) < len(names):
-        names = list(runs)
-    keys = list(dict.fromkeys(k for res in results for k in res["overall"]))
-    headers = ["metric"] + [f"{name} ({res['benchmark']})" for name, res in zip(names, results)]
-    table = [["pairs"] + [res["n_pairs"] for res in results]]
-    table += [[k] + [res["overall"].get(k) for res in results] for k in keys]
-    cats = list(dict.fromkeys(c for res in results for c in res["views"][res["headline_view"]]["categories"]))
-    for c in cats:
-        table.append([f"accuracy: {c}"] + [res["views"][res["headline_view"]]["categories"].get(c, {}).get("accuracy")
-                                           for res in results])
-    return markdown_table(headers, table, digits=4)
-
-
 # ------------------------------------------------------------------ entry point
 
-def evaluate_pairs(pairs: list[PreferencePair], judge_fn: JudgeFn, cfg: Config, n_skipped: int = 0,
-                   current: dict | None = None) -> Path:
-    """Judge (resuming), then write predictions.jsonl, metrics.json and metrics.md.
+def evaluate_pairs(pairs: list[PreferencePair], judge_fn: JudgeFn, cfg: Config, n_skipped: int = 0) -> Path:
+    """Judge (resuming), then write predictions.jsonl, metrics.json and metrics.md, in the locked and
+    claimed output folder (`open_eval_folder`)."""
+    with open_eval_folder(cfg):
+        return _evaluate_in_folder(pairs, judge_fn, cfg, n_skipped)
 
-    Holds the output folder's lock and checks its fingerprint (`current`: computed if not given)."""
+
+def _evaluate_in_folder(pairs: list[PreferencePair], judge_fn: JudgeFn, cfg: Config, n_skipped: int) -> Path:
     out = Path(cfg.output)
-    with runfolder.run_lock(out, "eval"):
-        _claim(out, cfg, current)
-        save_config(cfg, out / "config.yaml")
-        log = judge_pending(pairs, cfg, judge_fn, out / LOG_NAME)
-        rows = build_predictions(pairs, log, cfg)
-        write_rows(rows, out / "predictions.jsonl")
-        result = compute_metrics(rows, cfg, n_skipped)
-        write_json(result, out / "metrics.json")
-        write_risk_coverage(rows, {name: c for name, (c, _) in view_results(rows, cfg).items()}, cfg.samples, out,
-                            VIEW_TITLES)
-        write_text(metrics_markdown(result), out / "metrics.md")
+    save_config(cfg, out / "config.yaml")
+    log = judge_pending(pairs, cfg, judge_fn, out / LOG_NAME)
+    rows = build_predictions(pairs, log, cfg)
+    write_rows(rows, out / "predictions.jsonl")
+    result = compute_metrics(rows, cfg, n_skipped)
+    write_json(result, out / "metrics.json")
+    write_risk_coverage(rows, {name: c for name, (c, _) in view_results(rows, cfg).items()}, cfg.samples, out,
+                        VIEW_TITLES)
+    write_text(metrics_markdown(result), out / "metrics.md")
     return out
 
 
-def run(cfg: Config) -> Path | None:
-    if cfg.compare:
-        table = compare_table(cfg.compare)
-        print(table)
-        if cfg.output is None:
-            return None
-        return write_text(table, Path(cfg.output) / "compare.md")
+def run(cfg: Config) -> Path:
     check_model_folder(cfg.model)
     pairs, skipped = load_pairs(cfg)
     if not pairs:
         raise EgtError(f"{cfg.data}: no pairs to evaluate")
     for pair in pairs:
         pair.check_images()   # every image inside its root, before any work
-    out = Path(cfg.output)
-    with runfolder.run_lock(out, "eval"):
-        current = fingerprint(cfg)
-        _claim(out, cfg, current)  # refuse a mismatched folder before loading the model
+    with open_eval_folder(cfg):  # a mismatched folder is refused before the model loads
         needed = {unit_key(p.id, o) for p in pairs for o in orders_of(p.id, cfg.orders, cfg.seed)}
-        done = judgement_log(out / LOG_NAME).load()
+        done = judgement_log(Path(cfg.output) / LOG_NAME).load()
         # Load the model only when something is left to judge (a finished run just recomputes metrics).
         left = any(_needs_judging(done.get(key)) for key in needed)
         judge_fn = model_judge_fn(cfg) if left else (lambda requests: [])
-        return evaluate_pairs(pairs, judge_fn, cfg, n_skipped=len(skipped), current=current)
+        return _evaluate_in_folder(pairs, judge_fn, cfg, n_skipped=len(skipped))

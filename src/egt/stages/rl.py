@@ -76,19 +76,20 @@ from egt.core.errors import ConfigError, DataError
 from egt.core.files import Journal
 from egt.core.prompts import judge_messages
 from egt.core.records import PreferencePair, read_pairs
+from egt.core.runfolder import open_run_folder
 from egt.model.families import check_dependencies
 from egt.model.loading import check_model_folder, model_load_error
 from egt.model.training import (
     LANGUAGE_LORA_TARGETS,
     TRAIN_SUMMARY,
     CheckpointReloadMixin,
-    claim_run_folder,
     freeze_vision,
     has_training_results,
     lora_config,
     resolve_precision,
     resolve_resume,
     save_final_model,
+    share_from_main,
     write_train_summary,
 )
 from egt.stages.curriculum import sequence_by_order
@@ -375,13 +376,10 @@ def run(cfg: Config, callbacks: list | None = None) -> Path:
     args = _grpo_args(cfg, out / "checkpoints", bf16, weights)
     _check_schedule(len(pairs), args, cfg.both_orders)
     dataset = build_dataset(pairs)
-    lock = claim_run_folder(args, out, "rl", lambda: fingerprint(cfg), OWNED, lambda: has_training_results(out),
-                            cfg.overwrite)
-    try:
+    with open_run_folder(out, "rl", fingerprint=lambda: fingerprint(cfg), owned=OWNED,
+                         has_results=lambda: has_training_results(out), overwrite=cfg.overwrite,
+                         main=args.process_index == 0, share=share_from_main(args)):
         return _train(cfg, args, funcs, logic, dataset, len(pairs), bf16, callbacks)
-    finally:
-        if lock is not None:
-            lock.release()
 
 
 def _train(cfg: Config, args, funcs, logic, dataset, n_pairs: int, bf16: bool, callbacks) -> Path:

@@ -68,6 +68,7 @@ from egt.core.config import StageConfig
 from egt.core.errors import ConfigError, DataError, EgtError, require
 from egt.core.files import write_json
 from egt.core.records import read_pairs, read_rows, write_rows
+from egt.core.runfolder import open_run_folder
 from egt.core.score_columns import ENTROPY_COLUMNS, LOWER_BOUND_COLUMNS
 from egt.model.loading import TorchDtype, check_model_folder
 
@@ -346,12 +347,6 @@ def _has_results(out: Path) -> bool:
     return (out / "scores.parquet").exists() or (shards.is_dir() and any(shards.glob("*.done")))
 
 
-def claim_output(out: Path, current: dict, overwrite: bool = False) -> str:
-    """Check the folder's fingerprint against this run's (egt.core.runfolder.claim); write it."""
-    return runfolder.claim(out, current, stage="score", owned=OWNED, has_results=lambda: _has_results(out),
-                          overwrite=overwrite)
-
-
 def _write_shard(out: Path, index: int, rows: list[dict], token_rows: list[dict] | None, marker: dict) -> None:
     write_rows(rows, _shard_path(out, index))
     if token_rows is not None:
@@ -418,7 +413,7 @@ def run(cfg: Config) -> Path:
     started = time.perf_counter()
     out = Path(cfg.output)
     if cfg.merge:
-        with runfolder.run_lock(out, "score"):
+        with open_run_folder(out, "score"):
             return merge_shards(out)
     if cfg.model is None or cfg.pairs is None:
         raise ConfigError("egt score needs --model and --pairs (or --merge to only merge finished shards)")
@@ -436,21 +431,9 @@ def run(cfg: Config) -> Path:
         for i, pair in enumerate(pairs):
             _completions_of(pair, cfg.response_column, str(cfg.pairs), i + first_line)
     # Rank 0 holds the folder's lock and checks its fingerprint; the other ranks follow its verdict.
-    lock = runfolder.RunLock(out, "score") if procs.is_main else None
-    error = None
-    if lock is not None:
-        try:
-            lock.acquire()
-            claim_output(out, fingerprint(cfg, len(pairs), device.type), cfg.overwrite)
-        except EgtError as exc:
-            lock.release()
-            error = exc
-    shared = procs.from_main(None if error is None else (type(error).__name__, str(error)))
-    if error is not None:
-        raise error
-    if shared is not None:
-        raise EgtError(shared[1])
-    try:
+    with open_run_folder(out, "score", fingerprint=lambda: fingerprint(cfg, len(pairs), device.type), owned=OWNED,
+                         has_results=lambda: _has_results(out), overwrite=cfg.overwrite, main=procs.is_main,
+                         share=procs.from_main):
         n_shards = math.ceil(len(pairs) / cfg.shard_size)
         mine = [i for i in range(n_shards) if i % procs.world == procs.rank and not _shard_done(out, i)]
         if mine:
@@ -458,9 +441,6 @@ def run(cfg: Config) -> Path:
         procs.barrier()
         if procs.is_main:
             merge_shards(out, wall_s=time.perf_counter() - started)
-    finally:
-        if lock is not None:
-            lock.release()
     return out
 
 

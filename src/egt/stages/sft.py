@@ -45,6 +45,7 @@ from egt.core import runfolder
 from egt.core.config import StageConfig, save_config
 from egt.core.errors import ConfigError, DataError
 from egt.core.records import PreferencePair, read_pairs
+from egt.core.runfolder import open_run_folder
 from egt.model.encoding import collate_examples
 from egt.model.families import check_dependencies
 from egt.model.loading import check_model_folder, load_model_and_processor
@@ -53,13 +54,13 @@ from egt.model.training import (
     TRAIN_SUMMARY,
     CheckpointReloadMixin,
     Precision,
-    claim_run_folder,
     freeze_vision,
     has_training_results,
     lora_config,
     resolve_precision,
     resolve_resume,
     save_final_model,
+    share_from_main,
     torch_dtype,
     write_train_summary,
 )
@@ -229,13 +230,10 @@ def run(cfg: Config) -> Path:
     if cfg.attn_implementation:
         model_kwargs["attn_implementation"] = cfg.attn_implementation
     check_dependencies(cfg.model)
-    lock = claim_run_folder(args, out, "sft", lambda: fingerprint(cfg), OWNED, lambda: has_training_results(out),
-                            cfg.overwrite)
-    try:
+    with open_run_folder(out, "sft", fingerprint=lambda: fingerprint(cfg), owned=OWNED,
+                         has_results=lambda: has_training_results(out), overwrite=cfg.overwrite,
+                         main=args.process_index == 0, share=share_from_main(args)):
         return _train(cfg, args, model_kwargs, pairs, traces, out, checkpoints)
-    finally:
-        if lock is not None:
-            lock.release()
 
 
 def _train(cfg: Config, args, model_kwargs: dict, pairs, traces, out: Path, checkpoints: Path) -> Path:
