@@ -8,7 +8,7 @@ scoring vs regenerating, and `egt score` with 2 processes vs 1.
 
 Model: `--model base` (default) is the shipped pre-trained tiny judge (egt.tiny.build.shipped_base(), writes
 realistic lengths); `untrained` builds egt.tiny.build.build_tiny(seed 0, pretrain_steps=0) in a temporary folder
-(what the README's first scoring table used); anything else is a judge folder. Pairs: egt.data.synth pool
+(what the first scoring table of docs/benchmarks.md used); anything else is a judge folder. Pairs: egt.data.synth pool
 pairs (seed 0) written to a temporary Parquet file with their PNGs.
 
 1. Overhead. Both arms run `egt.model.generation.judge` on the same requests (same seeds, so the same tokens):

@@ -1,7 +1,7 @@
 """`egt demo`: the whole EGT recipe on the embedded tiny judge, with a replication report.
 
     egt demo --output runs/demo                                   # what `make demo` runs
-    egt demo --output runs/study --seeds 3 --rl_steps 200 --dose-response 0      # the 3-seed study (README)
+    egt demo --output runs/study --seeds 3 --rl_steps 200 --dose-response 0      # the 3-seed study (docs/replication.md)
     egt demo --tiny --output /tmp/d                               # CI-sized smoke run
 
 Stages (one run folder; each stage writes `stages/<stage>.json` and a rerun skips it):

@@ -14,7 +14,7 @@ Pure functions, no I/O. The definitions, for users, are in docs/definitions.md (
 - `pair_entropies`: the K-sample means, vote entropy and K-sample accuracy of one pair, under the
   score-file column names of egt.core.score_columns (which also combines metrics into the hybrid score).
 
-Choices made where the paper is silent (documented here and in the README):
+Choices made where the paper is silent (documented here and in docs/definitions.md):
 - A row whose logits are all -inf has entropy 0 (no outcome is possible, nothing is uncertain).
   +inf or NaN logits give NaN.
 - Sentence and max-token entropy use the tokens inside `<think>...</think>`; when a response has

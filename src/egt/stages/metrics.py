@@ -2,7 +2,7 @@
 
 Everything here maps plain lists (ids, categories, correctness) to numbers, so
 each rule can be tested on hand-counted cases. The benchmark rules follow the
-public scripts (see `egt eval` in the README):
+public scripts (see `egt eval` in docs/cli.md):
 
 - correctness is the official one: a pair is right when the reward of the
   chosen response is higher, `rewards[0] > rewards[1]` with rewards written as

@@ -13,7 +13,7 @@ result of the defaults (`shipped_base`), so the demo does not pre-train.
 Same seed (and thread count) -> same files. It reloads like any hub checkpoint
 (`egt.model.loading.load_judge`, or AutoModelForImageTextToText + AutoProcessor).
 
-Two choices make the tiny judge able to see at all (probes in README, Benchmarks, tiny
+Two choices make the tiny judge able to see at all (probes in docs/benchmarks.md, tiny
 judge): the rotary base is 10, not 10,000 -- Qwen2-VL's multimodal RoPE gives the
 image-column axis the lowest frequencies, which at 10,000 turn only ~0.003 rad per
 column, so with 4 columns left and right look the same to the language model and

@@ -16,7 +16,7 @@ and, like an instruction-tuned VLM that can say whether a statement about an ima
                              ->  I see a green circle. The claim says blue, I see green: no.
 
 Without it the judge had to learn that comparison from the judge traces alone, and whether
-it did within one SFT epoch depended on the seed (README, tiny judge: SFT judges from one
+it did within one SFT epoch depended on the seed (docs/models.md, the tiny judge: SFT judges from one
 caption-only base ranged from 0.07 to 0.51 both-order accuracy over two seeds).
 
 AdamW (betas 0.9 / 0.98), linear warm-up over the first 1/30 of the steps then a cosine
