@@ -15,7 +15,7 @@ unexport PYTHONDONTWRITEBYTECODE
 TEST_WORKERS ?= 2
 DEMO_ARGS ?=
 
-.PHONY: install demo test clean
+.PHONY: install demo test test-heavy clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -30,8 +30,13 @@ install: $(VENV)/.installed
 demo: install
 	$(BIN)/egt demo --output runs/demo $(DEMO_ARGS)
 
+# `make test` is the suite a fresh clone runs in under 5 minutes; tests marked `heavy` (several processes,
+# thousands of requests, load) run in `make test-heavy`, which CI (.ci/run) runs after it.
 test: install
-	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist worksteal tests
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist worksteal -m "not heavy" tests
+
+test-heavy: install
+	$(BIN)/python -m pytest -q -p no:cacheprovider -m heavy tests
 
 clean:
 	rm -rf $(VENV) runs
