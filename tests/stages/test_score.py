@@ -63,7 +63,8 @@ def reference_run(tiny_model_dir, pairs6, tmp_path_factory) -> Path:
 def test_teacher_forced_columns_match_an_independent_forward_pass(tiny_model_dir, synth_pairs_list, tmp_path):
     from egt.data.synth import oracle_trace
     from egt.model.encoding import judge_batch_inputs
-    from egt.model.entropy import response_entropies, token_char_spans, token_entropy
+    from egt.model.entropy import response_entropies, token_entropy
+    from egt.model.spans import token_char_spans
     from egt.model.loading import load_judge
     from egt.stages.score import Config, run
 
@@ -307,7 +308,7 @@ def test_two_processes_equal_one(tiny_model_dir, pairs6, reference_run, tmp_path
 def test_fast_span_tokenizer_gives_the_same_spans(tiny_model_dir):
     from transformers import AutoProcessor
 
-    from egt.model.entropy import span_tokenizer, token_char_spans
+    from egt.model.spans import span_tokenizer, token_char_spans
 
     tok = AutoProcessor.from_pretrained(str(tiny_model_dir)).tokenizer
     raw = span_tokenizer(tok)

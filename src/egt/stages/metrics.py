@@ -43,7 +43,12 @@ from typing import Sequence
 
 # The category rules live with the readers (one definition for loading and scoring).
 from egt.core.selective import accuracy
-from egt.data.readers import MMRLHF_CATEGORIES, mmrb_category, vlrewardbench_category
+from egt.data.readers import (  # noqa: F401 (mmrlhf_category is re-exported: eval reads M.mmrlhf_category)
+    MMRLHF_CATEGORIES,
+    mmrb_category,
+    mmrlhf_category,
+    vlrewardbench_category,
+)
 
 CHOSEN, REJECTED = "chosen", "rejected"
 
