@@ -70,7 +70,7 @@ def test_judge_command_abstains_on_the_uncertain_pairs_and_resumes(tmp_path, cap
         assert [r["decision"] for r in read_jsonl(out / "verdicts.jsonl")][3:5] == [2, "abstain"]
         # judging settings cannot
         assert main(args_for(server.base_url, pairs, out, "--samples", "2")) == 1
-        assert "other settings (samples: 1 -> 2" in capsys.readouterr().err
+        assert "holds judge results of other inputs or settings (setting samples: 1 -> 2" in capsys.readouterr().err
     judged = read_jsonl(out / verdicts.LOG_NAME)
     assert len(judged) == 8 and all(len(r["traces"]) == 2 for r in judged)
 
@@ -125,3 +125,20 @@ def test_judge_command_with_the_tiny_judge(tmp_path, tiny_model_dir, synth_pairs
     # a finished run loads no model
     monkeypatch.setattr(verdicts, "build_backend", lambda cfg: pytest.fail("the judge was loaded again"))
     assert main(args) == 0 and read_jsonl(out / verdicts.LOG_NAME) == judged
+
+
+def test_shard_jobs_write_what_one_process_writes(tmp_path):
+    pairs = make_pairs(tmp_path, n=9)
+    with FakeOpenAIServer(FakeServedJudge()) as server:
+        assert main(args_for(server.base_url, pairs, tmp_path / "one", "--coverage", "0.5")) == 0
+        for i in range(3):
+            assert main(args_for(server.base_url, pairs, tmp_path / "split", "--coverage", "0.5",
+                                 "--shard", f"{i}/3")) == 0
+            assert (tmp_path / "split" / "verdicts.jsonl").exists() == (i == 2)
+        assert posts(server) == 2 * 18                                    # every pair judged once per run
+    one, split = tmp_path / "one", tmp_path / "split"
+    for name in (verdicts.LOG_NAME, "verdicts.jsonl"):
+        assert (split / name).read_bytes() == (one / name).read_bytes(), name
+    drop_wall = [{k: v for k, v in json.loads((d / "summary.json").read_text()).items() if k != "wall_s"}
+                 for d in (one, split)]
+    assert drop_wall[0] == drop_wall[1] and not (split / "shards").exists()

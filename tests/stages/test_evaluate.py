@@ -475,3 +475,54 @@ def test_sigkill_then_rerun_equals_an_uninterrupted_run(tmp_path, tiny_model_dir
     for name in ("predictions.jsonl", "metrics.json"):
         assert (out / name).read_text() == (tmp_path / "ref" / name).read_text().replace(
             str(tmp_path / "ref"), str(out)), name
+
+
+# ------------------------------------------------------------------ a served judge, independent jobs
+
+def _served_pairs(tmp_path, n=12):
+    from PIL import Image
+
+    from egt.core.records import ImageRef, write_pairs
+
+    image = tmp_path / "img.png"
+    Image.new("RGB", (8, 8), (200, 30, 30)).save(image)
+    pairs = [PreferencePair(f"p{i}", [ImageRef(path=str(image))], ("hard " if i % 3 == 2 else "") + f"q{i}",
+                            f"good {i}" if i % 2 == 0 else f"bad {i}", f"bad {i}" if i % 2 == 0 else f"good {i}",
+                            1 if i % 2 == 0 else 2) for i in range(n)]
+    return write_pairs(pairs, tmp_path / "pairs.jsonl")
+
+
+OUTPUTS = ("judgements.jsonl", "predictions.jsonl", "metrics.json", "metrics.md", "config.yaml", "risk_coverage.json")
+
+
+def test_served_judge_split_into_shard_jobs_writes_what_one_process_writes(tmp_path):
+    """`model=http://...` judges through egt.judge.endpoint (entropies: upper bounds from the top-k log-probs);
+    three `--shard i/3` jobs on one folder write byte for byte the files one process writes, the last job
+    writes them, and no unit is judged twice."""
+    from helpers import FakeOpenAIServer, FakeServedJudge
+
+    data = _served_pairs(tmp_path)
+    with FakeOpenAIServer(FakeServedJudge()) as server:
+        def cfg(out, **kw):
+            return E.Config(benchmark="pairs", data=str(data), model=server.base_url, served_model="judge-x",
+                            vocab_size=10, top_logprobs=2, output=str(out), batch_size=4, progress=False, **kw)
+
+        def posts():
+            return sum(r[0] == "POST" for r in server.requests)
+
+        one = E.run(cfg(tmp_path / "one"))
+        assert posts() == 24
+        records = read_jsonl(one / E.LOG_NAME)
+        assert records[0]["entropies_nats"]["answer"][0] > 0 and records[0]["texts"][0].endswith("</answer>")
+        metrics = json.loads((one / "metrics.json").read_text())
+        assert metrics["model"] == server.base_url and metrics["overall"]["accuracy"] == pytest.approx(8 / 12)  # hard: wrong
+        split = tmp_path / "split"
+        for i in range(3):
+            E.run(cfg(split, shard=f"{i}/3"))
+            assert (split / "predictions.jsonl").exists() == (i == 2)   # the last job writes the outputs
+        assert posts() == 48
+    for name in OUTPUTS:
+        assert (split / name).read_bytes() == (one / name).read_bytes().replace(b"/one", b"/split"), name
+    assert not (split / "shards").exists()                               # the jobs' journals are folded in
+    with pytest.raises(EgtError, match="shard=3/3"):
+        E.run(cfg(split, shard="3/3"))

@@ -38,14 +38,18 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from egt.core import selective
+from egt.core import runfolder, selective
 from egt.core.errors import DataError, EgtError
 from egt.core.files import Journal, check_unique_ids, write_json
 from egt.core.records import PreferencePair, image_root_of, read_rows, write_rows
+from egt.core.shards import ALL, SHARD_HELP, Shard, blocks, fold_journals, load_all, parse_shard, slot_journal
+from egt.core.shards import slot_journals, wants_process_group
 from egt.judge.api import Judge, JudgeOptions, build_backend, is_endpoint, orders_for
 
 LOG_NAME = "judgements.jsonl"
-SETTINGS_NAME = "judge_settings.json"
+SETTINGS_NAME = "judge_settings.json"   # written by egt before the fingerprint; removed with the results
+# What `egt judge` writes in its folder (removed by overwrite, or when a failed run is replaced).
+OWNED = (LOG_NAME, "verdicts.jsonl", "summary.json", SETTINGS_NAME, "shards")
 AbstainMetric = Literal["answer", "sentence", "mean", "max", "vote"]
 
 
@@ -59,6 +63,8 @@ class Config(JudgeOptions):
     image_root: Path | None = Field(None, description="folder image paths resolve against and stay inside "
                                                       "(default: the pairs file's folder)")
     allow_absolute_paths: bool = Field(False, description="read absolute image paths outside image_root")
+    overwrite: bool = Field(False, description="discard judgements of other inputs or settings in output")
+    shard: str | None = Field(None, description=SHARD_HELP)
     progress: bool = True
 
     @model_validator(mode="after")
@@ -103,6 +109,21 @@ def _settings(cfg: Config) -> dict:
             "vocab_size": cfg.vocab_size if is_endpoint(cfg.model) else None}
 
 
+def fingerprint(cfg: Config) -> dict:
+    """What the comparisons depend on (egt.core.runfolder): the pairs file's and every model file's SHA-256
+    (a served judge: its URL) and the judging settings; abstention settings can change freely."""
+    settings = {k: v for k, v in _settings(cfg).items() if k not in ("pairs", "model")}
+    if not is_endpoint(cfg.model):
+        settings["dtype"] = cfg.dtype
+    settings.update(image_root=None if cfg.image_root is None else str(Path(cfg.image_root).resolve()),
+                    allow_absolute_paths=cfg.allow_absolute_paths)
+    return runfolder.fingerprint(inputs={"pairs": cfg.pairs}, models={"model": cfg.model}, settings=settings)
+
+
+def _has_judgements(out: Path) -> bool:
+    return any(path.exists() and path.stat().st_size > 0 for path in [out / LOG_NAME, *slot_journals(out, LOG_NAME)])
+
+
 def check_settings(out: Path, settings: dict, log_name: str, settings_name: str) -> None:
     """Refuse a folder whose log was written with other settings; record this run's."""
     out.mkdir(parents=True, exist_ok=True)
@@ -122,17 +143,28 @@ def chunk_size(cfg: JudgeOptions) -> int:
     return max(1, cfg.batch_size // (cfg.samples * len(orders_for(cfg.orders))))
 
 
-def judge_pending(pairs: list[PreferencePair], judge: Judge, cfg: Config, log: Journal) -> dict[str, dict]:
+def pair_blocks(pairs: list[PreferencePair], cfg: Config) -> list[range]:
+    """The pairs' chunks (egt.core.shards.blocks): one process judges chunk b in one compare_many call, and
+    chunk b belongs to slot b % count of a split run, so a split run judges the same batches."""
+    return blocks(len(pairs), chunk_size(cfg))
+
+
+def judge_pending(pairs: list[PreferencePair], judge: Judge, cfg: Config, log: Journal,
+                  slot: Shard = ALL, done: dict[str, dict] | None = None) -> dict[str, dict]:
+    """Judge the pairs of `slot`'s chunks that `done` (default: `log`'s records) lacks, appending each
+    chunk to `log`; returns `done` with them."""
     from tqdm.auto import tqdm
 
-    done = log.load()
-    todo = [p for p in pairs if p.id not in done]
-    step = chunk_size(cfg)
-    with tqdm(total=len(pairs), initial=len(pairs) - len(todo), desc="judge", unit="pair",
+    done = log.load() if done is None else done
+    mine = [block for b, block in enumerate(pair_blocks(pairs, cfg)) if slot.owns(b)]
+    chunks = [[pairs[i] for i in block if pairs[i].id not in done] for block in mine]
+    total, todo = sum(len(block) for block in mine), sum(len(chunk) for chunk in chunks)
+    with tqdm(total=total, initial=total - todo, desc="judge", unit="pair",
               disable=not cfg.progress, dynamic_ncols=True) as bar:
         per_pair = cfg.samples * len(orders_for(cfg.orders))
-        for start in range(0, len(todo), step):
-            chunk = todo[start:start + step]
+        for chunk in chunks:
+            if not chunk:
+                continue
             shown = bar.n
             results = judge.compare_many(chunk, on_batch=lambda n: bar.update(n / per_pair))
             records = [{"key": p.id, "id": p.id, **c.to_dict()} for p, c in zip(chunk, results)]
@@ -201,18 +233,50 @@ def summarize(rows: list[dict], cfg: Config, values: list, labelled: bool) -> di
 # ---------------------------------------------------------------- the command
 
 def run(cfg: Config) -> Path:
+    """Judge the pairs this process owns (all of them, one process), then (rank 0) write the outputs."""
+    from egt.core.processes import Processes
+    from egt.core.runfolder import merge_lock, open_run_folder
+
     started = time.perf_counter()
     out = Path(cfg.output)
+    job = parse_shard(cfg.shard)   # an independent job's slice (egt.core.shards), or None
     pairs, labelled = read_judge_pairs(cfg.pairs, cfg.image_root, cfg.allow_absolute_paths)
     if not pairs:
         raise DataError(str(cfg.pairs), None, None, "no pairs to judge")
     pairs = pairs[:cfg.limit] if cfg.limit else pairs
-    check_settings(out, _settings(cfg), LOG_NAME, SETTINGS_NAME)
-    log = Journal(out / LOG_NAME, key="key")
-    done = log.load()
-    if any(p.id not in done for p in pairs):  # load the judge only when something is left to judge
-        judge = Judge(build_backend(cfg), cfg)
-        done = judge_pending(pairs, judge, cfg, log)
+    procs = Processes(cfg.device, group=wants_process_group(cfg.shard))
+    with open_run_folder(out, "judge", fingerprint=lambda: fingerprint(cfg), owned=OWNED, overwrite=cfg.overwrite,
+                         has_results=lambda: _has_judgements(out), main=procs.is_main, share=procs.from_main,
+                         shard=job):
+        split = job is not None or procs.world > 1
+        slot = (job or ALL).within(procs.rank, procs.world)
+        log = Journal(slot_journal(out, LOG_NAME, slot) if split else out / LOG_NAME, key="key")
+        done = load_all(out, LOG_NAME, "key", own=log.path)
+        mine = [pairs[i] for b, block in enumerate(pair_blocks(pairs, cfg)) if slot.owns(b) for i in block]
+        if any(p.id not in done for p in mine):  # load the judge only when something is left to judge
+            device = str(procs.device(cfg.device)) if not is_endpoint(cfg.model) else cfg.device
+            judge = Judge(build_backend(cfg.model_copy(update={"device": device})), cfg)
+            judge_pending(pairs, judge, cfg, log, slot, done)
+        procs.barrier()
+        if not procs.is_main:
+            return out
+        done = load_all(out, LOG_NAME, "key", own=None if job is None else log.path)
+        if job is not None:
+            left = sum(p.id not in done for p in pairs)
+            if left:
+                print(f"egt judge: shard job {job.label} finished its pairs; {left} of {len(pairs)} are left to "
+                      f"other jobs (the last to finish writes the outputs)")
+                return out
+            with merge_lock(out, "judge"):
+                return write_outputs(pairs, load_all(out, LOG_NAME, "key", own=log.path), cfg, labelled, started)
+        return write_outputs(pairs, done, cfg, labelled, started)
+
+
+def write_outputs(pairs: list[PreferencePair], done: dict[str, dict], cfg: Config, labelled: bool,
+                  started: float) -> Path:
+    """Fold the split runs' journals into judgements.jsonl (if any); write verdicts.jsonl and summary.json."""
+    out = Path(cfg.output)
+    fold_journals(out, LOG_NAME, "key", [p.id for p in pairs])
     rows, summary = verdict_rows(pairs, done, cfg, labelled)
     write_rows(rows, out / "verdicts.jsonl")
     summary["wall_s"] = round(time.perf_counter() - started, 3)

@@ -18,6 +18,9 @@
   LoRA runs save the adapter to `<output>/adapter` and merge it into the base weights.
 - `write_train_summary`: both stages write `<output>/train_summary.json` (global step,
   epochs, wall time, resume point, device, log history, plus stage-specific numbers).
+- `read_consumed` / `truncate_consumed`: `<output>/consumed.jsonl`, the examples each optimizer step
+  used (an egt.core.files.Journal: SFT and RL write one line per batch / generation, main process
+  only); a resume drops the lines after its checkpoint's step, which are replayed.
 - `share_from_main`: the run folder's verdict (egt.core.runfolder.open_run_folder) from rank 0 to
   every rank of the Trainer's world; `has_training_results`: what counts as results to overwrite.
 """
@@ -32,7 +35,7 @@ from pathlib import Path
 from typing import Literal
 
 from egt.core.errors import ConfigError
-from egt.core.files import write_json
+from egt.core.files import Journal, write_json
 from egt.model.families import family_of, vision_module_names, vision_part
 
 log = logging.getLogger(__name__)
@@ -174,6 +177,21 @@ class CheckpointReloadMixin:
         dtype = next(model.parameters()).dtype
         loaded = AutoModelForImageTextToText.from_pretrained(str(ckpt), dtype=dtype)
         model.load_state_dict(loaded.state_dict(), strict=True)
+
+
+def read_consumed(path: Path) -> list[dict]:
+    """Lines of consumed.jsonl; a torn last line (a kill while writing) is cut off."""
+    return Journal(path).read()
+
+
+def truncate_consumed(path: Path, last_step: int) -> int:
+    """Keep the lines whose examples entered training by `last_step`; return how many were dropped."""
+    journal = Journal(path)
+    lines = journal.read()
+    kept = [line for line in lines if line["global_step"] <= last_step]
+    if len(kept) != len(lines):
+        journal.rewrite(kept)
+    return len(lines) - len(kept)
 
 
 # ---------------------------------------------------------------- saving

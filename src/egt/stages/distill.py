@@ -93,6 +93,8 @@ class Config(StageConfig):
                            "(`<id>::swap`, label flipped), each order with its own attempts and filter")
     seed: int = 0
     progress: bool = True
+    shard: str | None = Field(None, description="i/n, slurm or env: this independent job's slice of the pairs "
+                                                "(egt.core.shards; the last job to finish writes the outputs)")
     # openai backend
     base_url: str | None = Field(None, description="e.g. http://localhost:8000/v1")
     model: str | None = Field(None, description="model name served at base_url (openai) or path (hf)")
@@ -341,11 +343,13 @@ def _progress(cfg: Config, total: int, initial: int, kept: int):
 def run(cfg: Config) -> Path:
     from egt.core.runfolder import open_run_folder
 
+    if cfg.shard is not None:
+        return _run_shard_job(cfg)
     with open_run_folder(cfg.output, "distill"):  # one writer; removes temp files a killed run left
         return _run(cfg)
 
 
-def _run(cfg: Config) -> Path:
+def _run(cfg: Config, job=None) -> Path:
     t0 = time.perf_counter()
     out = Path(cfg.output)
     out.mkdir(parents=True, exist_ok=True)
@@ -358,9 +362,9 @@ def _run(cfg: Config) -> Path:
         check_unique_ids([p.id for p in pairs], cfg.pairs)  # an input id may already end in ::swap
     save_config(cfg, out / "distill_config.yaml")  # holds the env var NAME only, never the key
 
-    journal = Journal(out / JOURNAL, key="id")
-    done = journal.load()
-    todo = [p for p in pairs if p.id not in done]
+    journal = Journal(_journal_path(out, job), key="id")
+    done = _load_journals(out, journal)
+    todo = [p for p in _owned(pairs, cfg, job) if p.id not in done]
     bar, update = _progress(cfg, len(pairs), len(pairs) - len(todo),
                             sum(done[p.id]["status"] == "kept" for p in pairs if p.id in done))
 
@@ -388,7 +392,7 @@ def _run(cfg: Config) -> Path:
                 finish(teacher.results(chunk) if teacher else _oracle_results(chunk, cfg))
     finally:
         bar.close()
-    return _write_outputs(cfg, out, pairs, journal.load(), time.perf_counter() - t0)
+    return _finish(cfg, out, pairs, job, journal, t0)
 
 
 def _write_outputs(cfg: Config, out: Path, pairs: list[PreferencePair], done: dict[str, dict],
@@ -427,3 +431,71 @@ def _write_outputs(cfg: Config, out: Path, pairs: list[PreferencePair], done: di
     }
     write_json(stats, out / "stats.json")
     return out
+
+
+# ------------------------------------------------------------------ independent jobs (--shard i/n)
+
+def _journal_path(out: Path, job) -> Path:
+    from egt.core.shards import slot_journal
+
+    return out / JOURNAL if job is None else slot_journal(out, JOURNAL, job)
+
+
+def _load_journals(out: Path, journal: Journal) -> dict[str, dict]:
+    """This folder's finished pairs: the journal and the shard jobs' journals (egt.core.shards.load_all)."""
+    from egt.core.shards import load_all
+
+    return load_all(out, JOURNAL, "id", own=journal.path)
+
+
+def _owned(pairs: list[PreferencePair], cfg: Config, job) -> list[PreferencePair]:
+    """The pairs of `job`'s blocks of hf_chunk_pairs (all pairs without a job)."""
+    from egt.core.shards import blocks
+
+    if job is None:
+        return pairs
+    return [pairs[i] for b, block in enumerate(blocks(len(pairs), cfg.hf_chunk_pairs)) if job.owns(b) for i in block]
+
+
+def _finish(cfg: Config, out: Path, pairs: list[PreferencePair], job, journal: Journal, t0: float) -> Path:
+    """Write the outputs (folding the shard jobs' journals in); a shard job only when every pair is done."""
+    from egt.core.runfolder import merge_lock
+    from egt.core.shards import fold_journals
+
+    if job is None:
+        fold_journals(out, JOURNAL, "id", [p.id for p in pairs])
+        return _write_outputs(cfg, out, pairs, journal.load(), time.perf_counter() - t0)
+    left = sum(p.id not in _load_journals(out, journal) for p in pairs)
+    if left:
+        print(f"egt distill: shard job {job.label} finished its pairs; {left} of {len(pairs)} are left to other "
+              f"jobs (the last to finish writes the outputs)")
+        return out
+    with merge_lock(out, "distill"):
+        fold_journals(out, JOURNAL, "id", [p.id for p in pairs])
+        return _write_outputs(cfg, out, pairs, Journal(out / JOURNAL, key="id").load(), time.perf_counter() - t0)
+
+
+SHARD_FINGERPRINT_KEYS = ("backend", "max_attempts", "reveal_label", "canonicalize", "orders", "seed", "base_url",
+                          "model", "temperature", "top_p", "max_tokens", "system_prompt", "oracle_wrong_rate",
+                          "allow_absolute_paths")
+
+
+def _run_shard_job(cfg: Config) -> Path:
+    """One independent job's slice (egt.core.shards): the folder's fingerprint claim refuses jobs of other
+    pairs or settings (a one-process distill has no claim yet), and each job holds its slice's lock."""
+    from egt.core import runfolder
+    from egt.core.shards import parse_shard
+
+    job = parse_shard(cfg.shard)
+    settings = {k: getattr(cfg, k) for k in SHARD_FINGERPRINT_KEYS}
+    settings["image_root"] = None if cfg.image_root is None else str(Path(cfg.image_root).resolve())
+    teacher = {"teacher": cfg.model if cfg.backend == "hf" else None}
+
+    def has_results() -> bool:
+        return any(p.exists() for p in [Path(cfg.output) / JOURNAL, Path(cfg.output) / "shards"])
+
+    with runfolder.open_run_folder(cfg.output, "distill", shard=job, overwrite=False, has_results=has_results,
+                                   fingerprint=lambda: runfolder.fingerprint(inputs={"pairs": cfg.pairs},
+                                                                             models=teacher, settings=settings),
+                                   owned=(JOURNAL, "shards", "traces.parquet", "dropped.parquet", "stats.json")):
+        return _run(cfg, job)

@@ -86,10 +86,12 @@ from egt.model.training import (
     freeze_vision,
     has_training_results,
     lora_config,
+    read_consumed,
     resolve_precision,
     resolve_resume,
     save_final_model,
     share_from_main,
+    truncate_consumed,
     write_train_summary,
 )
 from egt.stages.curriculum import sequence_by_order
@@ -201,21 +203,6 @@ def build_dataset(pairs: list[PreferencePair]):
 
 
 # ---------------------------------------------------------------- consumption log
-
-
-def read_consumed(path: Path) -> list[dict]:
-    """Lines of consumed.jsonl; a torn last line (a kill while writing) is cut off."""
-    return Journal(path).read()
-
-
-def truncate_consumed(path: Path, last_step: int) -> int:
-    """Keep the lines whose pairs entered training by `last_step`; return how many were dropped."""
-    journal = Journal(path)
-    lines = journal.read()
-    kept = [line for line in lines if line["global_step"] <= last_step]
-    if len(kept) != len(lines):
-        journal.rewrite(kept)
-    return len(lines) - len(kept)
 
 
 def run_lengths(ids: list[str]) -> tuple[list[str], list[int]]:
