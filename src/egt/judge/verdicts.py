@@ -4,6 +4,8 @@
     egt judge --model runs/sft/model --pairs pairs.jsonl --output runs/verdicts --coverage 0.8
     egt judge --model http://localhost:8000/v1 --api_key_env JUDGE_KEY --pairs pairs.parquet \\
               --output runs/verdicts --abstain_above 0.4 --abstain_metric max
+    torchrun --nproc_per_node 8 -m egt.cli judge --model runs/sft/model ...   # 8 processes, rank 0 writes
+    egt judge ... --shard 2/8                                              # independent job 2 of 8
 
 Input: an egt pairs file (`id`, `images`, `question`, `response_1`, `response_2`; `label` is
 optional: where every row has one, the summary reports accuracy). Each pair is compared by
@@ -20,13 +22,22 @@ choices: order disagreement, and sampled disagreement with samples > 1).
 Output folder:
 - judgements.jsonl  append-only (egt.core.files.Journal), one comparison per pair with its traces, by
   id, written after every chunk; a rerun skips the pairs it holds (a torn last line is redone).
-  A rerun with other judging settings is refused; abstention settings can change freely.
+- fingerprint.json  what the comparisons depend on (egt.core.runfolder: the pairs file's and every
+  model file's SHA-256, or the served judge's URL, and the judging settings): a rerun with any of them
+  changed is refused, naming what changed (`overwrite=true` discards the judgements); abstention
+  settings can change freely. One run writes a folder at a time (`.egt.lock`), except shard jobs.
 - verdicts.jsonl    one row per pair, input order: `id`, `verdict` (1, 2 or null), `decision` (the
   verdict, "abstain", or null without a verdict), `confidence` (the winner's vote share),
   `vote_share`, `orders_agree`, `entropies` (nats), `entropy_kind`, `entropies_lower` (endpoint),
   `uncertainty` (the abstention metric's value), and `label`, `correct` when the input has labels.
 - summary.json      counts, abstention threshold and coverage reached, accuracy on all and on
   the kept pairs when labelled.
+
+Several processes: the pairs are cut into chunks of about batch_size judgements, in input order;
+rank r of a launched world judges chunks b % w == r, an independent job (`shard=i/n`, `slurm`,
+`env`; egt.core.shards) chunks b % n == i, each into its own `shards/judgements.<slot>-of-<count>.jsonl`;
+rank 0 (of shard jobs: the last to finish) folds them into judgements.jsonl and writes the outputs,
+equal to one process's (summary.json but its wall time).
 """
 
 from __future__ import annotations

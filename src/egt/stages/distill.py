@@ -42,6 +42,12 @@ torn last line (kill -9 while writing) is cut off. The final files are rebuilt f
 `traces.parquet` (pair + trace + attempts), `dropped.parquet` (pair +
 drop_reason + attempt_outcomes), `stats.json`.
 
+Independent jobs (`shard=i/n`, `slurm` or `env`; egt.core.shards): job i of n distils the blocks
+of `hf_chunk_pairs` pairs b % n == i into its own `shards/journal.<i>-of-<n>.jsonl`, holding only its
+slice's lock; a fingerprint claim (pairs file, teacher, settings) refuses jobs of other settings
+(a one-process distill has no claim yet); the last job to finish folds the journals into
+journal.jsonl and writes the outputs, byte for byte a one-process run's (stats.json but its wall time).
+
 Swap augmentation (`orders: both`): pairwise judges learn position shortcuts, and
 the standard remedy (JudgeLM, PandaLM) is to train on both orders. Each pair is
 distilled as given and with its responses swapped (`<id>::swap`, label flipped),

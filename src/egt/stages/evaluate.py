@@ -4,6 +4,9 @@
              --model runs/x/rl/model --output runs/x/eval/vlrb          # both orders, greedy
     egt eval ... --orders chosen-first                                   # the public scripts' protocol
     egt eval ... --samples 5 --temperature 1.0                           # voting@5
+    egt eval ... --model http://localhost:8000/v1 --served_model judge   # a served judge (vllm serve)
+    torchrun --nproc_per_node 8 -m egt.cli eval ...                      # 8 processes, rank 0 writes
+    egt eval ... --shard 2/8                                             # independent job 2 of 8, one folder
     egt compare runs/a/eval/vlrb runs/b/eval/vlrb                        # side-by-side table (egt.stages.compare)
 
 Benchmarks: vlrewardbench, mmrb (Multimodal RewardBench), mmrlhf
@@ -36,6 +39,19 @@ Output folder:
   and abstention by entropy (`abstention`: AURC and accuracy at 100/90/80/50%
   coverage per view and entropy metric, egt.stages.abstention).
 - risk_coverage.json, risk_coverage_<view>.png   the risk-coverage curves.
+
+Several processes. The units (pair, order) are cut into blocks of batch_size / samples, in the
+order one process judges them; one process generates each block as one batch. Under a launcher
+(accelerate launch, torchrun) rank r of w judges blocks b % w == r; an independent job
+(`shard=i/n`, `slurm`, `env`: egt.core.shards) blocks b % n == i (over its ranks when it is a
+world). Each writes its own journal `shards/judgements.<slot>-of-<count>.jsonl`; rank 0 (of a
+shard job: the last job to finish) folds them into judgements.jsonl in the one-process order and
+writes the outputs, so they equal a one-process run's byte for byte (tested on CPU: torchrun with
+2 processes, 3 shard jobs).
+
+A served judge (`model=http(s)://...`, egt.judge.endpoint, as `egt judge`): one request per
+judgement; the stored entropies are UPPER bounds from the server's top `top_logprobs` log-probs
+(`vocab_size` sets the bound), what abstention then ranks by.
 
 Every judgement's entropies (answer, sentence, mean, max; egt.model.entropy) are
 computed from the raw logits while it is generated (greedy too) and stored in

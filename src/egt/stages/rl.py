@@ -295,6 +295,7 @@ def _make_trainer_class():
 
 
 def _grpo_args(cfg: Config, checkpoints: Path, bf16: bool, reward_weights: list[float]):
+    import torch
     from trl import GRPOConfig
 
     args = dict(
@@ -314,6 +315,8 @@ def _grpo_args(cfg: Config, checkpoints: Path, bf16: bool, reward_weights: list[
         log_completions=cfg.log_completions, shuffle_dataset=False, remove_unused_columns=False,
         model_init_kwargs={"dtype": "bfloat16" if bf16 else "float32"}, reward_weights=reward_weights,
     )
+    # Without CUDA the Trainer sets up no process group unless told it runs on the CPU (as egt sft).
+    args["use_cpu"] = not torch.cuda.is_available()
     args.update(cfg.grpo_extra)
     if args["shuffle_dataset"]:
         raise ConfigError("grpo_extra.shuffle_dataset=true would break the curriculum order")

@@ -1,8 +1,10 @@
 """`egt score` — stage 2: K sampled judgements per pair and their entropies.
 
     egt score --model runs/sft/model --pairs runs/pool.parquet --output runs/score --samples 8
-    accelerate launch --num_processes 8 -m egt.cli score --config configs/score.yaml   # one shard set, N processes
-    egt score --output runs/score --merge                                               # only merge finished shards
+    accelerate launch --multi_gpu --num_processes 8 -m egt.cli score --config configs/score.yaml  # N processes
+    egt score --config configs/score.yaml --shard 2/8      # independent job 2 of 8 on the same folder
+    egt score --config configs/score.yaml shard=slurm      # a SLURM array task (docs/examples/score_array.sbatch)
+    egt score --output runs/score --merge                  # only merge finished shards
 
 For each pair the judge writes K judgements (temperature T, top-p 1 and no top-k by
 default, so the entropy is the model's own); `egt.model.generation.judge` records the entropy of
@@ -26,15 +28,20 @@ The folder's fingerprint (egt.core.runfolder: the input's and every model file's
 settings in FINGERPRINT_KEYS) is checked first: a rerun with any of them changed is refused,
 naming what changed, while the folder holds finished shards (`overwrite=true` discards them); a
 run that failed before finishing a shard leaves nothing that blocks its corrected rerun. One
-process writes a folder at a time (`<output>/.egt.lock`; a second run is refused). Images stay
-inside `image_root` (default: the pairs file's folder; egt.core.records.resolve_image_path).
+run writes a folder at a time (`<output>/.egt.lock`; a second run is refused), except shard jobs.
+Images stay inside `image_root` (default: the pairs file's folder; egt.core.records.resolve_image_path).
 
 Distributed. Under `accelerate launch` process r scores shards i with i % world == r and
-writes them itself; rank 0 waits at a gloo barrier (its own group, with a long timeout, so
-uneven shards never time out, on CPU and GPU alike) and merges. The folder must be shared.
-CPU-only machines: `accelerate launch --multi_gpu --num_processes N -m egt.cli score ...` (or
-`torchrun --nproc_per_node N -m egt.cli score ...`); accelerate 1.x's `--cpu` starts ONE
+writes them itself; rank 0 waits at a gloo barrier (egt.core.processes: its own group, with a long
+timeout, so uneven shards never time out, on CPU and GPU alike) and merges. The folder must be
+shared. CPU-only machines: `accelerate launch --multi_gpu --num_processes N -m egt.cli score ...`
+(or `torchrun --nproc_per_node N -m egt.cli score ...`); accelerate 1.x's `--cpu` starts ONE
 process unless mpirun is configured. Without CUDA, egt score sets up gloo CPU processes.
+
+Independent jobs (`shard=i/n`, `slurm` or `env`; egt.core.shards): job i owns the shards j with
+j % n == i (split over its ranks when the job is itself a launched world), holds only its slice's
+lock, and the last job to finish merges; the fingerprint claim refuses a job of other inputs or
+settings. `--merge` is only needed when the last job could not merge (it died after its shards).
 
 Teacher-forced mode (`mode=teacher_forced`): score the given completions in
 `response_column` (a string or a list of strings per pair, e.g. the distilled `trace`) with

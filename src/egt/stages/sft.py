@@ -252,6 +252,9 @@ def run(cfg: Config) -> Path:
         save_total_limit=cfg.save_total_limit, report_to=cfg.report_to, disable_tqdm=not cfg.progress,
         remove_unused_columns=False, dataset_kwargs={"skip_prepare_dataset": True}, max_length=None,
         dataloader_num_workers=cfg.dataloader_num_workers, dataloader_pin_memory=torch.cuda.is_available(),
+        # Without CUDA the Trainer sets up no process group unless told it runs on the CPU: under a launcher
+        # every process would then train alone (gloo on CPU: egt.core.processes).
+        use_cpu=not torch.cuda.is_available(),
         train_sampling_strategy="group_by_length" if cfg.group_by_length else "random",
     )
     model_kwargs = {"dtype": torch_dtype(precision)}
