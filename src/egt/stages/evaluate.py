@@ -81,6 +81,7 @@ from egt.core.records import PreferencePair, read_pairs, write_rows
 from egt.core.runfolder import merge_lock, open_run_folder
 from egt.core.shards import ALL, SHARD_HELP, Shard, blocks, fold_journals, load_all, parse_shard, slot_journal
 from egt.core.shards import slot_journals, wants_process_group
+from egt.judge.api import is_endpoint
 from egt.model.loading import TorchDtype, check_model_folder
 from egt.reporting.tables import markdown_table
 from egt.stages import metrics as M
@@ -195,13 +196,9 @@ def fingerprint(cfg: Config) -> dict:
                 "seed": cfg.seed if sampled else None, "dtype": cfg.dtype,
                 "image_root": None if cfg.image_root is None else str(Path(cfg.image_root).resolve()),
                 "allow_absolute_paths": cfg.allow_absolute_paths}
-    if _is_endpoint(cfg.model):   # what a served judge's judgements and entropy bounds depend on
+    if is_endpoint(cfg.model):   # what a served judge's judgements and entropy bounds depend on
         settings.update(served_model=cfg.served_model, top_logprobs=cfg.top_logprobs, vocab_size=cfg.vocab_size)
     return runfolder.fingerprint(inputs={"data": cfg.data}, models={"model": cfg.model}, settings=settings)
-
-
-def _is_endpoint(model) -> bool:
-    return str(model).startswith(("http://", "https://"))
 
 
 def _has_judgements(out: Path) -> bool:
@@ -229,7 +226,7 @@ def model_judge_fn(cfg: Config, device=None) -> JudgeFn:
     entropies (egt.judge.api.LocalBackend: one generation path for eval and the judge API); for an
     http(s) URL, the served judge (egt.judge.endpoint: entropies are the upper bounds from its top-k
     log-probs). `device`: this process's device (a rank of a launched world), else cfg.device."""
-    if _is_endpoint(cfg.model):
+    if is_endpoint(cfg.model):
         from egt.judge.endpoint import EndpointBackend
 
         backend = EndpointBackend(cfg.model, served_model=cfg.served_model, api_key_env=cfg.api_key_env,
@@ -474,7 +471,7 @@ def write_outputs(pairs: list[PreferencePair], log: dict[str, dict], cfg: Config
 def run(cfg: Config) -> Path:
     """Judge the units this process owns (all of them, one process), then (rank 0) write the outputs."""
     job = parse_shard(cfg.shard)   # an independent job's slice (egt.core.shards), or None
-    if not _is_endpoint(cfg.model):
+    if not is_endpoint(cfg.model):
         check_model_folder(cfg.model)
     pairs, skipped = load_pairs(cfg)
     if not pairs:
