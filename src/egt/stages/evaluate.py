@@ -71,7 +71,7 @@ import sys
 from pathlib import Path
 from typing import Callable, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from egt.core import runfolder
 from egt.core.config import StageConfig, save_config
@@ -130,6 +130,11 @@ class Config(StageConfig):
     concurrency: int = Field(8, ge=1, description="endpoint: requests in flight")
     timeout_s: float = Field(120.0, gt=0, description="endpoint: per-request timeout")
     max_retries: int = Field(2, ge=0, description="endpoint: retries of a failed request")
+
+    @field_validator("model", mode="before")
+    @classmethod
+    def _path_as_text(cls, value):
+        return str(value) if isinstance(value, Path) else value   # a folder given as a Path, as before URLs
 
     @model_validator(mode="after")
     def _needs_inputs(self):

@@ -36,7 +36,9 @@ processes each batch on the fly (`dataloader_num_workers` in parallel).
 from __future__ import annotations
 
 import json
+import logging
 import math
+import os
 import time
 from pathlib import Path
 
@@ -291,6 +293,11 @@ def _train(cfg: Config, args, model_kwargs: dict, pairs, traces, out: Path, chec
     trainer = _trainer_class()(model=model, args=args, train_dataset=train_dataset, processing_class=processor,
                                data_collator=JudgeCollator(processor, pairs, traces, examples), peft_config=peft_config,
                                example_ids=[pair.id for pair in pairs], consumed_path=consumed_path)
+    if os.environ.get("ACCELERATE_USE_FSDP", "").lower() == "true" and not trainer.is_fsdp_enabled \
+            and trainer.is_world_process_zero():
+        # accelerate turns FSDP on only for GPU-like worlds: CPU processes silently train as DDP.
+        logging.getLogger(__name__).warning("the accelerate config asks for FSDP, but accelerate does not shard "
+                                            "CPU processes: this run trains with DDP (full weights per process)")
     resume_from = resolve_resume(cfg.resume, checkpoints, clean=trainer.is_world_process_zero())
     if trainer.is_world_process_zero():
         out.mkdir(parents=True, exist_ok=True)
