@@ -42,11 +42,11 @@ def test_parse_shard_from_text_slurm_and_torchrun_variables():
 
 
 def test_slots_of_jobs_and_ranks_cover_every_unit_once():
-    units = range(50)
-    jobs = [Shard(i, 3) for i in range(3)]
-    slots = [job.within(rank, 2) for job in jobs for rank in range(2)]   # 3 jobs of 2 processes each
+    units = range(60)
+    worlds = {0: 2, 1: 1, 2: 3}           # three jobs launched as worlds of 2, 1 and 3 processes
+    slots = [Shard(i, 3).within(rank, w) for i, w in worlds.items() for rank in range(w)]
     owned = sorted(u for slot in slots for u in slot.take(units))
-    assert owned == list(units)
+    assert owned == list(units)            # every unit once: a job's ranks split exactly that job's units
     assert ALL.within(1, 4) == Shard(1, 4)   # a plain launched world: rank r of w, as before
     assert [list(b) for b in blocks(5, 2)] == [[0, 1], [2, 3], [4]]
 
