@@ -41,7 +41,7 @@ def test_two_runs_say_these_runs_and_three_agreeing_runs_reproduce():
 
 
 def test_a_run_that_disagrees_makes_the_pooled_claim_inconclusive():
-    # Each run's own interval excludes 0, but they disagree: the hierarchical bootstrap over runs sees it.
+    # Each run's own interval excludes 0, but they disagree: the t-interval over the runs sees it.
     a, b = runs([0.10, 0.10, -0.10])
     per_run = [compare_paired(x, y)["verdict"] for x, y in zip(a, b)]
     assert per_run == ["higher", "higher", "lower"]

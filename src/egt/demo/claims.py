@@ -9,16 +9,19 @@ When a claim holds. Training is random: one RL run of the tiny judge moves by 5-
 demo on three machines gave "EGT beats the full pool" +0.104, +0.094 and -0.017. An interval over the test
 pairs of ONE training run says nothing about that randomness. So a paper claim is called **reproduced** (or
 **reversed**) only when it holds pooled over at least MIN_RUNS independent training runs (`egt demo --seeds N`,
-N >= 3: each seed its own data, SFT and RL), with the interval from a hierarchical bootstrap that resamples the
-runs and then each run's test pairs, so it includes run-to-run variation; with 3 runs its lower end is close
-to the worst run, so "reproduced" means every run agrees. A single run's comparison is reported as what it is:
-"higher in this run", "lower in this run" or "no difference detected".
+N >= 3: each seed its own data, SFT and RL), with a Student-t interval over the per-run differences
+(egt.core.stats.runs_interval: each run is one observation, its difference already carries its test-pair
+noise), so the interval includes run-to-run variation; with 3 runs t_{0.975,2} = 4.30, so a claim holds only
+when the runs agree and the effect is large. (A bootstrap over so few runs under-covers: on machine C's 5
+seeds it put entropy-vs-random selection at [+0.000, +0.126] with two runs at about 0.) A single run's
+comparison is reported as what it is: "higher in this run", "lower in this run" or "no difference detected".
 """
 
 from __future__ import annotations
 
 import json
 import math
+import statistics
 from pathlib import Path
 
 from egt.core.files import read_json
@@ -108,8 +111,12 @@ def verdict(result: dict | None, pooled: tuple[str, str] = ("reproduced", "rever
         return "not measured"
     n_runs = result.get("n_seeds", 1)
     if result["verdict"] == "inconclusive":
-        detect = f"this split detects differences of about {fmt(result['min_detectable'])}"
-        return f"inconclusive ({detect})" if n_runs >= MIN_RUNS else f"no difference detected ({detect})"
+        detect = f"one run's test split detects differences of about {fmt(result['min_detectable'])}"
+        if n_runs < MIN_RUNS:
+            return f"no difference detected ({detect})"
+        per_run = result.get("per_seed") or []
+        spread = f"the runs spread ±{statistics.stdev(per_run):.3f}; " if len(per_run) > 1 else ""
+        return f"inconclusive ({spread}{detect})"
     higher = result["verdict"] == "higher"
     if n_runs >= MIN_RUNS:
         return pooled[0] if higher else pooled[1]

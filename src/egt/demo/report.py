@@ -287,7 +287,7 @@ def _seed_values(run_dir: Path, cfg) -> dict[str, float | None]:
 
 def write_seed_summary(cfg, run_dirs: list[Path], rerun: str) -> Path:
     """`<output>/summary.md` and summary.json: every number over the seeds, and the paired claims pooled over
-    seeds (hierarchical bootstrap over seeds and test pairs)."""
+    seeds (a t-interval over the per-seed differences, egt.core.stats.runs_interval)."""
     per_seed = [_seed_values(d, cfg) for d in run_dirs]
     seeds = [cfg.seed + i for i in range(len(run_dirs))]
     keys = list(dict.fromkeys(k for v in per_seed for k in v))
@@ -314,9 +314,9 @@ def write_seed_summary(cfg, run_dirs: list[Path], rerun: str) -> Path:
             "Rerun: `" + rerun + "`", "",
             "## Paired comparisons pooled over seeds", "",
             "Both-order accuracy differences on each seed's clean test split; each seed is an independent training "
-            "run (its own data, SFT and RL). 95% interval from a hierarchical bootstrap (seeds, then pairs), so it "
-            f"includes run-to-run variation; reproduced / reversed when it excludes 0 and at least {MIN_RUNS} runs "
-            "are pooled (fewer runs: what happened in those runs, never a claim).", "",
+            "run (its own data, SFT and RL). 95% interval: Student-t over the per-seed differences (each run one "
+            f"observation), so it includes run-to-run variation; reproduced / reversed when it excludes 0 and at "
+            f"least {MIN_RUNS} runs are pooled (fewer runs: what happened in those runs, never a claim).", "",
             markdown_table(["comparison", "mean difference [95% CI]", "per seed", "every seed > 0", "verdict"],
                            claim_rows), ""]
     if dose:
