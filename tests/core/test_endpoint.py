@@ -38,8 +38,9 @@ def test_transient_errors_are_retried_and_counted(monkeypatch):
     with FakeOpenAIServer(scripted(api_error(503), api_error(500), (429, {"error": {"message": "slow"}}, {}), ok)) as server:
         ep = endpoint(server, monkeypatch)
         result = ep.chat([{"role": "user", "content": "hi"}], random.Random(0))
-    assert result.response.choices[0].message.content == "fine" and result.retries == 3
-    assert ep.stats.as_dict() == {"requests": 4, "retries": 3, "failures": 0}
+    assert result.reply.content == "fine" and result.retries == 3
+    assert ep.stats.as_dict() == {"requests": 4, "retries": 3, "failures": 0,
+                                  "faults": {"rate_limited": 1, "server_error": 2}}
     assert {headers.get("authorization") for _, _, headers, _ in server.requests} == {"Bearer sk-test"}
 
 
@@ -47,15 +48,16 @@ def test_retries_run_out_into_a_counted_failure(monkeypatch):
     with FakeOpenAIServer(scripted(api_error(502))) as server:
         ep = endpoint(server, monkeypatch, max_retries=2)
         result = ep.chat([{"role": "user", "content": "hi"}])
-    assert result.response is None and result.error == "HTTP 502" and result.retries == 2
-    assert ep.stats.as_dict() == {"requests": 3, "retries": 2, "failures": 1}
+    assert result.reply is None and result.error == "HTTP 502: error" and result.retries == 2
+    assert ep.stats.as_dict() == {"requests": 3, "retries": 2, "failures": 1, "faults": {"server_error": 3}}
 
 
 def test_a_bad_request_is_not_retried(monkeypatch):
     with FakeOpenAIServer(scripted(api_error(400, "bad field"))) as server:
         ep = endpoint(server, monkeypatch)
         result = ep.chat([{"role": "user", "content": "hi"}])
-    assert result.error == "HTTP 400" and len(server.requests) == 1 and ep.stats.failures == 1
+    assert result.error == "HTTP 400: bad field" and result.error_class == "rejected"
+    assert len(server.requests) == 1 and ep.stats.failures == 1
 
 
 @pytest.mark.parametrize("status", [401, 403, 404])
@@ -74,7 +76,7 @@ def test_retry_after_is_honoured(monkeypatch):
     with FakeOpenAIServer(scripted((429, {"error": {"message": "slow"}}, {"Retry-After": "0.3"}), ok)) as server:
         ep = endpoint(server, monkeypatch, backoff_max_s=1.0)
         started = time.monotonic()
-        assert ep.chat([{"role": "user", "content": "hi"}]).response is not None
+        assert ep.chat([{"role": "user", "content": "hi"}]).reply is not None
     assert time.monotonic() - started >= 0.3
 
 
@@ -83,7 +85,8 @@ def test_connection_errors_retry_then_fail(monkeypatch):
     ep = Endpoint("http://127.0.0.1:9/v1", "m", KEY_ENV, timeout_s=0.5,
                   policy=RetryPolicy(max_retries=1, backoff_base_s=0.0, backoff_max_s=0.0))
     result = ep.chat([{"role": "user", "content": "hi"}])
-    assert result.error == "APIConnectionError" and ep.stats.as_dict() == {"requests": 2, "retries": 1, "failures": 1}
+    assert result.error_class == "connection" and "APIConnectionError" in result.error
+    assert ep.stats.as_dict() == {"requests": 2, "retries": 1, "failures": 1, "faults": {"connection": 2}}
 
 
 def test_a_missing_key_variable_is_named_and_never_replaced(monkeypatch):
