@@ -452,7 +452,7 @@ class EndpointPool:
                 active = [e for e in pool if e.set_aside_until <= now] or pool
                 ready = [e for e in active if e.paused_until <= now]
                 if ready:
-                    best = min(ready, key=lambda e: ((e.in_flight + 1) / e.weight, (e.served + 1) / e.weight))
+                    best = min(ready, key=lambda e: (e.in_flight / e.weight, (e.served + 1) / e.weight))
                     best.in_flight += 1
                     best.served += 1
                     return best

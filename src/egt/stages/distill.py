@@ -525,7 +525,7 @@ def _write_outputs(cfg: Config, out: Path, pairs: list[PreferencePair], done: di
                        teacher_format_ok=bool(rec.get("teacher_format_ok")))
             kept_rows.append(row)
             attempts_hist[rec["attempts"]] += 1
-        elif is_final(rec, cfg.refusals_final):
+        elif is_final(rec, cfg.refusals_final) or rec["status"] == "refused":  # a refusal is a verdict of its own
             reason = rec.get("drop_reason") or "content_refused"
             row.update(drop_reason=reason, attempts=rec["attempts"], attempt_outcomes=rec["outcomes"],
                        last_error=rec.get("last_error", ""))
@@ -544,18 +544,19 @@ def _write_outputs(cfg: Config, out: Path, pairs: list[PreferencePair], done: di
     else:
         (out / "failed.parquet").unlink(missing_ok=True)  # a rerun that finished them all
     n = len(pairs)
-    refused = failed_by.get("refused", 0) + reasons.get("content_refused", 0)
     stats = {
         "backend": cfg.backend, "model": cfg.model, "pairs": n, "kept": len(kept_rows),
         "dropped": len(dropped_rows), "kept_pct": round(100 * len(kept_rows) / n, 3) if n else 0.0,
         "complete": not failed_rows and not tokens["not_sent"],
-        "outcomes": {"kept": len(kept_rows), "dropped": len(dropped_rows), "refused": refused,
-                     "failed": len(failed_rows) - failed_by.get("refused", 0), "not_sent": tokens["not_sent"]},
+        "outcomes": {"kept": len(kept_rows), "dropped": len(dropped_rows) - reasons["content_refused"],
+                     "refused": reasons["content_refused"], "failed": len(failed_rows),
+                     "not_sent": tokens["not_sent"]},
         "attempts_histogram": {str(k): attempts_hist[k] for k in sorted(attempts_hist)},
         "drop_reasons": dict(reasons),
-        "failed_by_class": {k: v for k, v in sorted(failed_by.items()) if k != "refused"},
+        "failed_by_class": dict(sorted(failed_by.items())),
         "faults_by_class": dict(sorted(faults.items())),
         "max_attempts": cfg.max_attempts, "reveal_label": cfg.reveal_label, "orders": cfg.orders,
+        "refusals_final": cfg.refusals_final,
         "prompt_tokens": tokens["prompt"], "completion_tokens": tokens["completion"],
         "tokens_total": tokens["prompt"] + tokens["completion"],
         "cost_usd": round((tokens["prompt"] * cfg.price_input_per_1k_usd
@@ -573,10 +574,11 @@ def format_summary(stats: dict, out: Path) -> str:
     o, n = stats["outcomes"], max(stats["pairs"], 1)
     rows = [("kept", o["kept"], "")]
     for reason, count in sorted(stats["drop_reasons"].items()):
-        rows.append((f"dropped: {reason}", count, "final"))
-    if o["refused"] and "content_refused" not in stats["drop_reasons"]:
-        rows.append(("refused (content policy)", o["refused"], "asked again on a rerun (refusals_final: true "
-                                                                "keeps them dropped)"))
+        if reason == "content_refused":
+            rows.append(("refused by content policy", count, "final" if stats["refusals_final"] else
+                         "asked again on a rerun (refusals_final: true keeps them dropped)"))
+        else:
+            rows.append((f"dropped: {reason}", count, "final"))
     for name, count in sorted(stats["failed_by_class"].items(), key=lambda kv: -kv[1]):
         rows.append((f"failed: {name}", count, "no verdict yet: a rerun retries it"))
     if o["not_sent"]:
