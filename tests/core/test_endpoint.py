@@ -222,8 +222,8 @@ def test_requests_spread_by_weight_and_fail_over_from_a_dead_endpoint(monkeypatc
     policy = RetryPolicy(max_retries=3, backoff_base_s=0.001, backoff_max_s=0.01)
     messages = [{"role": "user", "content": [{"type": "text", "text": "Question: q1\n"}]}]
     with FaultTeacher() as a, FaultTeacher() as b:
-        pool = EndpointPool([Endpoint(a.base_url, "m", KEY_ENV, 2, policy), Endpoint(b.base_url, "m", KEY_ENV, 2, policy,
-                                                                                     weight=3)], policy)
+        pool = EndpointPool([Endpoint(a.base_url, "m", KEY_ENV, 2, policy),
+                             Endpoint(b.base_url, "m", KEY_ENV, 2, policy, weight=3)], policy)
         for i in range(40):
             assert pool.chat(messages, None, {"seed": i}).reply is not None
     assert (a.requests, b.requests) == (10, 30)

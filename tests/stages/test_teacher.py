@@ -236,7 +236,8 @@ def test_large_images_are_downscaled_before_sending_and_recorded(tmp_path):
     journal = Journal(tmp_path / "run" / "journal.jsonl", key="id").load()
     assert all(rec["images_downscaled"] == [[0, 64, 48, 32, 24]] for rec in journal.values())
     assert json.loads((tmp_path / "run" / "stats.json").read_text())["images_downscaled"] == 4
-    assert not any("images_downscaled" in rec for rec in Journal(tmp_path / "as_is" / "journal.jsonl", key="id").load().values())
+    as_is = Journal(tmp_path / "as_is" / "journal.jsonl", key="id").load()
+    assert not any("images_downscaled" in rec for rec in as_is.values())
     assert fit_size(4000, 3000, None, 3_000_000) == (2000, 1500) and fit_size(10, 10, 32, 100) == (10, 10)
 
 

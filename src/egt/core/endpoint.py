@@ -254,9 +254,9 @@ def fault_of(exc: BaseException, sent: tuple[str, ...] = ()) -> Fault:
         return Fault("timeout", "timeout")
     if isinstance(exc, openai.APIStatusError):
         return classify_status(exc.status_code, exc.body, exc.response.headers, sent)
-    if isinstance(exc, (openai.APIConnectionError, ConnectionError)) or names & {"TransportError", "NetworkError"}:
+    if isinstance(exc, (openai.APIConnectionError, OSError)) or names & {"TransportError", "NetworkError"}:
         return Fault("connection", f"connection error ({type(exc).__name__})")
-    if isinstance(exc, (openai.OpenAIError, ValueError, OSError)):
+    if isinstance(exc, (openai.OpenAIError, ValueError)):
         return Fault("bad_reply", f"bad reply ({type(exc).__name__})")
     raise exc
 
@@ -360,12 +360,12 @@ class Endpoint:
 
     def __init__(self, base_url: str, model: str, api_key_env: str | None, timeout_s: float,
                  policy: RetryPolicy = RetryPolicy(), what: str = "endpoint", weight: float = 1.0,
-                 limiter: RateLimiter | None = None, name: str | None = None):
+                 limiter: RateLimiter | None = None, name: str | None = None, param_hints: dict | None = None):
         import openai
 
         self.base_url, self.model, self.policy, self.what = base_url, model, policy, what
         self.api_key_env, self.timeout_s, self.weight = api_key_env, timeout_s, weight
-        self.limiter, self.name = limiter, name or base_url
+        self.limiter, self.name, self.param_hints = limiter, name or base_url, param_hints
         self.client = openai.OpenAI(base_url=base_url, api_key=api_key(api_key_env, what), max_retries=0,
                                     timeout=timeout_s)
         self.stats = EndpointStats()
@@ -415,7 +415,8 @@ class Endpoint:
     def chat(self, messages: list[dict], rng: random.Random | None = None, **params) -> CallResult:
         """One chat completion with retries on this endpoint alone; EndpointRefused when it refuses."""
         if self._pool is None:
-            self._pool = EndpointPool([self], self.policy, what=self.what, stats=self.stats)
+            self._pool = EndpointPool([self], self.policy, what=self.what, stats=self.stats,
+                                      param_hints=self.param_hints)
         return self._pool.chat(messages, rng, params)
 
 

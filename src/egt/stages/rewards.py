@@ -202,8 +202,10 @@ class LLMLogicJudge:
                  retry_backoff_s: float = 0.5, max_tokens: int = 8, backoff_max_s: float = 10.0):
         from egt.core.endpoint import Endpoint, RetryPolicy
 
+        fixed = "the LLM logic judge always sends temperature 0 and max_tokens: use an endpoint that takes them"
         self.endpoint = Endpoint(base_url, model, api_key_env, timeout_s,
-                                 RetryPolicy(max_retries, retry_backoff_s, backoff_max_s), what="LLM logic judge")
+                                 RetryPolicy(max_retries, retry_backoff_s, backoff_max_s), what="LLM logic judge",
+                                 param_hints={"temperature": fixed, "max_tokens": fixed})
         self.model = model
         self.max_workers = max_workers
         self.max_tokens = max_tokens

@@ -363,8 +363,6 @@ class OpenAITeacher:
         self.cfg = cfg
         self.pool = build_pool(cfg)
         self.budget = budget or Budget(cfg, Spend())
-        self.images_downscaled = 0
-        self._lock = threading.Lock()
 
     def messages(self, pair: PreferencePair) -> tuple[list[dict], int, list]:
         """(messages, prompt token estimate, resize records) of a pair's request."""
@@ -380,9 +378,6 @@ class OpenAITeacher:
         content.append({"type": "text", "text": text})
         messages = [{"role": "system", "content": cfg.system_prompt}] if cfg.system_prompt else []
         estimate = estimate_prompt_tokens(text + (cfg.system_prompt or ""), sizes, cfg.pixels_per_image_token)
-        if resized:
-            with self._lock:
-                self.images_downscaled += len(resized)
         return messages + [{"role": "user", "content": content}], estimate, resized
 
     def distill(self, pair: PreferencePair, previous: dict | None = None) -> PairResult:
