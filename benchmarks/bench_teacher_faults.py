@@ -124,8 +124,8 @@ def main(argv=None) -> None:
         ref_wall = time.perf_counter() - t0
         ref_requests = server_stats(clean_url)["requests"]
     finally:
-        clean.send_signal(signal.SIGINT)
-        clean.wait()
+        clean.terminate()
+        clean.wait(timeout=30)
     rows = []
     for repeat in range(args.repeats):
         seed = args.seed + repeat
@@ -135,8 +135,8 @@ def main(argv=None) -> None:
             timing = faulty_run(args, pairs, out, url, args.out / f"faulty_{repeat}.log")
             served = server_stats(url)
         finally:
-            server.send_signal(signal.SIGINT)
-            server.wait()
+            server.terminate()
+            server.wait(timeout=30)
         stats = json.loads((out / "stats.json").read_text())
         rows.append({"seed": seed, **timing, "requests": served["requests"], "injected": served["injected"],
                      "injected_total": served["injected_total"], "retries": stats["retries"],

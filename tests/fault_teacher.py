@@ -36,6 +36,7 @@ import argparse
 import hashlib
 import json
 import random
+import signal
 import socket
 import sys
 import threading
@@ -325,6 +326,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--timeout-s", type=float, default=1.0, help="the client's timeout")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # stopped with SIGTERM (SIGINT may be ignored)
     with FaultTeacher(_parse_faults(args.faults), args.timeout_s, args.seed, port=args.port) as teacher:
         print(teacher.base_url, flush=True)
         try:

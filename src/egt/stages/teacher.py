@@ -477,6 +477,9 @@ def send_pairs(cfg: Config, todo: list[PreferencePair], done: dict[str, dict],
                     except EgtError as exc:  # the endpoint refuses every request, a parameter, an image
                         halt(exc)
                         continue
+                    except Exception as exc:  # a bug: stop sending before it propagates
+                        halt(exc)
+                        raise
                     if result.failure in ("budget", "stopped") and not result.attempts:
                         continue  # never asked: nothing to journal, it is sent by the next run
                     finish([result])
