@@ -98,7 +98,7 @@ def test_fifty_pairs_under_every_fault_end_as_a_fault_free_run(tmp_path):
 
 def test_streamed_replies_under_faults_end_as_a_fault_free_run(tmp_path):
     rates = {"truncated": 0.15, "slow_body": 0.05, "rate_limited": 0.1, "dropped": 0.05}
-    pairs, teacher, _ = fault_run(tmp_path, 20, rates, seed=3, stream=True)
+    pairs, teacher, _ = fault_run(tmp_path, 15, rates, seed=3, stream=True)
     assert_same_results(tmp_path / "faulty", tmp_path / "ref")
     assert teacher.injected["truncated"] > 0 and all(b["stream"] for b in teacher.bodies)
 
@@ -242,8 +242,8 @@ def test_large_images_are_downscaled_before_sending_and_recorded(tmp_path):
 
 
 def test_refusals_are_a_verdict_of_their_own_and_retry_failed_resends_them(tmp_path):
-    pairs = fault_pairs(150, tmp_path / "data")
-    refused_ids = {f"p{i:05d}" for i in range(150) if refuses(f"q{i:05d}")}
+    pairs = fault_pairs(60, tmp_path / "data")
+    refused_ids = {f"p{i:05d}" for i in range(60) if refuses(f"q{i:05d}")}
     assert len(refused_ids) >= 2
     out = tmp_path / "run"
     with FaultTeacher() as teacher:
