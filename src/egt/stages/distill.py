@@ -443,6 +443,10 @@ def _run(cfg: Config) -> Path:
         _dry_run(cfg, pairs, todo, done)
         return out
     save_config(cfg, out / "distill_config.yaml")  # holds the env var NAME only, never the key
+    if cfg.backend == "openai" and todo:
+        from egt.stages.teacher import Spend, estimate_cost, format_estimate
+
+        print(format_estimate(estimate_cost(cfg, todo, Spend.of(done.values())), cfg), file=sys.stderr)
     progress = Progress(cfg, len(pairs), done, pairs)
 
     def finish(results: list[PairResult]) -> None:

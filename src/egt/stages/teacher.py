@@ -448,7 +448,6 @@ def send_pairs(cfg: Config, todo: list[PreferencePair], done: dict[str, dict],
     failures in a row, Ctrl-C) sends no new request; the requests in flight finish and are journalled."""
     spend = Spend.of(done.values())
     teacher = OpenAITeacher(cfg, Budget(cfg, spend))
-    print(format_estimate(estimate_cost(cfg, todo, spend), cfg), file=sys.stderr)
     priced = cfg.price_input_per_1k_usd > 0 or cfg.price_output_per_1k_usd > 0
     progress.cost = (lambda: f"${teacher.budget.spent_usd:,.2f}") if priced else None
     stop: BaseException | None = None
