@@ -1,6 +1,8 @@
 """Builders shared by several test files (import with `from helpers import score_row`).
 
 - `score_row`: one score-file row as `egt score` writes it.
+- `bomb_png`: a valid one-bit PNG of any size whose file is tiny (a decompression bomb: 13,000 x 13,000 is
+  ~45 KB on disk and 169 million pixels decoded), made without decoding it.
 - `FakeOpenAIServer`: a real HTTP server on 127.0.0.1 speaking the OpenAI REST protocol (the teacher of
   test_distill, the logic judge of test_rewards, the served judge of test_judge_endpoint), and
   `chat_completion`, the body of a chat-completions reply.
@@ -17,6 +19,21 @@ from typing import Callable
 
 from egt.core.records import PreferencePair
 from egt.core.score_columns import METRIC_COLUMNS, SCORE_COLUMNS
+
+
+def bomb_png(width: int, height: int) -> bytes:
+    """A black one-bit PNG of width x height, compressed row by row (never held decoded in memory)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body) & 0xFFFFFFFF)
+
+    row = b"\x00" * (1 + (width + 7) // 8)   # filter byte 0, then the packed bits
+    packer = zlib.compressobj(9)
+    idat = b"".join(packer.compress(row) for _ in range(height)) + packer.flush()
+    header = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)   # bit depth 1, greyscale
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
 
 
 def score_row(pair_id: str, label: int = 1, verdicts=(1, 1, 1, 1), meta: dict | None = None,
