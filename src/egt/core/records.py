@@ -62,22 +62,28 @@ def resolve_image_path(path: str, root: str | Path, allow_absolute: bool = False
 
     Relative: joined to `root`, and must stay inside it (`..` may not leave it). Absolute: must lie
     inside `root` (or `recorded_root`, the root an egt-written file records), unless `allow_absolute`.
-    The check is on the path text only, before any file is touched, so the ImagePathRefused message is
-    the same whether or not the target exists. Symbolic links inside the root are followed (whoever
-    can write the root chose them).
+    Then symbolic links: the path with every link resolved must still lie inside a root (the roots'
+    own links resolved too), unless `allow_absolute` -- a link inside the root that points out of it
+    would read what an absolute path may not. The text is checked first; resolving links needs only
+    the links themselves, never the target, so the ImagePathRefused message is the same whether or
+    not the target exists.
     """
     root = os.path.normpath(os.path.abspath(root))
+    roots = [root] + ([os.path.normpath(os.path.abspath(recorded_root))] if recorded_root else [])
     if os.path.isabs(path):
         full = os.path.normpath(path)
-        roots = [root] + ([os.path.normpath(os.path.abspath(recorded_root))] if recorded_root else [])
-        if allow_absolute or any(_within(full, r) for r in roots):
-            return full
-        raise ImagePathRefused(f"absolute image path '{path}' is outside the image root {root} (give "
-                               "image_root=<the folder that holds the images>, or allow_absolute_paths=true)")
-    full = os.path.normpath(os.path.join(root, path))
-    if not _within(full, root):
-        raise ImagePathRefused(f"image path '{path}' leaves the image root {root} (paths may not climb out of "
-                               "it with '..'; give image_root=<a folder that holds the images>)")
+        if not allow_absolute and not any(_within(full, r) for r in roots):
+            raise ImagePathRefused(f"absolute image path '{path}' is outside the image root {root} (give "
+                                   "image_root=<the folder that holds the images>, or allow_absolute_paths=true)")
+    else:
+        full = os.path.normpath(os.path.join(root, path))
+        if not _within(full, root):
+            raise ImagePathRefused(f"image path '{path}' leaves the image root {root} (paths may not climb out of "
+                                   "it with '..'; give image_root=<a folder that holds the images>)")
+    if not allow_absolute and not any(_within(os.path.realpath(full), os.path.realpath(r)) for r in roots):
+        raise ImagePathRefused(f"image path '{path}' leads out of the image root {root} through a symbolic link "
+                               "(links may point only inside the root; give image_root=<the folder the link "
+                               "points into>, or allow_absolute_paths=true)")
     return full
 
 
