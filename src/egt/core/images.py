@@ -29,7 +29,8 @@ A judge's processor resizes images to its own pixel budget anyway (Qwen2.5-VL: ~
 
 API (other modules build on it: the distill teacher, the judge endpoint, a reward server):
 - `open_image(source, *, where, max_pixels, downscale, field) -> PIL.Image.Image` (RGB, loaded);
-- `image_size(source, *, where, field) -> (width, height)` from the header, nothing decoded;
+- `image_size(source, *, where, field) -> (width, height)` from the header, nothing decoded
+  (`image_header` adds PIL's format name);
 - `check_image(source, *, where, max_pixels, downscale, field) -> (width, height)`: what `open_image`
   would refuse, refused from the header alone (a pass over a file's images before any work);
 - `encoded_image(source, ...) -> (bytes, mime)`: the file's own bytes when it is a web-safe format within
@@ -174,8 +175,15 @@ def _header(source: Source, where: Where, field: str, name: str | None = None) -
 
 def image_size(source: Source, *, where: Where = None, field: str = "images") -> tuple[int, int]:
     """(width, height) from the image's header; nothing is decoded. DataError for what is not an image."""
-    with _header(source, where, field) as image:
-        return image.size
+    return image_header(source, where=where, field=field)[:2]
+def image_header(source: Source, *, where: Where = None, field: str = "images",
+                 name: str | None = None) -> tuple[int, int, str | None]:
+    """(width, height, PIL format name) from the image's header; nothing is decoded. DataError for what is
+    not an image. `name`: how errors name the image (e.g. the file that bytes were read from)."""
+    with _header(source, where, field, name) as image:
+        return image.size[0], image.size[1], image.format
+
+
 
 
 def check_image(source: Source, *, where: Where = None, max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
@@ -207,13 +215,13 @@ def fitted_size(width: int, height: int, max_pixels: int) -> tuple[int, int]:
 
 
 def open_image(source: Source, *, where: Where = None, max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
-               downscale: bool = False, field: str = "images"):
+               downscale: bool = False, field: str = "images", name: str | None = None):
     """Decode an image to RGB, checking its pixel count from the header first (see the module docstring).
 
     Above `max_pixels`: a DataError naming `where` (the record) and the image, or with `downscale` an image
     shrunk to fit (aspect ratio kept). DataError also for a missing file, a non-regular file, or data that
-    is not an image."""
-    return _decode(source, where, max_pixels, downscale, field, _name(source))
+    is not an image. `name`: how errors name the image (default: its path, or <embedded bytes>)."""
+    return _decode(source, where, max_pixels, downscale, field, name or _name(source))
 
 
 def _decode(source: Source, where: Where, max_pixels: int, downscale: bool, field: str, name: str):
