@@ -65,14 +65,28 @@ def test_downscale_shrinks_to_the_cap_keeping_the_aspect_ratio():
 
 
 def test_only_regular_files_are_read(tmp_path):
+    """A link to /dev/zero would be read forever and a FIFO would block: both are refused before they are opened
+    (each read runs in a thread, so that a regression fails here instead of hanging the suite)."""
+    import threading
+
     zero = tmp_path / "zero.png"
     zero.symlink_to("/dev/zero")
     fifo = tmp_path / "fifo.png"
     os.mkfifo(fifo)
     for path in (zero, fifo, tmp_path):
         for read in (open_image, image_size, read_image_bytes):
-            with pytest.raises(DataError, match="not a regular file"):
-                read(path, where=("p.jsonl", 2))
+            errors = []
+
+            def attempt():
+                try:
+                    read(path, where=("p.jsonl", 2))
+                except DataError as exc:
+                    errors.append(exc)
+            worker = threading.Thread(target=attempt, daemon=True)
+            worker.start()
+            worker.join(10)
+            assert not worker.is_alive(), f"{read.__name__}({path.name}) did not return"
+            assert errors and "not a regular file" in str(errors[0])
     with pytest.raises(DataError, match=r"p.jsonl:2: field 'images' image .*missing.png: image file not found"):
         open_image(tmp_path / "missing.png", where=("p.jsonl", 2))
     with pytest.raises(DataError, match="cannot be decoded"):
@@ -127,3 +141,22 @@ def test_parquet_bytes_column_bombs_name_their_row(tmp_path):
     ok.open_images()
     with pytest.raises(DataError, match=r"pairs.parquet:1: field 'images' image <embedded bytes>: 9000 x 9000"):
         bomb.open_images()
+
+
+def test_every_command_that_reads_images_takes_the_shared_keys():
+    from egt.data import inspection
+    from egt.judge import api, rerank, verdicts
+    from egt.reporting import view
+    from egt.stages import distill, evaluate, rl, score, sft
+
+    for module in (score, evaluate, sft, rl, distill, verdicts, rerank, view, inspection, api):
+        cfg = module.JudgeOptions if module is api else module.Config
+        assert issubclass(cfg, ImageOptions), module.__name__
+        assert cfg.model_fields["max_image_pixels"].default == DEFAULT_MAX_IMAGE_PIXELS
+        assert cfg.model_fields["downscale_images"].default is False
+    from egt.core.config import ConfigError, load_config
+
+    assert load_config(view.Config, None, ["scores=s.parquet", "max_image_pixels=1000",
+                                           "--downscale_images"]).image_limits == ImageLimits(1000, True)
+    with pytest.raises(ConfigError, match="max_image_pixels"):
+        load_config(view.Config, None, ["scores=s.parquet", "max_image_pixels=0"])

@@ -36,7 +36,8 @@ API (other modules build on it: the distill teacher, the judge endpoint, a rewar
 - `encoded_image(source, ...) -> (bytes, mime)`: the file's own bytes when it is a web-safe format within
   the cap, else a PNG of the (downscaled) image -- what goes into a base64 data URL;
 - `read_image_bytes(source, *, where, field) -> bytes`: the encoded bytes of a regular file or of bytes;
-- `ImageLimits(max_pixels, downscale)`: the policy a command applies; `ImageOptions`: its config keys.
+- `ImageLimits(max_pixels, downscale)`: the policy a command applies; `ImageOptions`: its config keys;
+  `image_settings(limits)`: what the policy adds to a run folder's fingerprint.
 `source` is a path (str or os.PathLike) or the encoded bytes; `where` = (file, line) of the record that
 names the image (None: the image itself is named); `field` the record's field ("images" by default).
 """
@@ -75,17 +76,20 @@ class ImageLimits:
         if not 1 <= self.max_pixels <= DECODE_CEILING_PIXELS:
             raise ValueError(f"max_pixels must be between 1 and {DECODE_CEILING_PIXELS:,}, got {self.max_pixels!r}")
 
-    def fingerprint(self) -> int | None:
-        """What the decoded pixels depend on (a run folder's setting): the cap only when it shrinks images;
-        without downscale the cap decides refuse-or-decode, never the pixels, so raising it keeps finished work."""
-        return self.max_pixels if self.downscale else None
-
 
 DEFAULT_LIMITS = ImageLimits()
 
 
+def image_settings(limits: ImageLimits) -> dict:
+    """What the limits add to a run folder's settings (egt.core.runfolder.fingerprint): nothing unless images are
+    downscaled. Without downscale the cap decides refuse-or-decode, never the pixels a judge sees, so raising it
+    keeps finished work (and folders made before these keys existed keep their fingerprint)."""
+    return {"downscale_images_to": limits.max_pixels} if limits.downscale else {}
+
+
 class ImageOptions(BaseModel):
-    """The image config keys every command that reads images takes (a mixin for its StageConfig)."""
+    """The image config keys every command that reads images takes: a mixin, `class Config(StageConfig,
+    ImageOptions)`, so the keys, their checks and their help text are defined once."""
 
     max_image_pixels: int = Field(
         DEFAULT_MAX_IMAGE_PIXELS, ge=1, le=DECODE_CEILING_PIXELS,
@@ -173,9 +177,6 @@ def _header(source: Source, where: Where, field: str, name: str | None = None) -
         image.close()
 
 
-def image_size(source: Source, *, where: Where = None, field: str = "images") -> tuple[int, int]:
-    """(width, height) from the image's header; nothing is decoded. DataError for what is not an image."""
-    return image_header(source, where=where, field=field)[:2]
 def image_header(source: Source, *, where: Where = None, field: str = "images",
                  name: str | None = None) -> tuple[int, int, str | None]:
     """(width, height, PIL format name) from the image's header; nothing is decoded. DataError for what is
@@ -184,6 +185,9 @@ def image_header(source: Source, *, where: Where = None, field: str = "images",
         return image.size[0], image.size[1], image.format
 
 
+def image_size(source: Source, *, where: Where = None, field: str = "images") -> tuple[int, int]:
+    """(width, height) from the image's header; nothing is decoded. DataError for what is not an image."""
+    return image_header(source, where=where, field=field)[:2]
 
 
 def check_image(source: Source, *, where: Where = None, max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,

@@ -57,7 +57,6 @@ vacuous; it is off by default.
 from __future__ import annotations
 
 import base64
-import io
 import random
 import time
 from collections import Counter
@@ -72,12 +71,13 @@ from egt.core import prompts
 from egt.core.config import StageConfig, save_config
 from egt.core.errors import ConfigError
 from egt.core.files import Journal, check_unique_ids, write_json
+from egt.core.images import ImageOptions
 from egt.core.records import PreferencePair, read_pairs, write_rows
 
 JOURNAL = "journal.jsonl"
 
 
-class Config(StageConfig):
+class Config(StageConfig, ImageOptions):
     pairs: Path = Field(description="pairs file (Parquet or JSONL) to distill")
     image_root: Path | None = Field(None, description="folder images resolve against and stay inside "
                                                       "(default: the pairs file's folder)")
@@ -192,23 +192,11 @@ def run_attempts(pair: PreferencePair, cfg: Config, ask: Callable[[int], Attempt
 
 # ------------------------------------------------------------------ openai backend
 
-_MIME = {"PNG": "image/png", "JPEG": "image/jpeg", "WEBP": "image/webp", "GIF": "image/gif"}
-
-
 def image_data_url(ref) -> str:
-    """Base64 data URL of an image: original bytes when the format is web-safe, else PNG."""
-    from PIL import Image
-
-    data = ref.read_bytes()  # checks the image root (egt.core.records.resolve_image_path)
-    try:
-        fmt = Image.open(io.BytesIO(data)).format
-    except Exception:
-        fmt = None
-    if fmt not in _MIME:
-        buffer = io.BytesIO()
-        ref.open().save(buffer, format="PNG")
-        data, fmt = buffer.getvalue(), "PNG"
-    return f"data:{_MIME[fmt]};base64,{base64.b64encode(data).decode('ascii')}"
+    """Base64 data URL of an image (egt.core.images.encoded_image, within the ref's pixel cap): the original
+    bytes when the format is web-safe, else PNG; shrunk first when it is above the cap and downscale is on."""
+    data, mime = ref.encoded()  # checks the image root (egt.core.records.resolve_image_path) and the pixel cap
+    return f"data:{mime};base64,{base64.b64encode(data).decode('ascii')}"
 
 
 class OpenAITeacher:
@@ -349,7 +337,7 @@ def _run(cfg: Config) -> Path:
     t0 = time.perf_counter()
     out = Path(cfg.output)
     out.mkdir(parents=True, exist_ok=True)
-    pairs = read_pairs(cfg.pairs, cfg.image_root, cfg.allow_absolute_paths)
+    pairs = read_pairs(cfg.pairs, cfg.image_root, cfg.allow_absolute_paths, cfg.image_limits)
     if cfg.limit is not None:
         pairs = pairs[: cfg.limit]
     check_unique_ids([p.id for p in pairs], cfg.pairs)

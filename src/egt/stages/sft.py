@@ -44,6 +44,7 @@ from pydantic import Field
 from egt.core import runfolder
 from egt.core.config import StageConfig, save_config
 from egt.core.errors import ConfigError, DataError
+from egt.core.images import ImageOptions, image_settings
 from egt.core.records import PreferencePair, read_pairs
 from egt.core.runfolder import open_run_folder
 from egt.model.encoding import collate_examples
@@ -70,10 +71,10 @@ OWNED = ("checkpoints", "model", "adapter", TRAIN_SUMMARY, "sft_config.yaml")
 # Config keys that do not change the trained weights (left out of the fingerprint).
 NOT_FINGERPRINTED = ("traces", "model", "output", "resume", "progress", "logging_steps", "save_steps",
                      "save_total_limit", "report_to", "dataloader_num_workers", "torch_threads", "cache_features",
-                     "overwrite")
+                     "overwrite", "max_image_pixels", "downscale_images")   # images: image_settings
 
 
-class Config(StageConfig):
+class Config(StageConfig, ImageOptions):
     traces: Path = Field(description="traces file from `egt distill` (pairs + trace column)")
     model: str = Field(description="base model folder or hub id (a family of egt.model.families)")
     output: Path = Field(description="run folder: model/, checkpoints/, train_summary.json")
@@ -127,7 +128,7 @@ class Config(StageConfig):
 # ------------------------------------------------------------------ data
 
 def read_traces(cfg: Config) -> tuple[list[PreferencePair], list[str]]:
-    pairs = read_pairs(cfg.traces, cfg.image_root, cfg.allow_absolute_paths)
+    pairs = read_pairs(cfg.traces, cfg.image_root, cfg.allow_absolute_paths, cfg.image_limits)
     if cfg.limit is not None:
         pairs = pairs[: cfg.limit]
     traces = []
@@ -137,7 +138,7 @@ def read_traces(cfg: Config) -> tuple[list[PreferencePair], list[str]]:
             raise DataError(str(cfg.traces), i, cfg.trace_column,
                             "missing or empty trace (expected the traces file written by `egt distill`)")
         traces.append(trace)
-        pair.check_images()
+        pair.check_images(sizes=True)   # inside the root and within the pixel cap, before any model loads
     if not pairs:
         raise DataError(str(cfg.traces), None, None, "no traces to train on")
     return pairs, traces
@@ -189,7 +190,7 @@ def _trainer_class():
 
 def fingerprint(cfg: Config) -> dict:
     """What the trained weights depend on (egt.core.runfolder): traces and base model files, settings."""
-    settings = cfg.model_dump(mode="json", exclude=set(NOT_FINGERPRINTED))
+    settings = {**cfg.model_dump(mode="json", exclude=set(NOT_FINGERPRINTED)), **image_settings(cfg.image_limits)}
     return runfolder.fingerprint(inputs={"traces": cfg.traces}, models={"model": cfg.model}, settings=settings)
 
 
