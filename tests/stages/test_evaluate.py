@@ -178,6 +178,55 @@ def test_resume_skips_judged_pairs_and_recovers_a_torn_line(tmp_path):
     assert again.requests == []
 
 
+class Padded(Scripted):
+    """A judge whose entropies depend on the batch a request is judged in, at the 1e-7 level, as a real model's do
+    (a batch's padding changes the last bits of its logits)."""
+
+    def __call__(self, requests):
+        from egt.model.entropy import ResponseEntropy, ScoredJudgement
+
+        self.requests.extend(requests)
+        batch = "|".join(r.pair.question for r in requests)
+        out = []
+        for r in requests:
+            jitter = 1e-7 * (sum(map(ord, batch)) % 97)
+            verdict = parse_verdict(verdict_text(1))
+            entropy = ResponseEntropy(1, 0.25 + jitter, 0.5 + jitter, 0.125 + jitter, 0.75 + jitter, 3)
+            out.append(ScoredJudgement(verdict_text(1), verdict, 3, False, entropy))
+        return out
+
+
+def test_a_batch_torn_mid_way_is_judged_again_whole_so_entropies_equal_an_uninterrupted_run(tmp_path):
+    """A kill while a batch's lines are written leaves some of them and a torn one: the rerun judges that whole batch
+    again (the batches are fixed positions of the unit list), so every judgement -- entropies to the bit -- equals an
+    uninterrupted run's."""
+    pairs = make_pairs(10)
+    cfg = cfg_for(tmp_path, batch_size=4)
+    fresh = E.evaluate_pairs(pairs, Padded(None), cfg_for(tmp_path / "fresh", batch_size=4))
+
+    class Crash(Exception):
+        pass
+
+    def crashing(requests, judge=Padded(None), calls=[]):
+        calls.append(len(requests))
+        if len(calls) == 3:
+            raise Crash
+        return judge(requests)
+
+    with pytest.raises(Crash):
+        E.evaluate_pairs(pairs, crashing, cfg)
+    log = tmp_path / "out" / E.LOG_NAME
+    lines = log.read_text().splitlines(keepends=True)
+    assert len(lines) == 8                                   # batches 1 and 2 of 4 units each
+    log.write_text("".join(lines[:5]) + lines[5][:25])      # batch 2: one line whole, one torn, two lost
+    judge = Padded(None)
+    out = E.evaluate_pairs(pairs, judge, cfg)
+    assert len(judge.requests) == 20 - 4                     # batch 2 again whole, then 3, 4, 5
+    by_key = {r["key"]: r for r in read_jsonl(log)}
+    assert by_key == {r["key"]: r for r in read_jsonl(fresh / E.LOG_NAME)}
+    assert read_jsonl(out / "predictions.jsonl") == read_jsonl(fresh / "predictions.jsonl")
+
+
 def test_rerun_with_other_settings_is_refused(tmp_path):
     E.evaluate_pairs(make_pairs(2), always(1), cfg_for(tmp_path))
     with pytest.raises(EgtError, match="max_new_tokens"):

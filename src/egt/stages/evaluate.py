@@ -17,7 +17,10 @@ greedy) and takes the plurality vote; the vote and metric rules are in
 
 Output folder:
 - judgements.jsonl  append-only log, one line per judged (pair, order), written
-  after every batch; a rerun skips what it holds (a torn last line is redone).
+  after every batch; a rerun skips the batches it holds whole and judges a batch
+  a kill left partly written (a torn line) again whole: batches are fixed
+  positions of the list of (pair, order) units (egt.core.files.batches_to_run), so
+  a resumed run's judgements equal an uninterrupted run's to the bit.
 - fingerprint.json  what the judgements depend on (egt.core.runfolder): the data's and
   every model file's SHA-256, image root, samples, decoding settings, dtype. A
   rerun with any of them changed is refused, naming what changed, while the
@@ -60,7 +63,7 @@ from pydantic import Field, model_validator
 from egt.core import runfolder
 from egt.core.config import StageConfig, save_config
 from egt.core.errors import DataError, EgtError
-from egt.core.files import Journal, check_unique_ids, write_json, write_text
+from egt.core.files import Journal, batches_to_run, check_unique_ids, write_json, write_text
 from egt.core.images import ImageOptions, image_settings
 from egt.core.records import PreferencePair, read_pairs, write_rows
 from egt.core.runfolder import open_run_folder
@@ -242,17 +245,20 @@ def judge_pending(pairs: list[PreferencePair], cfg: Config, judge_fn: JudgeFn, l
     log = judgement_log(log_path)
     done = log.load()
     units = [(pair, order) for pair in pairs for order in orders_of(pair.id, cfg.orders, cfg.seed)]
-    todo = [(p, o) for p, o in units if _needs_judging(done.get(unit_key(p.id, o)))]
-    stale = sum(unit_key(p.id, o) in done for p, o in todo)
+    keys = [unit_key(p.id, o) for p, o in units]
+    stale = sum(key in done and _needs_judging(done[key]) for key in keys)
     if stale:
         print(f"egt eval: {stale} judgement(s) in {log_path} predate per-judgement entropies; judging them again",
               file=sys.stderr)
     k = cfg.samples
-    per_batch = max(1, cfg.batch_size // k)
-    bar = tqdm(total=len(units), initial=len(units) - len(todo), desc="eval", unit="pair-order",
+    # Fixed batches of the whole unit list: a batch a kill left partly written is judged again whole, so the
+    # resumed run's batches (hence padding, hence entropies to the last bit) are an uninterrupted run's.
+    batches = batches_to_run(keys, {key for key in keys if not _needs_judging(done.get(key))},
+                             max(1, cfg.batch_size // k))
+    bar = tqdm(total=len(units), initial=len(units) - sum(len(b) for b in batches), desc="eval", unit="pair-order",
                disable=not cfg.progress)
-    for start in range(0, len(todo), per_batch):
-        batch = todo[start:start + per_batch]
+    for positions in batches:
+        batch = [units[i] for i in positions]
         requests = [JudgeRequest(p.chosen_at(CHOSEN_POSITION[o]),
                                  None if k == 1 else judgement_seed(cfg.seed, unit_key(p.id, o), i))
                     for p, o in batch for i in range(k)]
