@@ -38,7 +38,12 @@ already canonical.
 
 Resume: each finished pair is appended to `<output>/journal.jsonl` (an
 egt.core.files.Journal: flushed and fsynced); a rerun skips the ids already there and a
-torn last line (kill -9 while writing) is cut off. The final files are rebuilt from the journal:
+torn last line (kill -9 while writing) is cut off. The folder is a run folder
+(egt.core.runfolder): `fingerprint.json` records the pairs file's SHA-256, the teacher (a
+local model folder's files; an endpoint's URL and model name -- the weights behind a URL
+cannot be hashed) and the settings that change the traces; a rerun with any of them changed
+is refused, naming it, while the journal holds work (`overwrite=true` starts over), and one
+process writes a folder at a time. The final files are rebuilt from the journal:
 `traces.parquet` (pair + trace + attempts), `dropped.parquet` (pair +
 drop_reason + attempt_outcomes), `stats.json`.
 
@@ -75,6 +80,11 @@ from egt.core.images import ImageOptions
 from egt.core.records import PreferencePair, read_pairs, write_rows
 
 JOURNAL = "journal.jsonl"
+# What `egt distill` writes in its folder (removed by overwrite, or when a failed run is replaced).
+OWNED = (JOURNAL, "traces.parquet", "dropped.parquet", "stats.json", "distill_config.yaml")
+# Config keys that change the traces (the teacher itself: its folder's files, or its URL and model name).
+FINGERPRINTED = ("backend", "max_attempts", "reveal_label", "canonicalize", "orders", "seed", "temperature", "top_p",
+                 "max_tokens", "system_prompt", "oracle_wrong_rate", "allow_absolute_paths")
 
 
 class Config(StageConfig, ImageOptions):
@@ -83,6 +93,7 @@ class Config(StageConfig, ImageOptions):
                                                       "(default: the pairs file's folder)")
     allow_absolute_paths: bool = Field(False, description="read absolute image paths outside image_root")
     output: Path = Field(description="run folder: traces.parquet, dropped.parquet, stats.json, journal.jsonl")
+    overwrite: bool = Field(False, description="discard traces of another pairs file, teacher or settings in output")
     backend: Literal["openai", "hf", "oracle"] = "oracle"
     max_attempts: int = Field(3, ge=1, description="attempts per pair before it is dropped")
     reveal_label: bool = Field(False, description="tell the teacher the better response (LEAKS the label)")
@@ -326,10 +337,32 @@ def _progress(cfg: Config, total: int, initial: int, kept: int):
     return bar, update
 
 
+def fingerprint(cfg: Config) -> dict:
+    """What the traces depend on (egt.core.runfolder): the pairs file's content, the teacher -- a local model
+    folder's files, or an endpoint's URL and model name (the weights behind a URL cannot be hashed) -- and
+    the settings that change what it writes."""
+    from egt.core import runfolder
+    from egt.core.images import image_settings
+
+    settings = {key: getattr(cfg, key) for key in FINGERPRINTED}
+    settings["image_root"] = None if cfg.image_root is None else str(Path(cfg.image_root).resolve())
+    settings.update(image_settings(cfg.image_limits))
+    models = {}
+    if cfg.backend == "openai":
+        settings.update(base_url=(cfg.base_url or "").rstrip("/"), model=cfg.model)
+    elif cfg.backend == "hf":
+        models["teacher"] = cfg.model
+    return runfolder.fingerprint(inputs={"pairs": cfg.pairs}, models=models, settings=settings)
+
+
 def run(cfg: Config) -> Path:
     from egt.core.runfolder import open_run_folder
 
-    with open_run_folder(cfg.output, "distill"):  # one writer; removes temp files a killed run left
+    journal = Path(cfg.output) / JOURNAL
+    # one writer; a folder holding traces of other pairs, another teacher or settings is refused
+    with open_run_folder(cfg.output, "distill", fingerprint=lambda: fingerprint(cfg), owned=OWNED,
+                         overwrite=cfg.overwrite,
+                         has_results=lambda: journal.exists() and bool(Journal(journal).read())):
         return _run(cfg)
 
 
