@@ -160,3 +160,43 @@ def test_every_command_that_reads_images_takes_the_shared_keys():
                                            "--downscale_images"]).image_limits == ImageLimits(1000, True)
     with pytest.raises(ConfigError, match="max_image_pixels"):
         load_config(view.Config, None, ["scores=s.parquet", "max_image_pixels=0"])
+
+
+def test_a_bomb_is_one_line_naming_its_row_in_every_command(tmp_path, tiny_model_dir, capsys):
+    """A 20,000 x 20,000 PNG (above PIL's own limit) in a Parquet bytes column: before, judge, eval and rerank
+    stopped with "internal error: DecompressionBombError ... please report it", naming no file. Now every command
+    that reads images stops before any work with one line naming the file and row (data inspect lists it)."""
+    import json
+
+    from egt.cli import main
+
+    pairs = [PreferencePair(f"p{i}", [ImageRef(data=encoded())], "Q", "good", "bad", 1, extra={"trace": "t"})
+             for i in range(2)]
+    pairs[1].images = [ImageRef(data=bomb_png(20_000, 20_000))]
+    data = write_pairs(pairs, tmp_path / "pairs.parquet")
+    candidates = tmp_path / "candidates.jsonl"
+    candidates.write_text("".join(json.dumps({"id": p.id, "question": "Q", "candidates": ["a", "b"],
+                                              "images": [{"bytes_base64": __import__("base64").b64encode(
+                                                  p.images[0].data).decode()}]}) + "\n" for p in pairs))
+    model, out = str(tiny_model_dir), str(tmp_path / "out")
+    commands = {
+        "score": ["score", f"model={model}", f"pairs={data}", f"output={out}/score"],
+        "eval": ["eval", "--benchmark", "pairs", "--data", str(data), "--model", model, "--output", f"{out}/eval"],
+        "sft": ["sft", f"traces={data}", f"model={model}", f"output={out}/sft"],
+        "rl": ["rl", f"model={model}", f"train={data}", f"output={out}/rl", "num_generations=2",
+               "per_device_train_batch_size=2"],
+        "distill": ["distill", f"pairs={data}", f"output={out}/distill", "backend=openai",
+                    "base_url=http://127.0.0.1:9/v1", "model=teacher"],
+        "judge": ["judge", "--model", model, "--pairs", str(data), "--output", f"{out}/judge"],
+        "rerank": ["rerank", "--model", model, "--candidates", str(candidates), "--output", f"{out}/rerank"],
+        "data convert": ["data", "convert", "--format", "pairs", "--input", str(data), "--output", f"{out}/c.parquet"],
+    }
+    for name, args in commands.items():
+        capsys.readouterr()
+        assert main(args) == 1, name
+        err = capsys.readouterr().err
+        where = "candidates.jsonl:2" if name == "rerank" else "pairs.parquet:1"
+        assert err.count("\n") == 1 and "internal error" not in err, (name, err)
+        assert f"{where}: field " in err and "more than 178,956,970 pixels" in err, (name, err)
+    assert main(["data", "inspect", str(data), "--check-images"]) == 1
+    assert "p1 image 0: <embedded bytes>: more than 178,956,970 pixels" in capsys.readouterr().out

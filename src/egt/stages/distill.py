@@ -374,6 +374,9 @@ def _run(cfg: Config) -> Path:
     if cfg.limit is not None:
         pairs = pairs[: cfg.limit]
     check_unique_ids([p.id for p in pairs], cfg.pairs)
+    if cfg.backend != "oracle":   # the teachers that see images: each inside its root and within the cap
+        for pair in pairs:
+            pair.check_images(sizes=True)
     if cfg.orders == "both":
         pairs = [q for p in pairs for q in (p, p.swapped())]
         check_unique_ids([p.id for p in pairs], cfg.pairs)  # an input id may already end in ::swap
