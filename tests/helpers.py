@@ -5,7 +5,8 @@
   ~45 KB on disk and 169 million pixels decoded), made without decoding it.
 - `FakeOpenAIServer`: a real HTTP server on 127.0.0.1 speaking the OpenAI REST protocol (the teacher of
   test_distill, the logic judge of test_rewards, the served judge of test_judge_endpoint), and
-  `chat_completion`, the body of a chat-completions reply.
+  `chat_completion`, the body of a chat-completions reply; `FakeServedJudge`, a served judge to answer with,
+  and `SLOW_SERVED_JUDGE`, a script serving it slowly from its own process (for kill -9 tests).
 """
 
 from __future__ import annotations
@@ -200,6 +201,23 @@ class FakeServedJudge:
             probs = self.HARD_DIGIT_PROBS if hard else self.DIGIT_PROBS
             logprobs = [self.entry(t, probs if i == digit else self.TEXT_PROBS) for i, t in enumerate(tokens)]
         return 200, chat_completion(content, body["model"], logprobs, completion_tokens=len(self.tokens(content)))
+
+
+# A script that serves FakeServedJudge on loopback in its own process, answering each request after 20 ms (so that
+# a client can be killed half-way): `python -c SLOW_SERVED_JUDGE <tests folder>` prints the base URL, then serves
+# until a line arrives on stdin.
+SLOW_SERVED_JUDGE = """
+import sys, time
+sys.path.insert(0, sys.argv[1])
+from helpers import FakeOpenAIServer, FakeServedJudge
+judge = FakeServedJudge()
+def slow(*args):
+    time.sleep(0.02)
+    return judge(*args)
+with FakeOpenAIServer(slow) as server:
+    print(server.base_url, flush=True)
+    sys.stdin.readline()
+"""
 
 
 def api_error(status: int, message: str = "error") -> tuple[int, dict, dict]:

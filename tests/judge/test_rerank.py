@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
-from helpers import FakeOpenAIServer, FakeServedJudge
+from helpers import SLOW_SERVED_JUDGE, FakeOpenAIServer, FakeServedJudge
 from PIL import Image
 
 from egt.cli import main
@@ -94,21 +94,6 @@ def test_edited_candidates_are_refused_not_reused(tmp_path, capsys):
     assert read_jsonl(out / "rankings.jsonl")[0]["best"] == 2          # the good candidate, now at index 2
 
 
-# Answers slowly, so that a run can be killed half-way.
-SLOW_SERVER = """
-import sys, time
-sys.path.insert(0, sys.argv[1])
-from helpers import FakeOpenAIServer, FakeServedJudge
-judge = FakeServedJudge()
-def slow(*args):
-    time.sleep(0.02)
-    return judge(*args)
-with FakeOpenAIServer(slow) as server:
-    print(server.base_url, flush=True)
-    sys.stdin.readline()
-"""
-
-
 @pytest.mark.slow
 def test_killed_rerank_resumes_to_the_uninterrupted_result(tmp_path):
     """kill -9 half-way, then a torn line: the rerun judges the chunks left (the partly written one again whole)
@@ -120,7 +105,7 @@ def test_killed_rerank_resumes_to_the_uninterrupted_result(tmp_path):
     import time
 
     cands = write_candidates(tmp_path, n=5, questions=4)
-    server = subprocess.Popen([sys.executable, "-c", SLOW_SERVER, str(Path(__file__).parents[1])],
+    server = subprocess.Popen([sys.executable, "-c", SLOW_SERVED_JUDGE, str(Path(__file__).parents[1])],
                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:
         url = server.stdout.readline().strip()

@@ -146,6 +146,50 @@ def test_two_judges_cannot_write_one_folder(tmp_path, capsys):
         holder.communicate("\n", timeout=30)
 
 
+@pytest.mark.slow
+def test_killed_judge_resumes_to_the_uninterrupted_result(tmp_path):
+    """kill -9 half-way, then a torn line: the rerun judges the chunks left (the partly written one again whole)
+    and ends with the uninterrupted run's judgements and verdicts."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from helpers import SLOW_SERVED_JUDGE
+
+    pairs = make_pairs(tmp_path, n=24, hard_from=12)
+    server = subprocess.Popen([sys.executable, "-c", SLOW_SERVED_JUDGE, str(Path(__file__).parents[1])],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        url = server.stdout.readline().strip()
+
+        def cmd(out):
+            return [sys.executable, "-m", "egt.cli", *args_for(url, pairs, out, "--concurrency", "2")]
+
+        assert subprocess.run(cmd(tmp_path / "ref"), capture_output=True, timeout=300).returncode == 0
+        out = tmp_path / "killed"
+        log = out / verdicts.LOG_NAME
+        proc = subprocess.Popen(cmd(out), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        deadline = time.monotonic() + 120
+        while not (log.exists() and log.read_bytes().count(b"\n") >= 4):
+            assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
+            assert time.monotonic() < deadline
+            time.sleep(0.005)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        lines = log.read_bytes().splitlines(keepends=True)
+        assert 4 <= len(lines) < 24, "the run was not interrupted mid-way"
+        log.write_bytes(b"".join(lines[:-1]) + lines[-1][:30])     # and its last line torn
+        done = subprocess.run(cmd(out), capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr[-2000:]
+    finally:
+        server.communicate("\n", timeout=30)
+    assert read_jsonl(out / "verdicts.jsonl") == read_jsonl(tmp_path / "ref" / "verdicts.jsonl")
+    reference = read_jsonl(tmp_path / "ref" / verdicts.LOG_NAME)
+    assert {r["key"]: r for r in read_jsonl(log)} == {r["key"]: r for r in reference}
+
+
 def test_aurc_of_the_judge_command_by_hand(tmp_path):
     pairs, out = make_pairs(tmp_path), tmp_path / "out"
     with FakeOpenAIServer(FakeServedJudge()) as server:

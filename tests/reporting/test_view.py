@@ -469,6 +469,19 @@ def test_ids_and_labels_with_bidi_controls_are_isolated(browser, fixture_dir, tm
     assert note[0] and note[1] <= note[2] + 0.5 and note[3].endswith(" in this file."), note
 
 
+def test_html_in_the_data_is_shown_as_text_and_never_runs(browser, fixture_dir, tmp_path):
+    rows = read_rows(fixture_dir / "scores.parquet")
+    attack = '<img src=x onerror="window.egtRan=1"><script>window.egtRan=1</script>'
+    rows[0].update(id="v00" + attack, question=attack, category=attack, response_1=attack + "</script>")
+    write_rows(rows, tmp_path / "scores.parquet")
+    page = write_view(tmp_path / "scores.parquet", tmp_path / "view.html", title=attack)
+    open_page(browser, page, "#" + __import__("urllib.parse", fromlist=["x"]).urlencode({"id": rows[0]["id"]}))
+    assert browser.execute_script("return window.egtRan === undefined && document.querySelectorAll("
+                                  "'#detail img[src=\"x\"], #rows img[src=\"x\"]').length === 0")
+    assert attack in browser.find_element("css selector", "#detail h2").text
+    assert browser.title == attack
+
+
 @pytest.mark.slow
 def test_reads_what_egt_score_dump_tokens_writes(tiny_model_dir, synth_pairs, tmp_path):
     from egt.stages.score import Config, run
