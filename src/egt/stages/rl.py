@@ -52,6 +52,11 @@ and failures (scored 0) are counted in train_summary.json (`logic_judge`).
 
 The final model goes to `<output>/model` (LoRA merged into the base), loadable
 by egt.model.loading.load_judge; `<output>/train_summary.json` holds the log history.
+`model/` is written in a staging folder and renamed into place, and train_summary.json
+is written after it: a run whose summary is there is finished, and its rerun (same
+fingerprint) does nothing -- no step N + 1, no checkpoint, no consumed.jsonl line. A
+run killed while model/ was written resumes from its last checkpoint (at the last step:
+no training, egt.model.training.ResumeMixin) and ends with the uninterrupted run's weights.
 LoRA targets, vision freezing, precision, resume and saving are egt.model.training's,
 shared with `egt sft`; consumed.jsonl is an egt.core.files.Journal (each line fsynced).
 
@@ -82,13 +87,15 @@ from egt.model.families import check_dependencies
 from egt.model.loading import check_model_folder, model_load_error
 from egt.model.training import (
     LANGUAGE_LORA_TARGETS,
+    STAGING_FOLDERS,
     TRAIN_SUMMARY,
-    CheckpointReloadMixin,
+    ResumeMixin,
     freeze_vision,
     has_training_results,
     lora_config,
     resolve_precision,
     resolve_resume,
+    run_finished,
     save_final_model,
     share_from_main,
     write_train_summary,
@@ -99,7 +106,7 @@ from egt.stages.rewards import LogicJudgeConfig, build_logic, reward_functions
 log = logging.getLogger(__name__)
 
 # What `egt rl` writes in its folder (removed by overwrite, or when a failed run is replaced).
-OWNED = ("checkpoints", "model", "adapter", "consumed.jsonl", TRAIN_SUMMARY, "config.yaml")
+OWNED = ("checkpoints", "model", "adapter", "consumed.jsonl", TRAIN_SUMMARY, "config.yaml", *STAGING_FOLDERS)
 # Config keys that do not change the trained weights (left out of the fingerprint).
 NOT_FINGERPRINTED = ("model", "train", "output", "resume", "logging_steps", "report_to", "log_completions",
                      "save_steps", "save_total_limit", "overwrite",
@@ -242,9 +249,10 @@ def _make_trainer_class():
     from accelerate.utils import gather_object
     from trl import GRPOTrainer
 
-    class CurriculumGRPOTrainer(CheckpointReloadMixin, GRPOTrainer):
+    class CurriculumGRPOTrainer(ResumeMixin, GRPOTrainer):
         """GRPOTrainer that logs the pairs of each generation and keeps its schedule across a resume
-        (and reloads the checkpoint's weights on resume: egt.model.training.CheckpointReloadMixin)."""
+        (and reloads the checkpoint's weights on resume, training no further from the last step:
+        egt.model.training.ResumeMixin)."""
 
         def __init__(self, *args, consumed_path: Path, **kwargs):
             super().__init__(*args, **kwargs)
@@ -393,6 +401,10 @@ def run(cfg: Config, callbacks: list | None = None) -> Path:
 
 def _train(cfg: Config, args, funcs, logic, dataset, n_pairs: int, bf16: bool, callbacks) -> Path:
     out = Path(cfg.output)
+    if run_finished(out):   # the same fingerprint, and model/ + train_summary.json are there: nothing to do
+        log.warning("%s: this run finished already (train_summary.json); nothing to train (overwrite=true trains "
+                    "it again)", out)
+        return out
     checkpoints = out / "checkpoints"
     consumed_path = out / "consumed.jsonl"
     resume = resolve_resume(cfg.resume, checkpoints, clean=args.process_index == 0)
