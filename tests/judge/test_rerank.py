@@ -94,7 +94,7 @@ def test_edited_candidates_are_refused_not_reused(tmp_path, capsys):
     assert read_jsonl(out / "rankings.jsonl")[0]["best"] == 2          # the good candidate, now at index 2
 
 
-@pytest.mark.slow
+@pytest.mark.heavy   # several processes: `make test-heavy`
 def test_killed_rerank_resumes_to_the_uninterrupted_result(tmp_path):
     """kill -9 half-way, then a torn line: the rerun judges the chunks left (the partly written one again whole)
     and ends with the uninterrupted run's matches and rankings."""

@@ -326,7 +326,7 @@ rl.run(cfg)
 """
 
 
-@pytest.mark.slow
+@pytest.mark.heavy   # several processes: `make test-heavy`
 def test_finished_rl_run_is_not_trained_again_and_a_kill_during_the_final_save_ends_the_same(sft_dir, curated,
                                                                                            tmp_path):
     """A rerun of a finished run changes nothing (no step 3, no checkpoint-3, no third consumed line); a run killed

@@ -228,7 +228,7 @@ sft.run(cfg)
 """
 
 
-@pytest.mark.slow
+@pytest.mark.heavy   # several processes: `make test-heavy`
 def test_finished_run_is_not_trained_again_and_a_kill_during_the_final_save_ends_the_same(traces_path, tiny_model_dir,
                                                                                          tmp_path):
     """A rerun of a finished run changes nothing (it trained one step more before: transformers resumed at
