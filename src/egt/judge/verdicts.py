@@ -19,13 +19,17 @@ entropy counts as the highest. With an endpoint the entropies are upper bounds (
 endpoint that returns no log-probs leaves only `abstain_metric=vote` (the vote entropy of the
 choices: order disagreement, and sampled disagreement with samples > 1).
 
-Output folder:
+Output folder (a run folder, egt.core.runfolder: one writer at a time, `.egt.lock`, or one per shard slice):
+- fingerprint.json  what the comparisons depend on: the SHA-256 of the pairs file and of every file of
+  the model folder -- for an endpoint, its URL and served model name, as the weights behind a URL
+  cannot be hashed -- and the judging settings (samples, orders, decoding, seed, dtype, image root). A
+  rerun with any of them changed is refused, naming what changed, while the folder holds judgements
+  (`overwrite=true` discards them); abstention settings, `limit` and the batch size can change freely.
 - judgements.jsonl  append-only (egt.core.files.Journal), one comparison per pair with its traces, by
-  id, written after every chunk; a rerun skips the pairs it holds (a torn last line is redone).
-- fingerprint.json  what the comparisons depend on (egt.core.runfolder: the pairs file's and every
-  model file's SHA-256, or the served judge's URL, and the judging settings): a rerun with any of them
-  changed is refused, naming what changed (`overwrite=true` discards the judgements); abstention
-  settings can change freely. One run writes a folder at a time (`.egt.lock`), except shard jobs.
+  id, written after every chunk; a rerun skips the chunks it holds whole and judges a chunk a kill left
+  partly written again whole (egt.core.files.batches_to_run), so its entropies equal an uninterrupted
+  run's to the bit. Split runs (below) write `shards/judgements.<slot>-of-<count>.jsonl` instead, folded
+  into judgements.jsonl in input order by the process that writes the outputs.
 - verdicts.jsonl    one row per pair, input order: `id`, `verdict` (1, 2 or null), `decision` (the
   verdict, "abstain", or null without a verdict), `confidence` (the winner's vote share),
   `vote_share`, `orders_agree`, `entropies` (nats), `entropy_kind`, `entropies_lower` (endpoint),
@@ -42,7 +46,6 @@ equal to one process's (summary.json but its wall time).
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Literal
@@ -52,15 +55,15 @@ from pydantic import Field, model_validator
 from egt.core import runfolder, selective
 from egt.core.errors import DataError, EgtError
 from egt.core.files import Journal, check_unique_ids, write_json
+from egt.core.images import DEFAULT_LIMITS, ImageLimits, image_settings
 from egt.core.records import PreferencePair, image_root_of, read_rows, write_rows
 from egt.core.shards import ALL, SHARD_HELP, Shard, blocks, fold_journals, load_all, parse_shard, slot_journal
 from egt.core.shards import slot_journals, wants_process_group
 from egt.judge.api import Judge, JudgeOptions, build_backend, is_endpoint, orders_for
 
 LOG_NAME = "judgements.jsonl"
-SETTINGS_NAME = "judge_settings.json"   # written by egt before the fingerprint; removed with the results
-# What `egt judge` writes in its folder (removed by overwrite, or when a failed run is replaced).
-OWNED = (LOG_NAME, "verdicts.jsonl", "summary.json", SETTINGS_NAME, "shards")
+# What `egt judge` writes in its folder (judge_settings.json: what egt wrote before run folders had fingerprints).
+OWNED = (LOG_NAME, "verdicts.jsonl", "summary.json", "judge_settings.json", "shards")
 AbstainMetric = Literal["answer", "sentence", "mean", "max", "vote"]
 
 
@@ -74,7 +77,7 @@ class Config(JudgeOptions):
     image_root: Path | None = Field(None, description="folder image paths resolve against and stay inside "
                                                       "(default: the pairs file's folder)")
     allow_absolute_paths: bool = Field(False, description="read absolute image paths outside image_root")
-    overwrite: bool = Field(False, description="discard judgements of other inputs or settings in output")
+    overwrite: bool = Field(False, description="discard judgements of another pairs file, model or settings in output")
     shard: str | None = Field(None, description=SHARD_HELP)
     progress: bool = True
 
@@ -87,10 +90,10 @@ class Config(JudgeOptions):
 
 # ---------------------------------------------------------------- input
 
-def read_judge_pairs(path: Path, image_root: Path | None = None,
-                     allow_absolute_paths: bool = False) -> tuple[list[PreferencePair], bool]:
+def read_judge_pairs(path: Path, image_root: Path | None = None, allow_absolute_paths: bool = False,
+                     limits: ImageLimits = DEFAULT_LIMITS) -> tuple[list[PreferencePair], bool]:
     """The pairs of a file whose `label` may be absent, and whether every row has one; images are
-    checked against their root as `egt.core.records.read_pairs` checks them."""
+    checked against their root as `egt.core.records.read_pairs` checks them, and carry `limits`."""
     path = Path(path)
     root, recorded = image_root_of(path, image_root)
     rows = read_rows(path)
@@ -101,52 +104,55 @@ def read_judge_pairs(path: Path, image_root: Path | None = None,
             labelled = False
             row = {**row, "label": 1}  # a placeholder: the judge never sees it
         pairs.append(PreferencePair.from_row(row, str(path), i + first_line, base_dir=root,
-                                             allow_absolute=allow_absolute_paths, recorded_root=recorded))
+                                             allow_absolute=allow_absolute_paths, recorded_root=recorded,
+                                             limits=limits))
     check_unique_ids([p.id for p in pairs], path)
     return pairs, labelled and bool(pairs)
 
 
-# ---------------------------------------------------------------- settings and log
+# ---------------------------------------------------------------- run folder and log
 
-def _settings(cfg: Config) -> dict:
-    """What decides a comparison: a rerun in the same folder must match it."""
+def judge_fingerprint(cfg: JudgeOptions, inputs: dict, served_model: str | None = None, **settings) -> dict:
+    """What a judge's comparisons depend on (egt.core.runfolder.fingerprint), for `egt judge` and `egt rerank`:
+    the `inputs` files' content, the model folder's files -- for an endpoint its URL and `served_model` (the
+    name it serves; the weights behind a URL cannot be hashed) -- the judging settings, and `settings`."""
     sampled = cfg.samples > 1
-    model = cfg.model if is_endpoint(cfg.model) else str(Path(cfg.model).resolve())
-    return {"pairs": str(Path(cfg.pairs).resolve()), "model": model, "served_model": cfg.served_model,
-            "samples": cfg.samples, "orders": cfg.orders, "max_new_tokens": cfg.max_new_tokens,
-            "temperature": cfg.temperature if sampled else None, "top_p": cfg.top_p if sampled else None,
-            "seed": cfg.seed if sampled else None, "sentence_agg": cfg.sentence_agg,
-            "top_logprobs": cfg.top_logprobs if is_endpoint(cfg.model) else None,
-            "vocab_size": cfg.vocab_size if is_endpoint(cfg.model) else None}
+    judging = {"samples": cfg.samples, "orders": cfg.orders, "max_new_tokens": cfg.max_new_tokens,
+               "temperature": cfg.temperature if sampled else None, "top_p": cfg.top_p if sampled else None,
+               "seed": cfg.seed if sampled else None, "sentence_agg": cfg.sentence_agg,
+               **image_settings(cfg.image_limits), **settings}
+    if is_endpoint(cfg.model):
+        judging.update(endpoint=cfg.model.rstrip("/"), served_model=served_model or cfg.served_model,
+                       top_logprobs=cfg.top_logprobs, vocab_size=cfg.vocab_size)
+        return runfolder.fingerprint(inputs=inputs, settings=judging)
+    judging["dtype"] = cfg.dtype
+    return runfolder.fingerprint(inputs=inputs, models={"model": cfg.model}, settings=judging)
 
 
-def fingerprint(cfg: Config) -> dict:
-    """What the comparisons depend on (egt.core.runfolder): the pairs file's and every model file's SHA-256
-    (a served judge: its URL) and the judging settings; abstention settings can change freely."""
-    settings = {k: v for k, v in _settings(cfg).items() if k not in ("pairs", "model")}
-    if not is_endpoint(cfg.model):
-        settings["dtype"] = cfg.dtype
-    settings.update(image_root=None if cfg.image_root is None else str(Path(cfg.image_root).resolve()),
-                    allow_absolute_paths=cfg.allow_absolute_paths)
-    return runfolder.fingerprint(inputs={"pairs": cfg.pairs}, models={"model": cfg.model}, settings=settings)
+def image_root_settings(image_root: Path | None, allow_absolute_paths: bool) -> dict:
+    """Which images a relative path names: part of what a comparison depends on."""
+    return {"image_root": None if image_root is None else str(Path(image_root).resolve()),
+            "allow_absolute_paths": allow_absolute_paths}
+
+
+def open_judge_early(cfg: JudgeOptions) -> Judge | None:
+    """An endpoint's Judge (it is asked for its model name now: part of the fingerprint); None for a local
+    checkpoint, whose folder is only checked here and loaded when something is left to judge."""
+    if is_endpoint(cfg.model):
+        return Judge(build_backend(cfg), cfg)
+    from egt.model.loading import check_model_folder
+
+    check_model_folder(cfg.model)
+    return None
+
+
+def has_journal_records(path: Path) -> bool:
+    return path.exists() and bool(Journal(path).read())
 
 
 def _has_judgements(out: Path) -> bool:
-    return any(path.exists() and path.stat().st_size > 0 for path in [out / LOG_NAME, *slot_journals(out, LOG_NAME)])
-
-
-def check_settings(out: Path, settings: dict, log_name: str, settings_name: str) -> None:
-    """Refuse a folder whose log was written with other settings; record this run's."""
-    out.mkdir(parents=True, exist_ok=True)
-    path = out / settings_name
-    if path.exists() and (out / log_name).exists():
-        old = json.loads(path.read_text())
-        changed = [k for k in settings if old.get(k) != settings[k]]
-        if changed:
-            diffs = "; ".join(f"{k}: {old.get(k)!r} -> {settings[k]!r}" for k in changed)
-            raise EgtError(f"{out} holds judgements made with other settings ({diffs}); "
-                           f"use another --output or delete {out / log_name}")
-    write_json(settings, path)
+    """The folder holds judgements: its journal, or a split run's journals under shards/."""
+    return has_journal_records(out / LOG_NAME) or any(has_journal_records(p) for p in slot_journals(out, LOG_NAME))
 
 
 def chunk_size(cfg: JudgeOptions) -> int:
@@ -160,22 +166,23 @@ def pair_blocks(pairs: list[PreferencePair], cfg: Config) -> list[range]:
     return blocks(len(pairs), chunk_size(cfg))
 
 
-def judge_pending(pairs: list[PreferencePair], judge: Judge, cfg: Config, log: Journal,
+def judge_pending(pairs: list[PreferencePair], judge: Judge | None, cfg: Config, log: Journal,
                   slot: Shard = ALL, done: dict[str, dict] | None = None) -> dict[str, dict]:
-    """Judge the pairs of `slot`'s chunks that `done` (default: `log`'s records) lacks, appending each
-    chunk to `log`; returns `done` with them."""
+    """Judge `slot`'s chunks that `done` (default: `log`'s records) does not hold whole, appending each chunk
+    to `log`; returns `done` with them. Chunks are fixed (`pair_blocks`): one a kill left partly written is
+    judged again whole (as egt.core.files.batches_to_run), so its entropies equal an uninterrupted run's to
+    the bit. `judge`: None until first needed."""
     from tqdm.auto import tqdm
 
     done = log.load() if done is None else done
     mine = [block for b, block in enumerate(pair_blocks(pairs, cfg)) if slot.owns(b)]
-    chunks = [[pairs[i] for i in block if pairs[i].id not in done] for block in mine]
+    chunks = [[pairs[i] for i in block] for block in mine if not all(pairs[i].id in done for i in block)]
     total, todo = sum(len(block) for block in mine), sum(len(chunk) for chunk in chunks)
     with tqdm(total=total, initial=total - todo, desc="judge", unit="pair",
               disable=not cfg.progress, dynamic_ncols=True) as bar:
         per_pair = cfg.samples * len(orders_for(cfg.orders))
         for chunk in chunks:
-            if not chunk:
-                continue
+            judge = judge or Judge(build_backend(cfg), cfg)
             shown = bar.n
             results = judge.compare_many(chunk, on_batch=lambda n: bar.update(n / per_pair))
             records = [{"key": p.id, "id": p.id, **c.to_dict()} for p, c in zip(chunk, results)]
@@ -251,23 +258,28 @@ def run(cfg: Config) -> Path:
     started = time.perf_counter()
     out = Path(cfg.output)
     job = parse_shard(cfg.shard)   # an independent job's slice (egt.core.shards), or None
-    pairs, labelled = read_judge_pairs(cfg.pairs, cfg.image_root, cfg.allow_absolute_paths)
+    pairs, labelled = read_judge_pairs(cfg.pairs, cfg.image_root, cfg.allow_absolute_paths, cfg.image_limits)
     if not pairs:
         raise DataError(str(cfg.pairs), None, None, "no pairs to judge")
     pairs = pairs[:cfg.limit] if cfg.limit else pairs
+    for pair in pairs:
+        pair.check_images(sizes=True)   # inside the root and within the pixel cap, before any work
+    judge = open_judge_early(cfg)
     procs = Processes(cfg.device, group=wants_process_group(cfg.shard))
-    with open_run_folder(out, "judge", fingerprint=lambda: fingerprint(cfg), owned=OWNED, overwrite=cfg.overwrite,
+    if judge is None:   # a local checkpoint, loaded when something is left: on this rank's device
+        cfg = cfg.model_copy(update={"device": str(procs.device(cfg.device))})
+
+    def fingerprint() -> dict:
+        return judge_fingerprint(cfg, {"pairs": cfg.pairs}, judge.backend.model if judge else None,
+                                 **image_root_settings(cfg.image_root, cfg.allow_absolute_paths))
+
+    with open_run_folder(out, "judge", fingerprint=fingerprint, owned=OWNED, overwrite=cfg.overwrite,
                          has_results=lambda: _has_judgements(out), main=procs.is_main, share=procs.from_main,
                          shard=job):
         split = job is not None or procs.world > 1
         slot = (job or ALL).within(procs.rank, procs.world)
         log = Journal(slot_journal(out, LOG_NAME, slot) if split else out / LOG_NAME, key="key")
-        done = load_all(out, LOG_NAME, "key", own=log.path)
-        mine = [pairs[i] for b, block in enumerate(pair_blocks(pairs, cfg)) if slot.owns(b) for i in block]
-        if any(p.id not in done for p in mine):  # load the judge only when something is left to judge
-            device = str(procs.device(cfg.device)) if not is_endpoint(cfg.model) else cfg.device
-            judge = Judge(build_backend(cfg.model_copy(update={"device": device})), cfg)
-            judge_pending(pairs, judge, cfg, log, slot, done)
+        judge_pending(pairs, judge, cfg, log, slot, load_all(out, LOG_NAME, "key", own=log.path))
         procs.barrier()
         if not procs.is_main:
             return out
