@@ -590,8 +590,8 @@ def test_served_judge_split_into_shard_jobs_writes_what_one_process_writes(tmp_p
     data = _served_pairs(tmp_path)
     with FakeOpenAIServer(FakeServedJudge()) as server:
         def cfg(out, **kw):
-            return E.Config(benchmark="pairs", data=str(data), model=server.base_url, served_model="judge-x",
-                            vocab_size=10, top_logprobs=2, output=str(out), batch_size=4, progress=False, **kw)
+            return E.Config(benchmark="pairs", data=str(data), model=server.base_url, vocab_size=10, top_logprobs=2,
+                            output=str(out), batch_size=4, progress=False, **{"served_model": "judge-x", **kw})
 
         def posts():
             return sum(r[0] == "POST" for r in server.requests)
@@ -607,6 +607,13 @@ def test_served_judge_split_into_shard_jobs_writes_what_one_process_writes(tmp_p
             E.run(cfg(split, shard=f"{i}/3"))
             assert (split / "predictions.jsonl").exists() == (i == 2)   # the last job writes the outputs
         assert posts() == 48
+        # the URL and the served model name stand for the weights (as egt judge's); without served_model, the
+        # name the server lists
+        listed = E.run(cfg(tmp_path / "listed", served_model=None, limit=1))
+    for folder in (one, listed):
+        fingerprint = json.loads((folder / "fingerprint.json").read_text())
+        assert fingerprint["models"] == {} and fingerprint["settings"]["endpoint"] == server.base_url
+        assert fingerprint["settings"]["served_model"] == "judge-x"
     for name in OUTPUTS:
         assert (split / name).read_bytes() == (one / name).read_bytes().replace(b"/one", b"/split"), name
     assert not (split / "shards").exists()                               # the jobs' journals are folded in

@@ -223,8 +223,12 @@ def fingerprint(cfg: Config) -> dict:
                 "seed": cfg.seed if sampled else None, "dtype": cfg.dtype,
                 "image_root": None if cfg.image_root is None else str(Path(cfg.image_root).resolve()),
                 "allow_absolute_paths": cfg.allow_absolute_paths, **image_settings(cfg.image_limits)}
-    if is_endpoint(cfg.model):   # what a served judge's judgements and entropy bounds depend on
-        settings.update(served_model=cfg.served_model, top_logprobs=cfg.top_logprobs, vocab_size=cfg.vocab_size)
+    if is_endpoint(cfg.model):
+        # What a served judge's judgements and entropy bounds depend on; its URL and served model name stand for
+        # its weights, which cannot be hashed (as egt judge's egt.judge.verdicts.judge_fingerprint).
+        settings.update(endpoint=cfg.model.rstrip("/"), served_model=cfg.served_model, top_logprobs=cfg.top_logprobs,
+                        vocab_size=cfg.vocab_size)
+        return runfolder.fingerprint(inputs={"data": cfg.data}, settings=settings)
     return runfolder.fingerprint(inputs={"data": cfg.data}, models={"model": cfg.model}, settings=settings)
 
 
@@ -248,17 +252,23 @@ def open_eval_folder(cfg: Config, main: bool = True, share=None, shard: Shard | 
 JudgeFn = Callable[[list], list]
 
 
+def endpoint_backend(cfg: Config):
+    """The served judge's backend (egt.judge.endpoint); without `served_model` it asks the server for its one
+    model's name."""
+    from egt.judge.endpoint import EndpointBackend
+
+    return EndpointBackend(cfg.model, served_model=cfg.served_model, api_key_env=cfg.api_key_env,
+                           top_logprobs=cfg.top_logprobs, vocab_size=cfg.vocab_size, concurrency=cfg.concurrency,
+                           timeout_s=cfg.timeout_s, max_retries=cfg.max_retries)
+
+
 def model_judge_fn(cfg: Config, device=None) -> JudgeFn:
     """generation.judge on the loaded checkpoint, with this run's decoding settings and per-judgement
     entropies (egt.judge.api.LocalBackend: one generation path for eval and the judge API); for an
     http(s) URL, the served judge (egt.judge.endpoint: entropies are the upper bounds from its top-k
     log-probs). `device`: this process's device (a rank of a launched world), else cfg.device."""
     if is_endpoint(cfg.model):
-        from egt.judge.endpoint import EndpointBackend
-
-        backend = EndpointBackend(cfg.model, served_model=cfg.served_model, api_key_env=cfg.api_key_env,
-                                  top_logprobs=cfg.top_logprobs, vocab_size=cfg.vocab_size,
-                                  concurrency=cfg.concurrency, timeout_s=cfg.timeout_s, max_retries=cfg.max_retries)
+        backend = endpoint_backend(cfg)
     else:
         from egt.judge.api import LocalBackend
 
@@ -501,6 +511,8 @@ def run(cfg: Config) -> Path:
     job = parse_shard(cfg.shard)   # an independent job's slice (egt.core.shards), or None
     if not is_endpoint(cfg.model):
         check_model_folder(cfg.model)
+    elif cfg.served_model is None:   # the name the server lists is part of the fingerprint
+        cfg = cfg.model_copy(update={"served_model": endpoint_backend(cfg).model})
     pairs, skipped = load_pairs(cfg)
     if not pairs:
         raise EgtError(f"{cfg.data}: no pairs to evaluate")
