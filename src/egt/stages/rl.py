@@ -286,8 +286,13 @@ def _make_trainer_class():
                             "current generation is sampled again, so the weights will differ slightly from an "
                             "uninterrupted run", checkpoint)
                 return None
+            device = self.accelerator.device
+            # CPU processes of a launch run on device "cpu:0", and their tensors are saved tagged so: torch.load
+            # restores the tag "cpu" only (given "cpu:0" it failed, and every resumed 2-process run sampled its
+            # generation again, on other weights than the uninterrupted run's).
+            location = "cpu" if device.type == "cpu" else str(device)
             try:
-                return torch.load(path, map_location=self.accelerator.device, weights_only=True)
+                return torch.load(path, map_location=location, weights_only=True)
             except Exception as exc:  # a file we cannot trust: regenerate instead
                 log.warning("%s: generation buffer unreadable (%s): sampling the generation again", path, exc)
                 return None
