@@ -38,6 +38,8 @@ def test_ece_equal_mass_bins_by_hand():
     # a tie (p = 0.5) counts half right at confidence 0.5
     assert C.reliability_bins([0.5], [2], bins=1) == [{"n": 1, "confidence": 0.5, "accuracy": 0.5}]
     assert math.isnan(C.ece([], [], bins=3))
+    lo, hi = C.ece_interval(probs * 10, labels * 10, bins=2, n_boot=200)
+    assert 0 <= lo <= C.ece(probs * 10, labels * 10, bins=2) <= hi
     with pytest.raises(ValueError, match="labels"):
         C.ece([0.5], [0])
 

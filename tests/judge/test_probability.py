@@ -132,6 +132,7 @@ def test_batching_changes_the_probabilities_only_in_float_noise(coin_judge_dir, 
         assert b.prob_1 == pytest.approx(a.prob_1, abs=1e-5)
 
 
+@pytest.mark.heavy  # 4 sampled judgements twice and a swapped pair (~8 s): make test-heavy
 def test_sampled_mode_is_reproducible_by_content(coin_judge_dir, synth_pairs_list):
     judge = RewardJudge.from_pretrained(coin_judge_dir, max_new_tokens=24, device="cpu", samples=2, temperature=1.0)
     pair = synth_pairs_list[0]

@@ -21,7 +21,8 @@ into `bins` bins of (nearly) equal size ("equal-mass" bins, `np.array_split`: ea
 differs by at most one); ECE = sum_b (n_b / n) |accuracy_b - confidence_b|. Equal-mass bins keep
 each bin's accuracy estimate on the same number of pairs, where equal-width bins leave most pairs
 in the top bin of a confident judge. `reliability_bins` gives the bins' points for a reliability
-diagram (accuracy against mean confidence; the diagonal is perfect calibration).
+diagram (accuracy against mean confidence; the diagonal is perfect calibration); `ece_interval` a
+percentile bootstrap interval over the pairs.
 """
 
 from __future__ import annotations
@@ -86,6 +87,17 @@ def ece(prob_1: Sequence[float], labels: Sequence[int], bins: int = 10) -> float
     if not n:
         return float("nan")
     return float(sum(b["n"] / n * abs(b["accuracy"] - b["confidence"]) for b in table))
+
+
+def ece_interval(prob_1: Sequence[float], labels: Sequence[int], bins: int = 10, n_boot: int = 1000,
+                 seed: int = 0, level: float = 0.95) -> tuple[float, float]:
+    """Percentile bootstrap interval of the ECE (pairs resampled with replacement, `n_boot` times, seeded)."""
+    p, y = np.asarray(prob_1, dtype=np.float64), np.asarray(labels)
+    if not len(p):
+        return float("nan"), float("nan")
+    rng = np.random.default_rng(seed)
+    values = [ece(p[idx], y[idx], bins) for idx in (rng.integers(0, len(p), len(p)) for _ in range(n_boot))]
+    return float(np.quantile(values, (1 - level) / 2)), float(np.quantile(values, 1 - (1 - level) / 2))
 
 
 def nll(prob_1: Sequence[float], labels: Sequence[int]) -> float:
