@@ -74,10 +74,12 @@ def test_the_queue_is_bounded_and_refuses_all_or_nothing():
         await asyncio.sleep(0.05)
         second = asyncio.create_task(batcher.submit([2, 3]))   # waits in the queue (2 of 3 places)
         await asyncio.sleep(0.05)
-        with pytest.raises(QueueFull) as refused:
-            await batcher.submit([4, 5])                       # needs 2, 1 left: refused at once, none queued
-        assert refused.value.retry_after_s >= 1 and batcher.depth == 2
-        rec.gate.set()
+        try:
+            with pytest.raises(QueueFull) as refused:
+                await asyncio.wait_for(batcher.submit([4, 5]), 2)  # needs 2, 1 left: refused at once, none queued
+            assert refused.value.retry_after_s >= 1 and batcher.depth == 2
+        finally:
+            rec.gate.set()
         return await first, await second
 
     assert run(main()) == ([2], [4, 6])
