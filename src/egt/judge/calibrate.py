@@ -86,11 +86,14 @@ def in_calibration_split(pair_id: str, fraction: float) -> bool:
 
 
 def _settings(cfg: Config) -> dict:
+    from egt.core.images import image_settings
+
     keys = ("served_model", "samples", "orders", "max_new_tokens", "seed", "sentence_agg", "top_logprobs",
             "vocab_size", "calibration_fraction")
     settings = {k: getattr(cfg, k) for k in keys}
     settings.update(model=cfg.model if is_endpoint(cfg.model) else None,
                     temperature=cfg.temperature if cfg.samples > 1 else None, limit=cfg.limit)
+    settings.update(image_settings(cfg.image_limits))  # only when images are downscaled (egt.core.images)
     return settings
 
 
@@ -205,7 +208,7 @@ def run(cfg: Config) -> Path:
 
     started = time.perf_counter()
     out = Path(cfg.output)
-    pairs, labelled = read_judge_pairs(cfg.data, cfg.image_root, cfg.allow_absolute_paths)
+    pairs, labelled = read_judge_pairs(cfg.data, cfg.image_root, cfg.allow_absolute_paths, cfg.image_limits)
     if not pairs or not labelled:
         raise DataError(str(cfg.data), None, "label", "egt calibrate needs pairs that all have a label")
     pairs = pairs[:cfg.limit] if cfg.limit else pairs

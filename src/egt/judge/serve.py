@@ -89,7 +89,8 @@ class Config(JudgeOptions):
     max_items_per_request: int = Field(64, ge=1, description="pairs / items / candidates / queries per request")
     max_request_bytes: int = Field(32 * 2**20, ge=1024, description="largest request body (413 above)")
     max_image_bytes: int = Field(16 * 2**20, ge=1, description="largest image, encoded (413 above)")
-    max_image_pixels: int = Field(48_000_000, ge=1, description="largest image, width x height (413 above)")
+    max_image_pixels: int = Field(48_000_000, ge=1, le=178_956_970,
+                                  description="largest image, width x height (413 above; at most PIL's own limit)")
     max_images_per_item: int = Field(8, ge=0, description="images per pair, item or rank request")
     image_root: Path | None = Field(None, description="folder that image paths resolve in and may not leave; "
                                                       "None = paths refused (inline data: URIs only)")
@@ -195,7 +196,8 @@ class Service:
         self.metrics = Metrics(self)
         self.limits = ImageLimits(image_root=cfg.image_root, allow_remote_images=cfg.allow_remote_images,
                                   remote_image_timeout_s=cfg.remote_image_timeout_s,
-                                  max_image_bytes=cfg.max_image_bytes, max_image_pixels=cfg.max_image_pixels)
+                                  max_image_bytes=cfg.max_image_bytes, max_image_pixels=cfg.max_image_pixels,
+                                  downscale_images=cfg.downscale_images)
         self.clients: dict[str, int] = {}
         self.started = time.time()
         self.draining = False

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import io
 import json
 import re
 from pathlib import Path
@@ -127,24 +126,29 @@ class ImageLimits(BaseModel):
     remote_image_timeout_s: float = 10.0
     max_image_bytes: int = 16 * 2**20
     max_image_pixels: int = 48_000_000
+    downscale_images: bool = False
 
 
-def checked_image(data: bytes, where: str, max_pixels: int) -> bytes:
-    """`data` if it is an image of at most `max_pixels` pixels that decodes (RequestError naming `where` if not)."""
-    from PIL import Image, UnidentifiedImageError
+def checked_image(data: bytes, where: str, max_pixels: int, downscale: bool = False) -> bytes:
+    """`data` if it is an image of at most `max_pixels` pixels that decodes (RequestError naming `where` if not).
+
+    Read through egt.core.images, the one image reader: the pixel count comes from the header, so a
+    decompression bomb is refused before a pixel is decoded."""
+    from egt.core.errors import DataError
+    from egt.core.images import DECODE_CEILING_PIXELS, image_size, open_image
 
     try:
-        with Image.open(io.BytesIO(data)) as img:  # lazy: the header only
-            width, height = img.size
-            if width * height > max_pixels:
-                raise RequestError(413, where, f"image of {width} x {height} = {width * height:,} pixels is above "
-                                                f"the server's max_image_pixels ({max_pixels:,})", "image_too_large")
-            img.load()
-    except Image.DecompressionBombError:
-        raise RequestError(413, where, "image is a decompression bomb (far above any pixel cap)",
-                           "image_too_large") from None
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
-        raise RequestError(400, where, f"not a decodable image ({type(exc).__name__})", "bad_image") from None
+        width, height = image_size(data)
+    except DataError as exc:
+        raise RequestError(400, where, f"not a decodable image ({exc.reason})", "bad_image") from None
+    if width * height > (DECODE_CEILING_PIXELS if downscale else max_pixels):
+        raise RequestError(413, where, f"image of {width} x {height} = {width * height:,} pixels is above "
+                                        f"the server's max_image_pixels ({max_pixels:,})" + (
+                                        " and the most it can shrink" if downscale else ""), "image_too_large")
+    try:
+        open_image(data, max_pixels=max_pixels, downscale=downscale).close()  # decodes whole, not only the header
+    except DataError as exc:
+        raise RequestError(400, where, f"not a decodable image ({exc.reason})", "bad_image") from None
     return data
 
 
@@ -222,7 +226,11 @@ def load_image(value: str, where: str, limits: ImageLimits):
         data = _local(value, where, limits)
     if len(data) > limits.max_image_bytes:
         raise _too_big(where, len(data), limits)
-    return ImageRef(data=checked_image(data, where, limits.max_image_pixels))
+    from egt.core.images import ImageLimits as DecodeLimits
+
+    # The reference carries the cap, so the judge's own decode applies the same one.
+    return ImageRef(data=checked_image(data, where, limits.max_image_pixels, limits.downscale_images),
+                    limits=DecodeLimits(max_pixels=limits.max_image_pixels, downscale=limits.downscale_images))
 
 
 # ---------------------------------------------------------------- OpenRLHF
