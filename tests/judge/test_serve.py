@@ -13,7 +13,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from helpers import FakeOpenAIServer, FakeServedJudge, LiveServer, http
+from helpers import FakeOpenAIServer, FakeServedJudge, LiveServer, bomb_png, http
 from PIL import Image
 
 from egt.core.config import load_config
@@ -130,6 +130,9 @@ def test_malformed_requests_get_a_4xx_naming_the_field(tiny_judge, tmp_path):
         assert error("/v1/compare", {"pairs": [pair()] * 3})[:3] == (413, "pairs", "too_many_items")
         # images: caps, encoding, paths
         assert error("/v1/compare", {"pairs": [pair(image=big)]})[:3] == (413, "pairs[0].images[0]", "image_too_large")
+        # a decompression bomb (~45 KB, 169 MP): refused from its header, never decoded
+        bomb = error("/v1/compare", {"pairs": [pair(image=image_field(bomb_png(13_000, 13_000)))]})
+        assert bomb[:3] == (413, "pairs[0].images[0]", "image_too_large") and "169,000,000 pixels" in bomb[3]
         assert error("/v1/compare", {"pairs": [pair(image="data:image/png;base64,@@@")]})[:2] == (400, "pairs[0].images[0]")
         assert error("/v1/compare", {"pairs": [pair(image=image_field(b"not an image"))]})[2] == "bad_image"
         status, field, kind, message = error("/v1/compare", {"pairs": [pair(image="../outside.png")]})
