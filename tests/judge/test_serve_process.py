@@ -102,10 +102,11 @@ def test_kill_9_and_restart_lose_nothing(tmp_path):
     restarted = ServeProcess(tmp_path, port, *args)      # same port: the client's retries find it
     thread.join(600)
     assert not errors and sorted(results) == list(range(24)) and client.retried > 0
-    # the restarted process (no cache) gives the same rewards as the one that was killed
+    # the restarted process (no cache) gives the same rewards as the one that was killed, up to the batching
+    # tolerance (alone now, batched with others during the run: docs/serve.md#determinism)
     fresh = ServeClient(restarted.url, retries=0)
     for i in (0, 1, 2):
-        assert fresh.score([item(i)])["rewards"][0] == results[i]
+        assert fresh.score([item(i)])["rewards"][0] == pytest.approx(results[i], abs=1e-5)
     restarted.proc.send_signal(signal.SIGTERM)
     assert restarted.proc.wait(120) == 0
 
