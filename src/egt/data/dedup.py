@@ -35,7 +35,9 @@ from egt.core.errors import DataError
 from egt.core.records import ImageRef, PreferencePair, read_pairs
 from egt.data.conversations import strip_placeholders
 
-DEFAULT_MAX_DISTANCE = 6   # of 64 bits: re-encoded or resized copies moved 0-5 bits, other pictures 13-37 (benchmarks/bench_dedup_hash.py)
+# of 64 bits. Measured (benchmarks/bench_dedup_hash.py, docs/benchmarks.md): re-encoded or resized copies moved
+# 0-3 bits, a 2% crop 0-6, different pictures 23-38.
+DEFAULT_MAX_DISTANCE = 6
 _PUNCTUATION = re.compile(r"[^\w\s]", re.UNICODE)
 
 

@@ -223,7 +223,7 @@ def format_summary(summary: dict) -> str:
     for name, digits in (("width", 0), ("height", 0), ("megapixels", 3)):
         s = im[name]
         lines.append(f"{name:<14}  {s['min']:>9.{digits}f}  {s['median']:>9.{digits}f}  {s['max']:>9.{digits}f}")
-    lines.append(f"images above {im['large_threshold_megapixels']:.2f} MP: {im['n_large']}")
+    lines.append(f"images above {im['large_threshold_megapixels']:.4g} MP: {im['n_large']}")
     lines += ["", f"{'length':<22}  {'min':>7}  {'median':>8}  {'mean':>8}  {'max':>7}"]
     for unit in ("chars", "tokens"):
         for name in ("question", "chosen", "rejected", "judge_prompt"):

@@ -1,10 +1,14 @@
-"""Readers: public reward benchmarks and generic preference data -> PreferencePair.
+"""Readers: public reward benchmarks, training sets and generic preference data -> PreferencePair.
 
     from egt.data.readers import load_benchmark
     result = load_benchmark("vlrewardbench", "vl_rewardbench.parquet", image_root="imgs/")
-    result.pairs, result.skipped, result.warnings
+    result.pairs, result.skipped, result.warnings, result.dropped
 
-Each format is a small adapter `row -> PreferencePair`; the loop around it reads
+Each format is a small adapter `row -> PreferencePair` (or a list of them: one VLFeedback row gives up to
+six pairs, or none); the training sets' adapters are in egt.data.training_sets, the field helpers in
+egt.data.fields, conversation-style prompts and responses follow egt.data.conversations. Pairs that a
+format's own pairing rule leaves out (a tie, an unrated completion) are not errors: they go to `dropped`
+({file, line, id, reason}) in both modes. The loop around the adapters reads
 the file (JSONL, JSON array, Parquet or a `datasets.save_to_disk` folder),
 locates every record (JSONL: 1-based line number; JSON array, Parquet, dataset:
 0-based row index, as egt.core.records.read_pairs does), and
