@@ -52,6 +52,7 @@ def test_inspect_reports_images_lengths_duplicates_and_problems(tmp_path, capsys
     assert (images["n_references"], images["n_distinct"], images["n_readable"]) == (8, 4, 3)
     assert images["width"]["min"] == 16 and images["width"]["max"] == 40 and images["height"]["median"] == 30
     assert images["megapixels"]["max"] == 0.0012 and images["n_large"] == 2        # big and cut: 40 x 30
+    assert (images["smallest"], images["largest"]) == ("16x12", "40x30")
     assert [(p["id"], p["reason"]) for p in summary["unreadable_images"]] == [("gone", "image file not found")]
     assert summary["duplicates"] == {"exact_duplicate_pairs": 1, "prompts_in_several_pairs": 1,
                                      "pairs_sharing_a_prompt": 3, "largest_prompt_group": 3,
@@ -59,7 +60,7 @@ def test_inspect_reports_images_lengths_duplicates_and_problems(tmp_path, capsys
     assert summary["rejected_chars"]["max"] == len("The first one, clearly.")
     assert summary["question_chars"] == {"min": 11, "median": 13.5, "mean": 13.5, "max": 16}
     printed = capsys.readouterr().out
-    for text in ("label balance", "images: 8 references, 4 distinct, 3 readable", "images above 0.001 MP: 2",
+    for text in ("label balance", "images: 8 references, 4 distinct, 3 readable", "smallest 16x12, largest 40x30 (width x height); images above 0.001 MP: 2",
                  "exact duplicate pairs:        1", "missing or unreadable images: 1", "gone image 0"):
         assert text in printed, text
 

@@ -110,7 +110,10 @@ def image_report(pairs: list[PreferencePair], large_mp: float, progress: bool = 
                                  "reason": sizes[key]})
     good = [s for s in sizes.values() if isinstance(s, tuple)]
     megapixels = [w * h / 1e6 for w, h in good]
+    by_area = sorted(good, key=lambda wh: wh[0] * wh[1])
     report = {"n_references": n_refs, "n_distinct": len(sizes), "n_readable": len(good),
+              "smallest": "%dx%d" % by_area[0] if by_area else None,
+              "largest": "%dx%d" % by_area[-1] if by_area else None,
               "width": _stats([w for w, _ in good]), "height": _stats([h for _, h in good]),
               "megapixels": {k: round(v, 4) for k, v in _stats(megapixels, 4).items()},
               "large_threshold_megapixels": large_mp, "n_large": sum(mp > large_mp for mp in megapixels)}
@@ -223,7 +226,8 @@ def format_summary(summary: dict) -> str:
     for name, digits in (("width", 0), ("height", 0), ("megapixels", 3)):
         s = im[name]
         lines.append(f"{name:<14}  {s['min']:>9.{digits}f}  {s['median']:>9.{digits}f}  {s['max']:>9.{digits}f}")
-    lines.append(f"images above {im['large_threshold_megapixels']:.4g} MP: {im['n_large']}")
+    lines.append(f"smallest {im['smallest']}, largest {im['largest']} (width x height); "
+                 f"images above {im['large_threshold_megapixels']:.4g} MP: {im['n_large']}")
     lines += ["", f"{'length':<22}  {'min':>7}  {'median':>8}  {'mean':>8}  {'max':>7}"]
     for unit in ("chars", "tokens"):
         for name in ("question", "chosen", "rejected", "judge_prompt"):
