@@ -49,7 +49,7 @@ from egt.core.config import StageConfig, load_config, save_config
 from egt.core.files import write_json
 from egt.core.records import read_rows
 from egt.core.runfolder import open_run_folder
-from egt.demo.report import dose_name, dose_runs
+from egt.demo.claims import dose_name, dose_runs
 from egt.model.training import TRAIN_SUMMARY
 
 RL_RUNS = {
