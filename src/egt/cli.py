@@ -78,8 +78,12 @@ TOP = [
 
 
 def _describe_config(cfg_cls) -> str:
+    from egt.core.images import ImageOptions
+
     lines = ["Config keys (YAML or key=value / --key value):"]
-    for name, field in cfg_cls.model_fields.items():
+    # The command's own keys first; the image keys every image-reading command shares (a mixin) last.
+    fields = sorted(cfg_cls.model_fields.items(), key=lambda item: item[0] in ImageOptions.model_fields)
+    for name, field in fields:
         ann = (field.annotation.__name__ if isinstance(field.annotation, type)
                else str(field.annotation).replace("typing.", "").replace("pathlib.", ""))
         default = "required" if field.is_required() else repr(field.get_default(call_default_factory=True))

@@ -188,6 +188,32 @@ def test_reveal_label_variant_and_bad_key(tmp_path, monkeypatch):
         run(teacher_cfg(pairs_path, tmp_path / "nokey", "http://127.0.0.1:9/v1"))
 
 
+def test_rerun_with_other_pairs_or_teacher_is_refused_not_reused(tmp_path, monkeypatch, capsys):
+    """The journal is keyed by pair id: without a fingerprint, pairs edited in place (same ids) or another teacher
+    got the old traces back. Refused, naming what changed, until --overwrite."""
+    from egt.cli import main
+
+    monkeypatch.setenv(KEY_ENV, SECRET)
+    pairs_path, labels = make_pairs(tmp_path, ["good", "good"])
+    out = tmp_path / "out"
+    with FakeTeacher(labels) as server:
+        args = ["distill", f"pairs={pairs_path}", f"output={out}", "backend=openai", f"base_url={server.base_url}",
+                "model=teacher-x", f"api_key_env={KEY_ENV}", "progress=false", "request_timeout_s=5"]
+        assert main(args) == 0
+        first = (out / "traces.parquet").read_bytes()
+        assert main([*args[:5], "model=teacher-y", *args[6:]]) == 1
+        assert "setting models: ['teacher-x'] -> ['teacher-y']" in capsys.readouterr().err
+        pairs = read_pairs(pairs_path)
+        pairs[0].response_1, pairs[0].response_2 = pairs[0].response_2, pairs[0].response_1
+        write_pairs(pairs, pairs_path)
+        assert main(args) == 1
+        err = capsys.readouterr().err
+        assert "holds distill results of other inputs or settings (input pairs: " in err and "--overwrite" in err
+        assert (out / "traces.parquet").read_bytes() == first
+        assert main(args + ["overwrite=true"]) == 0
+        assert read_rows(out / "traces.parquet")[0]["response_1"] == "second answer 0"
+
+
 def test_killed_run_resumes_to_the_same_result(tmp_path, monkeypatch):
     monkeypatch.setenv(KEY_ENV, SECRET)
     kinds = ["good", "wrong", "nothink", "junk", "good", "sloppy"] * 5  # stateless replies: deterministic

@@ -94,9 +94,13 @@ def test_distill_sends_every_image_to_the_teacher_in_order(tmp_path, monkeypatch
                                    model="t", api_key_env=KEY_ENV, max_attempts=1, concurrency=1, progress=False))
     sent = {_index(next(p["text"] for p in c if p["type"] == "text")):
             [p["image_url"]["url"] for p in c if p["type"] == "image_url"] for c in requests}
+    from egt.stages.teacher import encode_image
+
+    cfg = distill.Config(pairs=path, output=tmp_path / "unused", backend="openai", model="t")
     pairs = read_pairs(path)
     for i, pair in enumerate(pairs):
-        assert sent[str(i)] == [distill.image_data_url(ref) for ref in pair.images]     # all of them, in order
+        expected = [encode_image(ref, cfg.teacher_max_image_side, cfg.teacher_max_image_pixels)[0] for ref in pair.images]
+        assert sent[str(i)] == expected     # all of them, in order
     traces = read_pairs(tmp_path / "distill/traces.parquet")
     assert [len(p.images) for p in traces] == [2, 1, 0]
 

@@ -205,3 +205,67 @@ def test_missing_or_truncated_base_model_is_one_error_naming_it(traces_path, tin
     with pytest.raises(EgtError, match=r"model\.safetensors: not a readable safetensors file .*truncated or corrupt"):
         run(sft_cfg(traces_path, broken, tmp_path / "b"))
     assert not (tmp_path / "b").exists()
+
+
+# Runs `egt sft` and kills itself (SIGKILL) half-way through saving the final model (not a checkpoint).
+FINAL_SAVE_KILL_DRIVER = """
+import os, signal, sys
+from pathlib import Path
+from transformers import PreTrainedModel
+from egt.stages import sft
+from egt.core.config import load_config
+
+cfg = load_config(sft.Config, None, sys.argv[1:])
+save_pretrained = PreTrainedModel.save_pretrained
+def save_then_die(self, save_directory, *args, **kwargs):
+    save_pretrained(self, save_directory, *args, **kwargs)
+    if "checkpoint-" not in str(save_directory):
+        weights = Path(save_directory) / "model.safetensors"
+        weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+        os.kill(os.getpid(), signal.SIGKILL)
+PreTrainedModel.save_pretrained = save_then_die
+sft.run(cfg)
+"""
+
+
+@pytest.mark.heavy   # several processes: `make test-heavy`
+def test_finished_run_is_not_trained_again_and_a_kill_during_the_final_save_ends_the_same(traces_path, tiny_model_dir,
+                                                                                         tmp_path):
+    """A rerun of a finished run changes nothing (it trained one step more before: transformers resumed at
+    max_steps); killed while writing model/, the rerun trains no further and saves the uninterrupted run's weights."""
+    import hashlib
+    import os
+
+    from safetensors.torch import load_file
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
+
+    def args(out):
+        return [f"traces={traces_path}", f"model={tiny_model_dir}", f"output={out}", "learning_rate=3e-3",
+                "warmup_steps=0.0", "lr_scheduler_type=constant", "progress=false", "torch_threads=1",
+                "per_device_train_batch_size=8", "max_steps=2", "save_steps=2", "logging_steps=1"]
+
+    def egt_sft(out, driver=None):
+        cmd = [sys.executable, "-c", driver] if driver else [sys.executable, "-m", "egt.cli", "sft"]
+        proc = subprocess.run(cmd + args(out), env=env, capture_output=True, text=True, timeout=300)
+        assert proc.returncode == (-signal.SIGKILL if driver else 0), proc.stderr[-3000:]
+        return proc
+
+    def state(out):
+        files = sorted(p for p in out.rglob("*") if p.is_file() and p.name != ".egt.lock")
+        return {str(p.relative_to(out)): hashlib.sha256(p.read_bytes()).hexdigest() for p in files}
+
+    ref = tmp_path / "ref"
+    egt_sft(ref)
+    finished = state(ref)
+    assert "finished already" in egt_sft(ref).stderr
+    assert state(ref) == finished and not (ref / "checkpoints" / "checkpoint-3").exists()
+
+    out = tmp_path / "killed"
+    egt_sft(out, driver=FINAL_SAVE_KILL_DRIVER)
+    assert not (out / TRAIN_SUMMARY).exists() and not (out / "model").exists()
+    egt_sft(out)
+    assert json.loads((out / TRAIN_SUMMARY).read_text())["global_step"] == 2
+    assert sorted(p.name for p in (out / "checkpoints").glob("checkpoint-*")) == ["checkpoint-2"]
+    ref_weights, got = (load_file(str(d / "model" / "model.safetensors")) for d in (ref, out))
+    assert ref_weights.keys() == got.keys() and all(torch.equal(ref_weights[k], got[k]) for k in ref_weights)

@@ -265,7 +265,9 @@ def test_old_journals_teacher_error_drops_are_sent_again(tmp_path):
     they are sent again; drops that mixed answers and errors only with --retry-failed."""
     pairs = fault_pairs(4, tmp_path / "data")
     out = tmp_path / "run"
-    out.mkdir()
+    with FaultTeacher() as teacher:  # a fingerprinted folder first: folders without one are refused
+        run(teacher_cfg(pairs, out, teacher.base_url, limit=2))
+    (out / "journal.jsonl").unlink()
     old = [{"id": "p00000", "status": "dropped", "attempts": 3, "outcomes": ["error"] * 3, "retries": 15,
             "prompt_tokens": 0, "completion_tokens": 0, "drop_reason": "teacher_error", "last_error": "HTTP 503"},
            {"id": "p00001", "status": "dropped", "attempts": 3, "outcomes": ["unfaithful", "error", "error"],

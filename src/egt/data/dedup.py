@@ -48,10 +48,16 @@ def question_key(text: str) -> str:
 
 
 def image_hash(ref: ImageRef) -> int:
-    """64-bit difference hash of an image (decoded, grey, 9 x 8, left < right per bit)."""
+    """64-bit difference hash of an image (decoded, grey, 9 x 8, left < right per bit).
+
+    Decoded through egt.core.images within the pixel cap of the command that read the pair; an image above
+    the cap is hashed from a shrunk decode instead of refused (72 pixels are all the hash keeps)."""
     from PIL import Image
 
-    img = ref.open().convert("L").resize((9, 8), Image.Resampling.LANCZOS)
+    from egt.core.images import open_image
+
+    img = open_image(ref.source, where=ref.where, max_pixels=ref.limits.max_pixels, downscale=True)
+    img = img.convert("L").resize((9, 8), Image.Resampling.LANCZOS)
     pixels = img.tobytes()   # one byte per pixel, row by row
     bits = 0
     for row in range(8):

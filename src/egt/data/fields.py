@@ -9,7 +9,6 @@ it fills (warnings; `dropped`: pairs its pairing rule leaves out, each with its 
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import os
 from dataclasses import dataclass, field
@@ -17,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from egt.core.errors import DataError
+from egt.core.images import DEFAULT_LIMITS, ImageLimits, check_image, image_size
 from egt.core.records import ImagePathRefused, ImageRef, resolve_image_path
 
 MAX_VIDEO_FRAMES = 8
@@ -30,6 +30,7 @@ class Ctx:
     allow_absolute: bool     # absolute paths outside base_dir are read (the user said so)
     column_map: dict
     warnings: list[str]
+    limits: ImageLimits | None = None   # the caller's pixel cap (None: check only that images are images)
     group_pos: dict = field(default_factory=dict)    # mmrlhf: id -> (next k, size)
     # pairs a format's pairing rule leaves out (a tie, an unrated completion): {file, line, id, reason}
     dropped: list[dict] = field(default_factory=list)
@@ -70,15 +71,18 @@ def content_id(prefix: str, *parts: Any) -> str:
     return f"{prefix}-{hashlib.sha256(text.encode('utf-8')).hexdigest()[:12]}"
 
 
-def check_image(source, ctx: Ctx, line: int, key: str, what: str) -> None:
-    """Read the image header (bytes or a path); pixels are decoded only when used."""
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source):
-            pass
-    except (UnidentifiedImageError, OSError, ValueError):
-        raise DataError(ctx.file, line, key, f"image {what} cannot be decoded (not an image)") from None
+def image_ref(source: str | bytes, ctx: Ctx, line: int, key: str) -> ImageRef:
+    """The checked reference: its header read through egt.core.images (an image, a regular file, within
+    the caller's pixel cap when it gave `limits`; pixels are decoded only when used)."""
+    if ctx.limits is None:
+        image_size(source, where=(ctx.file, line), field=key)
+    else:
+        check_image(source, where=(ctx.file, line), field=key, max_pixels=ctx.limits.max_pixels,
+                    downscale=ctx.limits.downscale)
+    limits = ctx.limits or DEFAULT_LIMITS
+    if isinstance(source, bytes):
+        return ImageRef(data=source, where=(ctx.file, line), limits=limits)
+    return ImageRef(path=source, where=(ctx.file, line), limits=limits)
 
 
 def resolve_path(path: str, ctx: Ctx, line: int, key: str) -> str:
@@ -104,16 +108,14 @@ def read_image(value: Any, ctx: Ctx, line: int, key: str) -> ImageRef:
         else:
             value = data
     if isinstance(value, (bytes, bytearray)):
-        check_image(bytes(value), ctx, line, key, "bytes")
-        return ImageRef(data=bytes(value))
+        return image_ref(bytes(value), ctx, line, key)
     if not isinstance(value, str) or not value:
         raise DataError(ctx.file, line, key,
                         f"expected an image path, bytes or {{bytes, path}}, got {type(value).__name__}")
     full = resolve_path(value, ctx, line, key)
-    if not os.path.isfile(full):
+    if not os.path.lexists(full):
         raise DataError(ctx.file, line, key, f"image file not found: {full}")
-    check_image(full, ctx, line, key, f"file {full}")
-    return ImageRef(path=full)
+    return image_ref(full, ctx, line, key)
 
 
 def read_images(value: Any, ctx: Ctx, line: int, key: str) -> list[ImageRef]:

@@ -16,8 +16,10 @@ Run it before any money is spent (a teacher's tokens, GPU hours). It prints, and
   prompts (images + question) shared by several pairs, pairs whose two responses are identical.
   Swapped copies (`meta.swapped_from`, from `--swap`) are left out of the duplicate counts;
 - missing or unreadable images (header check: file absent, not an image, outside the image root,
-  over PIL's decompression-bomb limit). `--check-images` also decodes every image and then exits with
-  status 1 if any image failed.
+  over PIL's decompression-bomb limit), and how many images exceed `max_image_pixels` (the cap every
+  command applies: they would be refused, or shrunk with `downscale_images`). `--check-images` also
+  decodes every image through egt.core.images (above `max_image_pixels` it is a problem, or with
+  `downscale_images` it is decoded shrunk) and then exits with status 1 if any image failed.
 
 `run` returns the summary JSON path when `--summary` is given, else the input path (nothing heavy is
 written).
@@ -26,7 +28,6 @@ written).
 from __future__ import annotations
 
 import hashlib
-import io
 import statistics
 from collections import Counter, defaultdict
 from pathlib import Path
@@ -37,18 +38,20 @@ from tqdm import tqdm
 from egt.core.config import StageConfig
 from egt.core.errors import ConfigError, DataError
 from egt.core.files import write_json
+from egt.core.images import DEFAULT_LIMITS, ImageLimits, ImageOptions, image_size
 from egt.core.prompts import judge_prompt_text
 from egt.core.records import ImageRef, PreferencePair, read_pairs
 
 QWEN_MAX_PIXELS = 12_845_056   # Qwen2-VL / Qwen2.5-VL image processors' default max_pixels
 
 
-class Config(StageConfig):
+class Config(StageConfig, ImageOptions):
     input: Path = Field(description="pairs file (.parquet or .jsonl)")
     image_root: Path | None = Field(None, description="folder images resolve against and stay inside "
                                                       "(default: the pairs file's folder)")
     allow_absolute_paths: bool = Field(False, description="read absolute image paths outside image_root")
-    check_images: bool = Field(False, description="decode every image; exit 1 if any is missing or broken")
+    check_images: bool = Field(False, description="decode every image; exit 1 if any is missing, broken or above "
+                                                  "max_image_pixels")
     tokenizer: Path | None = Field(None, description="model folder whose tokenizer counts response lengths in tokens")
     large_image_megapixels: float = Field(QWEN_MAX_PIXELS / 1e6, gt=0,
                                           description="count the distinct images above this size")
@@ -59,24 +62,10 @@ class Config(StageConfig):
 # ------------------------------------------------------------------ images
 
 
-def image_size(ref: ImageRef) -> tuple[int, int]:
-    """(width, height) from the image header; nothing is decoded (PIL opens lazily).
-
-    The one place inspect reads an image; switch it to egt.core.images once that module lands."""
-    from PIL import Image, UnidentifiedImageError
-
-    if ref.data is None:
-        ref._check()   # a path outside its image root is refused before the file is touched
-    try:
-        with Image.open(io.BytesIO(ref.data) if ref.data is not None else ref.path) as img:
-            return img.size
-    except FileNotFoundError:
-        raise DataError(ref.path or "<bytes>", None, "images", "image file not found") from None
-    except Image.DecompressionBombError as exc:
-        raise DataError(ref.path or "<embedded bytes>", None, "images", f"over PIL's decompression-bomb limit ({exc})") from None
-    except (UnidentifiedImageError, OSError, ValueError) as exc:
-        raise DataError(ref.path or "<embedded bytes>", None, "images",
-                        f"not a readable image ({exc.__class__.__name__})") from None
+def header_size(ref: ImageRef) -> tuple[int, int]:
+    """(width, height) from the image header (egt.core.images.image_size): nothing is decoded. A path
+    outside its image root is refused (DataError) before the file is touched."""
+    return image_size(ref.source)
 
 
 def image_key(ref: ImageRef) -> str:
@@ -91,7 +80,8 @@ def _stats(values: list[float], digits: int = 1) -> dict:
             "mean": round(statistics.fmean(values), digits), "max": max(values)}
 
 
-def image_report(pairs: list[PreferencePair], large_mp: float, progress: bool = True) -> tuple[dict, list[dict]]:
+def image_report(pairs: list[PreferencePair], large_mp: float, progress: bool = True,
+                 limits: ImageLimits = DEFAULT_LIMITS) -> tuple[dict, list[dict]]:
     """(size statistics over the distinct images, one {id, image, path, reason} per unreadable reference)."""
     sizes: dict[str, tuple[int, int] | str] = {}
     problems = []
@@ -102,7 +92,7 @@ def image_report(pairs: list[PreferencePair], large_mp: float, progress: bool = 
             key = image_key(ref)
             if key not in sizes:
                 try:
-                    sizes[key] = image_size(ref)
+                    sizes[key] = header_size(ref)
                 except DataError as exc:
                     sizes[key] = exc.reason
             if isinstance(sizes[key], str):
@@ -116,7 +106,9 @@ def image_report(pairs: list[PreferencePair], large_mp: float, progress: bool = 
               "largest": "%dx%d" % by_area[-1] if by_area else None,
               "width": _stats([w for w, _ in good]), "height": _stats([h for _, h in good]),
               "megapixels": {k: round(v, 4) for k, v in _stats(megapixels, 4).items()},
-              "large_threshold_megapixels": large_mp, "n_large": sum(mp > large_mp for mp in megapixels)}
+              "large_threshold_megapixels": large_mp, "n_large": sum(mp > large_mp for mp in megapixels),
+              "max_image_pixels": limits.max_pixels, "downscale_images": limits.downscale,
+              "n_above_max_image_pixels": sum(w * h > limits.max_pixels for w, h in good)}
     return report, problems
 
 
@@ -128,8 +120,9 @@ def check_images(pairs: list[PreferencePair], progress: bool = True) -> list[dic
             try:
                 ref.open()
             except DataError as exc:
-                problems.append({"id": pair.id, "image": index,
-                                 "path": ref.path or "<embedded bytes>", "reason": exc.reason})
+                name = ref.path or "<embedded bytes>"
+                problems.append({"id": pair.id, "image": index, "path": name,
+                                 "reason": exc.reason.removeprefix(f"image {name}: ")})
     return problems
 
 
@@ -168,11 +161,12 @@ def duplicates(pairs: list[PreferencePair]) -> dict:
 
 
 def summarize(pairs: list[PreferencePair], large_mp: float = QWEN_MAX_PIXELS / 1e6,
-              tokenizer: Path | None = None, progress: bool = False) -> dict:
+              tokenizer: Path | None = None, progress: bool = False,
+              limits: ImageLimits = DEFAULT_LIMITS) -> dict:
     by_source_label: dict[str, Counter] = defaultdict(Counter)
     for p in pairs:
         by_source_label[p.source][str(p.label)] += 1
-    images, problems = image_report(pairs, large_mp, progress)
+    images, problems = image_report(pairs, large_mp, progress, limits)
     summary = {
         "n_pairs": len(pairs),
         "by_source": dict(Counter(p.source for p in pairs).most_common()),
@@ -228,6 +222,9 @@ def format_summary(summary: dict) -> str:
         lines.append(f"{name:<14}  {s['min']:>9.{digits}f}  {s['median']:>9.{digits}f}  {s['max']:>9.{digits}f}")
     lines.append(f"smallest {im['smallest']}, largest {im['largest']} (width x height); "
                  f"images above {im['large_threshold_megapixels']:.4g} MP: {im['n_large']}")
+    verb = "shrunk (downscale_images)" if im["downscale_images"] else "refused by every command"
+    lines.append(f"images above max_image_pixels={im['max_image_pixels']:,}: {im['n_above_max_image_pixels']} "
+                 f"({verb})")
     lines += ["", f"{'length':<22}  {'min':>7}  {'median':>8}  {'mean':>8}  {'max':>7}"]
     for unit in ("chars", "tokens"):
         for name in ("question", "chosen", "rejected", "judge_prompt"):
@@ -254,8 +251,8 @@ def format_summary(summary: dict) -> str:
 
 
 def run(cfg: Config) -> Path:
-    pairs = read_pairs(cfg.input, cfg.image_root, cfg.allow_absolute_paths)
-    summary = summarize(pairs, cfg.large_image_megapixels, cfg.tokenizer, cfg.progress)
+    pairs = read_pairs(cfg.input, cfg.image_root, cfg.allow_absolute_paths, cfg.image_limits)
+    summary = summarize(pairs, cfg.large_image_megapixels, cfg.tokenizer, cfg.progress, cfg.image_limits)
     if cfg.check_images:
         summary["image_problems"] = check_images(pairs, cfg.progress)
     print(format_summary(summary))
@@ -264,5 +261,5 @@ def run(cfg: Config) -> Path:
     problems = summary.get("image_problems") or []
     if problems:
         raise DataError(str(cfg.input), None, "images",
-                        f"{len(problems)} image(s) missing or not decodable (listed above)")
+                        f"{len(problems)} image(s) missing, not decodable or above max_image_pixels (listed above)")
     return cfg.summary if cfg.summary is not None else cfg.input

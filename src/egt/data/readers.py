@@ -51,7 +51,8 @@ Conventions (others compute metrics on them):
   (default: the input file's folder) to absolute paths and must stay inside it
   (`egt.core.records.resolve_image_path`: `..` may not leave the root; an absolute
   path outside it needs `allow_absolute_paths`). Each image's
-  header is read to check that it is an image; pixels are decoded later.
+  header is read (egt.core.images) to check that it is an image and, with `limits`, within
+  the caller's pixel cap; pixels are decoded later.
   MM-RLHF video rows: a folder of frames gives up to 8 evenly spaced frames;
   a video file is kept as meta["video"] with no images (a warning).
 """
@@ -66,6 +67,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from egt.core.errors import DataError
+from egt.core.images import ImageLimits
 from egt.core.prompts import parse_verdict
 from egt.core.records import PreferencePair
 from egt.data.conversations import (has_user_turn, is_conversation, prompt_text, response_text, split_conversation,
@@ -375,8 +377,9 @@ def _id_field(fmt: str, column_map: dict) -> str | None:
 
 def load_benchmark(format: str, input: str | Path, image_root: str | Path | None = None,
                    on_error: str = "fail", column_map: dict | None = None,
-                   allow_absolute_paths: bool = False) -> LoadResult:
-    """Read one benchmark / dataset file into validated pairs (see the module docstring)."""
+                   allow_absolute_paths: bool = False, limits: ImageLimits | None = None) -> LoadResult:
+    """Read one benchmark / dataset file into validated pairs (see the module docstring); `limits`: the pixel
+    cap a command that decodes the images applies (egt.core.images; None: any image PIL would open)."""
     if format not in _ADAPTERS:
         raise DataError(str(input), None, None, f"unknown format '{format}' (expected one of {', '.join(FORMATS)})")
     if on_error not in ("fail", "skip"):
@@ -393,7 +396,7 @@ def load_benchmark(format: str, input: str | Path, image_root: str | Path | None
     if image_root is not None and not Path(image_root).is_dir():
         raise DataError(str(image_root), None, None, "image root is not a folder")
     base = Path(image_root) if image_root is not None else (path if path.is_dir() else path.parent)
-    ctx = Ctx(str(path), base.resolve(), allow_absolute_paths, dict(column_map or {}), [])
+    ctx = Ctx(str(path), base.resolve(), allow_absolute_paths, dict(column_map or {}), [], limits=limits)
     records = list(iter_records(path))
     if not records:
         raise DataError(str(path), None, None, "file is empty: no records")

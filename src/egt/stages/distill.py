@@ -50,6 +50,14 @@ trace + attempts), `dropped.parquet` (pair + drop_reason + attempt_outcomes), `f
 with pairs still failed, reaches its budget, or stops because the teacher keeps failing
 (`max_consecutive_failures` pairs in a row) exits with status 75 and says how to resume.
 
+The folder is a run folder (egt.core.runfolder): `fingerprint.json` records the pairs file's SHA-256,
+the teacher (a local model folder's files; for endpoints the served model names -- the weights behind
+a URL cannot be hashed, and endpoints may be added or replaced between runs to spread load or fail
+over) and the settings that change the traces; a rerun with any of them changed is refused, naming
+it, while the journal holds work (`overwrite=true` starts over). Limits, concurrency, prices and the
+budget are not in it: they change how pairs are sent, not what a trace is. One process writes a
+folder at a time.
+
 Swap augmentation (`orders: both`): pairwise judges learn position shortcuts, and
 the standard remedy (JudgeLM, PandaLM) is to train on both orders. Each pair is
 distilled as given and with its responses swapped (`<id>::swap`, label flipped),
@@ -78,9 +86,16 @@ from egt.core import prompts
 from egt.core.config import StageConfig, save_config
 from egt.core.errors import ConfigError, RunIncomplete
 from egt.core.files import Journal, check_unique_ids, write_json
+from egt.core.images import ImageOptions
 from egt.core.records import PreferencePair, read_pairs, write_rows
 
 JOURNAL = "journal.jsonl"
+# What `egt distill` writes in its folder (removed by overwrite, or when a failed run is replaced).
+OWNED = (JOURNAL, "traces.parquet", "dropped.parquet", "failed.parquet", "stats.json", "distill_config.yaml")
+# Config keys that change the traces (the teacher itself: its folder's files, or the served model names).
+FINGERPRINTED = ("backend", "max_attempts", "reveal_label", "canonicalize", "orders", "seed", "temperature", "top_p",
+                 "max_tokens", "token_param", "send_seed", "extra_body", "system_prompt", "teacher_max_image_side",
+                 "teacher_max_image_pixels", "oracle_wrong_rate", "allow_absolute_paths")
 ANSWERED = ("faithful", "unfaithful", "unparsable")   # outcomes of an attempt the teacher answered
 TEACHER_ERRORS = ("timeout", "connection", "rate_limited", "server_error", "bad_reply", "truncated", "rejected")
 
@@ -98,12 +113,13 @@ class TeacherEntry(BaseModel):
     tokens_per_minute: float | None = Field(None, gt=0, description="this endpoint's own limit")
 
 
-class Config(StageConfig):
+class Config(StageConfig, ImageOptions):
     pairs: Path = Field(description="pairs file (Parquet or JSONL) to distill")
     image_root: Path | None = Field(None, description="folder images resolve against and stay inside "
                                                       "(default: the pairs file's folder)")
     allow_absolute_paths: bool = Field(False, description="read absolute image paths outside image_root")
     output: Path = Field(description="run folder: traces.parquet, dropped.parquet, stats.json, journal.jsonl")
+    overwrite: bool = Field(False, description="discard traces of another pairs file, teacher or settings in output")
     backend: Literal["openai", "hf", "oracle"] = "oracle"
     max_attempts: int = Field(3, ge=1, description="answered attempts per pair before it is dropped")
     reveal_label: bool = Field(False, description="tell the teacher the better response (LEAKS the label)")
@@ -417,10 +433,32 @@ class Progress:
 
 # ------------------------------------------------------------------ run
 
+def fingerprint(cfg: Config) -> dict:
+    """What the traces depend on (egt.core.runfolder): the pairs file's content, the teacher -- a local model
+    folder's files, or the model names the endpoints serve (the weights behind a URL cannot be hashed; the
+    URLs themselves may change between runs) -- and the settings that change what it writes."""
+    from egt.core import runfolder
+    from egt.core.images import image_settings
+
+    settings = {key: getattr(cfg, key) for key in FINGERPRINTED}
+    settings["image_root"] = None if cfg.image_root is None else str(Path(cfg.image_root).resolve())
+    settings.update(image_settings(cfg.image_limits))
+    models = {}
+    if cfg.backend == "openai":
+        settings["models"] = sorted({entry.model or cfg.model or "" for entry in cfg.teachers} or {cfg.model or ""})
+    elif cfg.backend == "hf":
+        models["teacher"] = cfg.model
+    return runfolder.fingerprint(inputs={"pairs": cfg.pairs}, models=models, settings=settings)
+
+
 def run(cfg: Config) -> Path:
     from egt.core.runfolder import open_run_folder
 
-    with open_run_folder(cfg.output, "distill"):  # one writer; removes temp files a killed run left
+    journal = Path(cfg.output) / JOURNAL
+    # one writer; a folder holding traces of other pairs, another teacher or settings is refused
+    with open_run_folder(cfg.output, "distill", fingerprint=lambda: fingerprint(cfg), owned=OWNED,
+                         overwrite=cfg.overwrite,
+                         has_results=lambda: journal.exists() and bool(Journal(journal).read())):
         return _run(cfg)
 
 
@@ -428,10 +466,13 @@ def _run(cfg: Config) -> Path:
     t0 = time.perf_counter()
     out = Path(cfg.output)
     out.mkdir(parents=True, exist_ok=True)
-    pairs = read_pairs(cfg.pairs, cfg.image_root, cfg.allow_absolute_paths)
+    pairs = read_pairs(cfg.pairs, cfg.image_root, cfg.allow_absolute_paths, cfg.image_limits)
     if cfg.limit is not None:
         pairs = pairs[: cfg.limit]
     check_unique_ids([p.id for p in pairs], cfg.pairs)
+    if cfg.backend != "oracle":   # the teachers that see images: each inside its root and within the cap
+        for pair in pairs:
+            pair.check_images(sizes=True)
     if cfg.orders == "both":
         pairs = [q for p in pairs for q in (p, p.swapped())]
         check_unique_ids([p.id for p in pairs], cfg.pairs)  # an input id may already end in ::swap
