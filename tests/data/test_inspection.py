@@ -95,3 +95,19 @@ def test_token_lengths_with_a_model_folder(tmp_path, tiny_model_dir, capsys):
     assert "chosen (tokens)" in capsys.readouterr().out
     with pytest.raises(Exception, match="no tokenizer could be loaded"):
         inspection.run(inspection.Config(input=path, tokenizer=tmp_path / "img", progress=False))
+
+
+def test_images_above_the_pixel_cap_are_counted_from_headers(tmp_path, capsys):
+    """The cap every command applies (max_image_pixels): inspect counts what they would refuse, without
+    decoding; --check-images lists them as problems unless downscale_images shrinks them."""
+    path = _pairs_file(tmp_path)
+    summary = inspection.summarize(inspection.read_pairs(path), limits=inspection.ImageLimits(max_pixels=500))
+    assert summary["image_sizes"]["n_above_max_image_pixels"] == 2            # big and cut (40 x 30), not 16 x 12
+    assert main(["data", "inspect", str(path), "--max-image-pixels", "500", "--progress", "false"]) == 0
+    assert "images above max_image_pixels=500: 2 (refused by every command)" in capsys.readouterr().out
+    assert main(["data", "inspect", str(path), "--check-images", "--max-image-pixels", "500", "--progress",
+                 "false"]) == 1
+    assert "image check: 5 problem(s)" in capsys.readouterr().out   # big (above the cap) in 3 pairs, cut, gone
+    assert main(["data", "inspect", str(path), "--check-images", "--max-image-pixels", "500",
+                 "--downscale-images", "--progress", "false"]) == 1
+    assert "image check: 2 problem(s)" in capsys.readouterr().out             # big is shrunk: cut and gone remain
