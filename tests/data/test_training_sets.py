@@ -40,6 +40,7 @@ FIXTURES = Path(__file__).parents[1] / "fixtures"
 # ---------------------------------------------------------------- MM-RLHF (dpo_pairs.jsonl) and R1-Reward RL
 
 def test_mmrlhf_training_pairs_file():
+    """mm_rlhf/dpo_pairs.jsonl: 5 HAND-WRITTEN rows in the schema of yfzhang114/MM-RLHF @7c8af1d2 train_dpo.py."""
     result = load_benchmark("mmrlhf", FIXTURES / "mm_rlhf/dpo_pairs.jsonl")
     pairs = result.pairs
     assert [p.id for p in pairs] == ["012345_7000001#0", "012345_7000001#1", "0042_7000002#0",
@@ -51,6 +52,7 @@ def test_mmrlhf_training_pairs_file():
 
 
 def test_mmrlhf_image_list_and_placeholder(tmp_path):
+    """A HAND-WRITTEN row with an image list, as train_dpo.py (MM-RLHF @7c8af1d2) accepts."""
     (tmp_path / "long").mkdir()
     for name in ("long/a.png", "long/b.png"):
         shutil.copy(FIXTURES / "mm_rlhf/mcq/012345.png", tmp_path / name)
@@ -63,6 +65,7 @@ def test_mmrlhf_image_list_and_placeholder(tmp_path):
 
 
 def test_r1reward_rl_rows_and_video_frames(tmp_path):
+    """r1_reward/: 3 HAND-WRITTEN rows, judge template copied from yfzhang114/r1_reward @3693413a README.md 2.3."""
     pairs = load_benchmark("r1reward", FIXTURES / "r1_reward/r1_reward_rl.jsonl").pairs
     assert [p.label for p in pairs] == [2, 1, 2] and all(len(p.images) == 1 for p in pairs)
     assert pairs[0].question.startswith("Give a comprehensive description of this artwork")
@@ -83,6 +86,7 @@ def test_r1reward_rl_rows_and_video_frames(tmp_path):
 # ---------------------------------------------------------------- RLAIF-V
 
 def test_rlaifv_parquet_with_embedded_images():
+    """rlaif_v/: 4 HAND-WRITTEN rows in the openbmb/RLAIF-V-Dataset card schema (origin_split keys, idx guessed)."""
     result = load_benchmark("rlaifv", FIXTURES / "rlaif_v/train-00000-of-00001.parquet")
     pairs = result.pairs
     assert [p.id for p in pairs] == ["OK-VQA_train_000101#0", "OK-VQA_train_000101#1", "COCO_train_004512",
@@ -103,6 +107,8 @@ def _silkie_expected() -> list[dict]:
 
 
 def test_vlfeedback_gives_exactly_silkies_pairs():
+    """vlfeedback/: 3 HAND-WRITTEN prompts (MMInstruction/VLFeedback card schema); the expected pairs come from a
+    transcription of vlf-silkie/VLFeedback @de0bff35 run_dpo.py make_batch_pairs."""
     result = load_benchmark("vlfeedback", FIXTURES / "vlfeedback/train-00000-of-00001.parquet")
     got = {p.id: p for p in result.pairs}
     expected = _silkie_expected()
@@ -125,6 +131,7 @@ def test_vlfeedback_gives_exactly_silkies_pairs():
 
 
 def test_vlfeedback_legacy_dict_of_lists_missing_aspect_and_empty_response(tmp_path):
+    """The HAND-WRITTEN VLFeedback rows in the legacy `datasets` dict-of-lists shape Silkie's code indexes."""
     rows = json.loads((FIXTURES / "vlfeedback/rows_preview.json").read_text())
     row = rows[0]
     # Silkie's code reads `completions` as a dict of lists (legacy datasets Sequence(dict) decoding)
@@ -150,6 +157,7 @@ def test_vlfeedback_legacy_dict_of_lists_missing_aspect_and_empty_response(tmp_p
 # ---------------------------------------------------------------- POVID
 
 def test_povid_real_row_and_conversations():
+    """povid/: row 0 REAL (YiyangZhou/POVID @92c7c678 README.md, verbatim), rows 1-2 HAND-WRITTEN."""
     pairs = load_benchmark("povid", FIXTURES / "povid/POVID_preference_data_for_VLLMs.json").pairs
     real = pairs[0]   # REAL: YiyangZhou/POVID README element
     assert real.id == "COCO_train2014_000000353952" and real.question == "Describe this image in detail."
@@ -161,6 +169,7 @@ def test_povid_real_row_and_conversations():
 
 
 def test_povid_prompt_turns_must_agree(tmp_path):
+    """The POVID rows (row 0 REAL, 1-2 HAND-WRITTEN) with a rejected chat whose human turn was edited here."""
     rows = json.loads((FIXTURES / "povid/POVID_preference_data_for_VLLMs.json").read_text())
     rows[1]["rejected_conversations"][0]["value"] = "<image>\nWhat is in the picture?"
     shutil.copytree(FIXTURES / "povid/data", tmp_path / "data")
@@ -176,6 +185,8 @@ def test_povid_prompt_turns_must_agree(tmp_path):
 # ---------------------------------------------------------------- UnifiedReward
 
 def test_unifiedreward_critic_pairs_tie_dropped():
+    """unifiedreward/LLaVA-Critic: 3 HAND-WRITTEN rows; row 1's template verbatim from CodeGoat24/UnifiedReward
+    @ff6f5202; the verdict wording is invented."""
     result = load_benchmark("unifiedreward", FIXTURES / "unifiedreward/LLaVA-Critic/pairwise/train_data.json",
                             image_root=FIXTURES / "unifiedreward")
     a, b = result.pairs
@@ -189,6 +200,7 @@ def test_unifiedreward_critic_pairs_tie_dropped():
 
 
 def test_unifiedreward_think_rows_and_generation_dropped():
+    """unifiedreward/think: 2 HAND-WRITTEN rows; row 0's template verbatim from CodeGoat24/UnifiedReward @ff6f5202."""
     result = load_benchmark("unifiedreward", FIXTURES / "unifiedreward/think/rejection_sampling_data.json",
                             image_root=FIXTURES / "unifiedreward")
     [pair] = result.pairs
@@ -264,6 +276,7 @@ def test_trl_conversational_through_pairs():
 
 
 def test_povid_style_conversations_through_pairs_without_question(tmp_path):
+    """The POVID rows (row 0 REAL, 1-2 HAND-WRITTEN) read by the generic `pairs` format."""
     rows = json.loads((FIXTURES / "povid/POVID_preference_data_for_VLLMs.json").read_text())
     shutil.copytree(FIXTURES / "povid/data", tmp_path / "data")
     path = write_jsonl(tmp_path / "p.jsonl", rows)

@@ -9,7 +9,7 @@
 Each is an adapter `row -> PreferencePair | list[PreferencePair]` run by egt.data.readers.load_benchmark (the
 loop that locates rows, stops or skips bad ones, numbers repeated ids `<id>#k`); MM-RLHF's `dpo_pairs.jsonl`
 and R1-Reward's RL rows are read by `mmrlhf` / `r1reward` there. The schemas and where they come from are in
-docs/cli.md (`egt data convert`, the table of formats). Where a source needs a rule to make pairs, the rule
+docs/datasets.md (one section per format) and docs/cli.md. Where a source needs a rule to make pairs, the rule
 is the source's own:
 
 - rlaifv (openbmb/RLAIF-V-Dataset, Parquet): `question, chosen, rejected, image{bytes,path}, idx,
