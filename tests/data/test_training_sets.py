@@ -380,3 +380,20 @@ def test_exclude_drops_training_pairs_found_in_a_benchmark(tmp_path, capsys):
     [dropped] = read_rows(convert.dropped_path(out))
     assert dropped["id"] == "COCO_train2014_000000353952" and "hallucination_pair-1003" in dropped["reason"]
     assert "left out 1 pairs" in capsys.readouterr().out
+
+
+def test_exclude_hashes_images_above_the_pixel_cap_shrunk(tmp_path):
+    """An image above the pixel cap of the command that read it is hashed from a shrunk decode (through
+    egt.core.images), not refused: the hash keeps 72 pixels. Hand-made pictures."""
+    from egt.core.images import ImageLimits
+    from egt.data.dedup import exclude_benchmark_pairs
+
+    _photo(3, (192, 128)).save(tmp_path / "a.png")
+    _photo(4, (192, 128)).save(tmp_path / "b.png")
+    bench = write_pairs([PreferencePair("bench-a", [ImageRef(path=str(tmp_path / "a.png"))], "What is it?", "x", "y", 1)],
+                        tmp_path / "bench.parquet")
+    capped = ImageLimits(max_pixels=4_000)                       # 192 x 128 = 24,576 pixels: above it
+    train = [PreferencePair(name, [ImageRef(path=str(tmp_path / f"{name}.png"), limits=capped)], "what is it",
+                            "p", "q", 1) for name in ("a", "b")]
+    kept, dropped = exclude_benchmark_pairs(train, [bench])
+    assert [p.id for p in kept] == ["b"] and [d["id"] for d in dropped] == ["a"]
