@@ -3,7 +3,9 @@
 Each helper reads one field of a source row and raises `DataError(file, line, field, reason)` when it
 is missing or of the wrong kind, so every reader's errors name the file, the line (or row) and the
 field. `Ctx` carries what a reader needs about its file: the image root, the column map, and the lists
-it fills (warnings; `dropped`: pairs its pairing rule leaves out, each with its reason).
+it fills (warnings; `dropped`: pairs its pairing rule leaves out, each with its reason) and the pixel cap of
+the command reading the file (`limits`). Images are checked from their headers through egt.core.images (an
+image, a regular file, within the cap when one is given); nothing is decoded here.
 """
 
 from __future__ import annotations
