@@ -15,7 +15,7 @@ unexport PYTHONDONTWRITEBYTECODE
 TEST_WORKERS ?= 2
 DEMO_ARGS ?=
 
-.PHONY: install demo test test-heavy clean
+.PHONY: install demo test test-heavy test-frameworks clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -38,5 +38,26 @@ test: install
 test-heavy: install
 	$(BIN)/python -m pytest -q -p no:cacheprovider -m heavy tests
 
+# verl's and OpenRLHF's own reward clients calling `egt serve` (tests/judge/test_serve_frameworks.py). Each
+# framework gets a venv of its own: their pins conflict with each other and with egt's (verl: transformers<5.11;
+# OpenRLHF: ==5.15 and flash-attn, which needs CUDA to build, hence --no-deps plus what its client imports).
+# The server runs in .venv. Point VERL_VENV / OPENRLHF_VENV at existing venvs to skip building them.
+VERL_VENV ?= .venv-verl
+OPENRLHF_VENV ?= .venv-openrlhf
+FRAMEWORK_TORCH := torch==2.13.0
+
+$(VERL_VENV)/bin/pytest:
+	$(PYTHON) -m venv $(VERL_VENV)
+	$(VERL_VENV)/bin/pip install -q --no-compile $(FRAMEWORK_TORCH) verl==0.9.1 pytest
+
+$(OPENRLHF_VENV)/bin/pytest:
+	$(PYTHON) -m venv $(OPENRLHF_VENV)
+	$(OPENRLHF_VENV)/bin/pip install -q --no-compile $(FRAMEWORK_TORCH) transformers==5.15.0 aiohttp pylatexenc pytest
+	$(OPENRLHF_VENV)/bin/pip install -q --no-compile --no-deps openrlhf==0.11.2
+
+test-frameworks: install $(VERL_VENV)/bin/pytest $(OPENRLHF_VENV)/bin/pytest
+	EGT_PYTHON=$(abspath $(BIN)/python) $(VERL_VENV)/bin/python -m pytest -q -p no:cacheprovider -k verl tests/judge/test_serve_frameworks.py
+	EGT_PYTHON=$(abspath $(BIN)/python) $(OPENRLHF_VENV)/bin/python -m pytest -q -p no:cacheprovider -k openrlhf tests/judge/test_serve_frameworks.py
+
 clean:
-	rm -rf $(VENV) runs
+	rm -rf $(VENV) $(VERL_VENV) $(OPENRLHF_VENV) runs

@@ -7,6 +7,8 @@
   test_distill, the logic judge of test_rewards, the served judge of test_judge_endpoint), and
   `chat_completion`, the body of a chat-completions reply; `FakeServedJudge`, a served judge to answer with,
   and `SLOW_SERVED_JUDGE`, a script serving it slowly from its own process (for kill -9 tests).
+- `LiveServer`: egt serve's app on a real uvicorn server in a thread (the reward service's tests), and
+  `http`, one request answered with (status, JSON, headers).
 """
 
 from __future__ import annotations
@@ -231,3 +233,60 @@ def assert_tiles(spans, text):
     assert all(a[1] == b[0] for a, b in zip(spans, spans[1:]))
     assert all(s <= e for s, e in spans)
     assert "".join(text[s:e] for s, e in spans) == text
+
+
+# ---------------------------------------------------------------- egt serve in a thread
+
+class LiveServer:
+    """egt serve's app (egt.judge.serve.create_app) on a real uvicorn server in a thread, on 127.0.0.1:<free port>.
+
+    `with LiveServer(service) as server: server.url`. What needs a process of its own (SIGTERM, kill -9,
+    the frameworks' clients) runs `egt serve` itself (tests/judge/test_serve_process.py).
+    """
+
+    def __init__(self, service):
+        import uvicorn
+
+        from egt.judge.serve import bind, create_app
+
+        self.service = service
+        self.sock = bind("127.0.0.1", 0)
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
+        self.server = uvicorn.Server(uvicorn.Config(create_app(service), log_level="warning", lifespan="on",
+                                                    access_log=False))
+        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True)
+
+    def __enter__(self) -> "LiveServer":
+        import time
+
+        self.thread.start()
+        deadline = time.monotonic() + 30
+        while not self.server.started:
+            if time.monotonic() > deadline or not self.thread.is_alive():
+                raise RuntimeError("the test server did not start")
+            time.sleep(0.01)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.server.should_exit = True
+        self.thread.join(30)
+        self.sock.close()
+
+
+def http(method: str, url: str, body=None, headers: dict | None = None, raw: bytes | None = None):
+    """(status, decoded JSON or text, headers) of one request; never raises for an HTTP status."""
+    import urllib.error
+    import urllib.request
+
+    data = raw if raw is not None else (None if body is None else json.dumps(body).encode())
+    request = urllib.request.Request(url, data=data, method=method,
+                                     headers={"Content-Type": "application/json", **(headers or {})})
+    try:
+        with urllib.request.urlopen(request, timeout=120) as response:
+            status, payload, got = response.status, response.read(), response.headers
+    except urllib.error.HTTPError as exc:
+        status, payload, got = exc.code, exc.read(), exc.headers
+    try:
+        return status, json.loads(payload), got
+    except ValueError:
+        return status, payload.decode("utf-8", "replace"), got

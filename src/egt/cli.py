@@ -73,6 +73,9 @@ TOP = [
     Stage("compare", "egt.stages.compare", "Several eval runs side by side, one column per run.", ("runs...",)),
     Stage("judge", "egt.judge.verdicts", "Verdicts of a trained judge on a pairs file, with confidence and abstention."),
     Stage("rerank", "egt.judge.rerank", "Best-of-N with a trained judge: a round-robin or knockout tournament."),
+    Stage("calibrate", "egt.judge.calibrate", "Fit the reward service's temperature and abstention threshold.",
+          ("model",)),
+    Stage("serve", "egt.judge.serve", "Serve a trained judge as an HTTP reward service for RL trainers.", ("model",)),
     Stage("demo", "egt.demo.pipeline", "Run the whole EGT recipe on the tiny judge and write a report."),
 ]
 

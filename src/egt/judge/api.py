@@ -301,15 +301,17 @@ class LocalBackend:
         return [self.scored(j) for j in judgements]
 
 
-def build_backend(options: JudgeOptions):
+def build_backend(options: JudgeOptions, local_cls: type | None = None, endpoint_cls: type | None = None):
+    """The backend of `options.model`; `local_cls` / `endpoint_cls` replace LocalBackend / EndpointBackend
+    (subclasses taking the same arguments, e.g. egt.judge.probability's, which also read answer probabilities)."""
     if is_endpoint(options.model):
         from egt.judge.endpoint import EndpointBackend
 
-        return EndpointBackend(options.model, served_model=options.served_model, api_key_env=options.api_key_env,
+        return (endpoint_cls or EndpointBackend)(options.model, served_model=options.served_model, api_key_env=options.api_key_env,
                                top_logprobs=options.top_logprobs, vocab_size=options.vocab_size,
                                concurrency=options.concurrency, timeout_s=options.timeout_s,
                                max_retries=options.max_retries, sentence_agg=options.sentence_agg)
-    return LocalBackend(options.model, device=options.device, dtype=options.dtype, batch_size=options.batch_size,
+    return (local_cls or LocalBackend)(options.model, device=options.device, dtype=options.dtype, batch_size=options.batch_size,
                         sentence_agg=options.sentence_agg)
 
 

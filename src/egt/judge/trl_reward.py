@@ -25,6 +25,20 @@ through TRL's `log_metric`, `judge_reward/orders_agree` (share of comparisons wh
 agree), `judge_reward/no_verdict` (share of judgements without one) and, when available,
 `judge_reward/max_entropy` (mean max-token entropy, nats).
 
+`ServedJudgeReward` is the same reward over HTTP, from an `egt serve` service (docs/serve.md):
+
+    from egt.judge.trl_reward import ServedJudgeReward
+    reward = ServedJudgeReward("http://127.0.0.1:8100", mode="reference")     # or mode="round_robin"
+
+Its reward is the service's answer probability, not a vote share: `reference` mode gives
+P(completion better than the reference), both orders averaged (POST /v1/score); `round_robin`
+gives each completion's mean probability of beating its group-mates (POST /v1/rank). A reward the
+judge could not read is None (TRL leaves that row out of the group statistics); `on_abstain`
+says what an abstained pair gets: "keep" its probability (default), "none", or a number. Each
+call logs `<name>/orders_agree`, `<name>/abstain` and `<name>/answer_forced` through log_metric.
+Images (PIL, bytes, paths) are sent inline; the client retries a busy or restarting service
+(egt.judge.serve_client).
+
 Departure: the paper trains the judge; using it as a policy's reward is egt's.
 """
 
@@ -111,3 +125,61 @@ class JudgeReward:
         entropies = [c.entropies["max"] for c in results if c.entropies.get("max") is not None]
         if entropies:
             log_metric("judge_reward/max_entropy", sum(entropies) / len(entropies))
+
+
+class ServedJudgeReward:
+    """TRL reward function that asks an `egt serve` service (module docstring)."""
+
+    def __init__(self, url: str | None = None, *, mode: Literal["reference", "round_robin"] = "reference",
+                 reference_column: str = "reference", question_column: str = "question",
+                 group_size: int | None = None, on_abstain: Literal["keep", "none"] | float = "keep",
+                 chunk_size: int = 64, name: str = "served_judge", client=None, **client_options):
+        from egt.judge.serve_client import ServeClient
+
+        if mode not in ("reference", "round_robin"):
+            raise ValueError(f"mode must be 'reference' or 'round_robin', got {mode!r}")
+        if not (on_abstain in ("keep", "none") or isinstance(on_abstain, (int, float))):
+            raise ValueError(f"on_abstain must be 'keep', 'none' or a number, got {on_abstain!r}")
+        self.client = client or ServeClient(url, **client_options)
+        self.mode, self.reference_column, self.question_column = mode, reference_column, question_column
+        self.group_size, self.on_abstain, self.chunk_size = group_size, on_abstain, chunk_size
+        self.__name__ = name  # TRL logs rewards/<name>/mean and /std
+
+    def _value(self, reward: float | None, abstain: bool) -> float | None:
+        if reward is None or not abstain or self.on_abstain == "keep":
+            return reward
+        return None if self.on_abstain == "none" else float(self.on_abstain)
+
+    def __call__(self, prompts: list, completions: list, **columns: Any) -> list[float | None]:
+        n = len(completions)
+        texts = [completion_text(c) for c in completions]
+        questions = columns.get(self.question_column) or [prompt_question(p) for p in prompts]
+        images = columns.get("images") or [([i] if i is not None else []) for i in columns.get("image") or [None] * n]
+        results: list[dict] = []
+        if self.mode == "reference":
+            if self.reference_column not in columns:
+                raise ValueError(f"ServedJudgeReward(mode='reference') needs a '{self.reference_column}' column; "
+                                 f"the dataset has {sorted(k for k in columns if k not in ('trainer_state',))}")
+            references = columns[self.reference_column]
+            rewards: list[float | None] = []
+            for start in range(0, n, self.chunk_size):
+                rows = range(start, min(n, start + self.chunk_size))
+                answer = self.client.score([{"images": images[i], "question": questions[i], "response": texts[i],
+                                             "reference": references[i]} for i in rows])
+                results += answer["results"]
+                rewards += [self._value(r, res["abstain"]) for r, res in zip(answer["rewards"], answer["results"])]
+        else:
+            rewards = [0.5] * n  # a group of one has nobody to beat
+            keys = [(repr(p), q) for p, q in zip(prompts, questions)]
+            for start, end in group_bounds(keys, self.group_size):
+                if end - start > 1:
+                    rewards[start:end] = self.client.rank(questions[start], texts[start:end], images[start])["rewards"]
+        self._log(columns.get("log_metric"), results)
+        return rewards
+
+    def _log(self, log_metric, results: list[dict]) -> None:
+        if not callable(log_metric) or not results:
+            return
+        for key in ("orders_agree", "abstain"):
+            log_metric(f"{self.__name__}/{key}", sum(bool(r[key]) for r in results) / len(results))
+        log_metric(f"{self.__name__}/answer_forced", sum(r["answer_forced"] for r in results) / len(results))

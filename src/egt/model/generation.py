@@ -34,7 +34,9 @@ generation_config eos ids and the tokenizer's eos) or after `max_new_tokens`.
 `token_ids` are the generated tokens BEFORE the eos (the eos and the padding after it
 are dropped), `token_entropies_nats[i]` is the entropy of the step that wrote
 `token_ids[i]`, and `text = tokenizer.decode(token_ids)` (special tokens kept, as
-`egt.model.spans` decodes). `truncated` is True when no eos came.
+`egt.model.spans` decodes). `truncated` is True when no eos came. With `watch_token_ids`,
+`watched_logits[i]` holds the raw logits of those tokens at the step that wrote `token_ids[i]`
+(the reward service reads the verdict digits' probabilities there: egt.judge.probability).
 
 `score_completions` is the teacher-forced counterpart: one forward pass over prompt +
 given completion, entropy at the completion's positions (the logits at t-1 predict t).
@@ -69,6 +71,7 @@ class Judgement:
     token_entropies_nats: list[float] | None   # one per token_ids entry (None: not recorded)
     verdict: Verdict
     truncated: bool = False                    # stopped by max_new_tokens, not by eos
+    watched_logits: list[list[float]] | None = None  # per token_ids entry: the raw logits of `watch_token_ids`
 
 
 def judgement_seed(run_seed: int, pair_id: str, sample_index: int) -> int:
@@ -93,7 +96,7 @@ class SeededSampler(LogitsProcessor):
 
     def __init__(self, seeds: Sequence[int | None], temperature: float = 1.0, top_p: float = 1.0,
                  record_entropy: bool = False, device: torch.device | str = "cpu",
-                 entropy_buffer_bytes: int = ENTROPY_BUFFER_BYTES):
+                 entropy_buffer_bytes: int = ENTROPY_BUFFER_BYTES, watch_token_ids: Sequence[int] | None = None):
         if not temperature > 0:
             raise ValueError(f"temperature must be > 0 (use seed None for greedy), got {temperature}")
         if not 0 < top_p <= 1:
@@ -111,6 +114,10 @@ class SeededSampler(LogitsProcessor):
         self._pending: list[torch.Tensor] = []   # [batch, vocab] logits of steps not yet reduced
         self._pending_bytes = 0
         self._blocks: list[torch.Tensor] = []    # [steps, batch] entropies of the reduced steps
+        # A few columns of every step's raw logits (e.g. the verdict digits, for answer probabilities).
+        self._watch = torch.tensor(list(watch_token_ids), dtype=torch.long, device=device) \
+            if watch_token_ids else None
+        self._watched: list[torch.Tensor] = []   # [batch, len(watch_token_ids)] per step
 
     def _reduce_pending(self) -> None:
         if self._pending:
@@ -124,6 +131,14 @@ class SeededSampler(LogitsProcessor):
             return torch.empty(self.batch_size, 0)
         return torch.cat(self._blocks).T
 
+    def watched(self) -> torch.Tensor | None:
+        """[batch, steps, len(watch_token_ids)] raw logits (fp32) of the watched tokens; None without them."""
+        if self._watch is None:
+            return None
+        if not self._watched:
+            return torch.empty(self.batch_size, 0, len(self._watch))
+        return torch.stack(self._watched, dim=1)
+
     def gumbel_noise(self, vocab_size: int, device: torch.device) -> torch.Tensor:
         """[sampled rows, vocab] standard Gumbel noise, one draw of `vocab_size` per row's generator."""
         uniform = torch.stack([torch.rand(vocab_size, generator=g, device=device, dtype=torch.float32)
@@ -131,6 +146,8 @@ class SeededSampler(LogitsProcessor):
         return uniform.log_().neg_().log_().neg_()  # -log(-log u); u = 0 gives -inf (never chosen)
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        if self._watch is not None:
+            self._watched.append(scores.index_select(-1, self._watch.to(scores.device)).float())
         if self.record_entropy:
             size = scores.numel() * scores.element_size()
             # A view into a larger block (e.g. every position's logits) would keep the block alive: copy it.
@@ -193,10 +210,13 @@ def _progress(total: int, enabled: bool, unit: str):
 
 def judge(model, processor, requests: Sequence[JudgeRequest], *, temperature: float = 1.0, top_p: float = 1.0,
           max_new_tokens: int = 256, batch_size: int = 16, with_entropy: bool = False,
-          progress: bool = True, on_batch: Callable[[int], None] | None = None) -> list[Judgement]:
+          progress: bool = True, on_batch: Callable[[int], None] | None = None,
+          watch_token_ids: Sequence[int] | None = None) -> list[Judgement]:
     """Generate one judgement per request, in request order, `batch_size` requests per generate call.
 
     `on_batch(n)` is called after each batch with its number of requests (for a caller's progress bar).
+    `watch_token_ids`: record, at every step, the raw logits of these tokens (`Judgement.watched_logits`;
+    egt.judge.probability reads the verdict digits' probabilities from them).
     """
     tokenizer = processor.tokenizer
     eos_ids = eos_token_ids(model, tokenizer)
@@ -208,13 +228,16 @@ def judge(model, processor, requests: Sequence[JudgeRequest], *, temperature: fl
         for start in range(0, len(requests), batch_size):
             batch = list(requests[start:start + batch_size])
             inputs = judge_batch_inputs(processor, [r.pair for r in batch]).to(device)
-            sampler = SeededSampler([r.seed for r in batch], temperature, top_p, with_entropy, device)
+            sampler = SeededSampler([r.seed for r in batch], temperature, top_p, with_entropy, device,
+                                    watch_token_ids=watch_token_ids)
             prompt_len = inputs["input_ids"].shape[1]
             with torch.inference_mode():
                 sequences = model.generate(**inputs, generation_config=gen_config,
                                            logits_processor=LogitsProcessorList([sampler]))
             generated = sequences[:, prompt_len:].cpu().tolist()
             entropies = sampler.entropies().float().cpu() if with_entropy else None
+            watched = sampler.watched()
+            watched = watched.cpu() if watched is not None else None
             for row, ids in enumerate(generated):
                 stop = next((i for i, t in enumerate(ids) if t in eos_ids), None)
                 kept = ids if stop is None else ids[:stop]
@@ -222,7 +245,8 @@ def judge(model, processor, requests: Sequence[JudgeRequest], *, temperature: fl
                 results.append(Judgement(
                     text=text, token_ids=kept,
                     token_entropies_nats=entropies[row, :len(kept)].tolist() if entropies is not None else None,
-                    verdict=parse_verdict(text), truncated=stop is None))
+                    verdict=parse_verdict(text), truncated=stop is None,
+                    watched_logits=watched[row, :len(kept)].tolist() if watched is not None else None))
             bar.update(len(batch))
             if on_batch is not None:
                 on_batch(len(batch))
@@ -308,3 +332,28 @@ def score_completions(model, processor, pairs: Sequence[PreferencePair], complet
             if on_batch is not None:
                 on_batch(len(batch_pairs))
     return results
+
+
+def next_token_logits(model, processor, pairs: Sequence[PreferencePair], completion_ids: Sequence[Sequence[int]],
+                      token_ids: Sequence[int], *, batch_size: int = 16) -> torch.Tensor:
+    """Teacher-forced raw logits of `token_ids` at the position after prompt + completion: [len(pairs), len(token_ids)].
+
+    One forward pass per batch (left-padded, only the last position's logits computed); the reward
+    service forces `<answer>` after a judgement that wrote no verdict and reads the digits here.
+    """
+    if len(pairs) != len(completion_ids):
+        raise ValueError(f"{len(completion_ids)} completions for {len(pairs)} pairs")
+    tokenizer = processor.tokenizer
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos_token_ids(model, tokenizer)[0]
+    watch = torch.tensor(list(token_ids), dtype=torch.long)
+    out = []
+    for start in range(0, len(pairs), batch_size):
+        batch_pairs = list(pairs[start:start + batch_size])
+        batch_ids = [list(ids) for ids in completion_ids[start:start + batch_size]]
+        prompts = judge_batch_inputs(processor, batch_pairs)
+        with torch.inference_mode(), \
+                _placeholder_tokens_as_text(model, append_completions(prompts, batch_ids, pad_id), pad_id) as inputs:
+            inputs = {k: (v.to(model.device) if torch.is_tensor(v) else v) for k, v in inputs.items()}
+            logits = model(**inputs, logits_to_keep=1).logits[:, -1, :]
+            out.append(logits.index_select(-1, watch.to(logits.device)).float().cpu())
+    return torch.cat(out) if out else torch.empty(0, len(watch))
