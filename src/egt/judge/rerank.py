@@ -132,7 +132,9 @@ def _settings(cfg: Config) -> dict:
             "model": cfg.model if is_endpoint(cfg.model) else str(Path(cfg.model).resolve()),
             "served_model": cfg.served_model, "samples": cfg.samples, "orders": cfg.orders,
             "max_new_tokens": cfg.max_new_tokens, "temperature": cfg.temperature if sampled else None,
-            "top_p": cfg.top_p if sampled else None, "seed": cfg.seed if sampled else None}
+            "top_p": cfg.top_p if sampled else None, "seed": cfg.seed if sampled else None,
+            **{k: getattr(cfg, k) for k in ("processor_max_pixels", "processor_min_pixels")
+               if getattr(cfg, k) is not None}}   # only when set: older folders still resume
 
 
 class _Matches:

@@ -100,7 +100,9 @@ def _settings(cfg: Config) -> dict:
             "temperature": cfg.temperature if sampled else None, "top_p": cfg.top_p if sampled else None,
             "seed": cfg.seed if sampled else None, "sentence_agg": cfg.sentence_agg,
             "top_logprobs": cfg.top_logprobs if is_endpoint(cfg.model) else None,
-            "vocab_size": cfg.vocab_size if is_endpoint(cfg.model) else None}
+            "vocab_size": cfg.vocab_size if is_endpoint(cfg.model) else None,
+            **{k: getattr(cfg, k) for k in ("processor_max_pixels", "processor_min_pixels")
+               if getattr(cfg, k) is not None}}   # only when set: older folders still resume
 
 
 def check_settings(out: Path, settings: dict, log_name: str, settings_name: str) -> None:
