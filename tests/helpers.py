@@ -1,9 +1,12 @@
 """Builders shared by several test files (import with `from helpers import score_row`).
 
 - `score_row`: one score-file row as `egt score` writes it.
+- `bomb_png`: a valid one-bit PNG of any size whose file is tiny (a decompression bomb: 13,000 x 13,000 is
+  ~45 KB on disk and 169 million pixels decoded), made without decoding it.
 - `FakeOpenAIServer`: a real HTTP server on 127.0.0.1 speaking the OpenAI REST protocol (the teacher of
   test_distill, the logic judge of test_rewards, the served judge of test_judge_endpoint), and
-  `chat_completion`, the body of a chat-completions reply.
+  `chat_completion`, the body of a chat-completions reply; `FakeServedJudge`, a served judge to answer with,
+  and `SLOW_SERVED_JUDGE`, a script serving it slowly from its own process (for kill -9 tests).
 """
 
 from __future__ import annotations
@@ -17,6 +20,21 @@ from typing import Callable
 
 from egt.core.records import PreferencePair
 from egt.core.score_columns import METRIC_COLUMNS, SCORE_COLUMNS
+
+
+def bomb_png(width: int, height: int) -> bytes:
+    """A black one-bit PNG of width x height, compressed row by row (never held decoded in memory)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body) & 0xFFFFFFFF)
+
+    row = b"\x00" * (1 + (width + 7) // 8)   # filter byte 0, then the packed bits
+    packer = zlib.compressobj(9)
+    idat = b"".join(packer.compress(row) for _ in range(height)) + packer.flush()
+    header = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)   # bit depth 1, greyscale
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
 
 
 def score_row(pair_id: str, label: int = 1, verdicts=(1, 1, 1, 1), meta: dict | None = None,
@@ -183,6 +201,23 @@ class FakeServedJudge:
             probs = self.HARD_DIGIT_PROBS if hard else self.DIGIT_PROBS
             logprobs = [self.entry(t, probs if i == digit else self.TEXT_PROBS) for i, t in enumerate(tokens)]
         return 200, chat_completion(content, body["model"], logprobs, completion_tokens=len(self.tokens(content)))
+
+
+# A script that serves FakeServedJudge on loopback in its own process, answering each request after 20 ms (so that
+# a client can be killed half-way): `python -c SLOW_SERVED_JUDGE <tests folder>` prints the base URL, then serves
+# until a line arrives on stdin.
+SLOW_SERVED_JUDGE = """
+import sys, time
+sys.path.insert(0, sys.argv[1])
+from helpers import FakeOpenAIServer, FakeServedJudge
+judge = FakeServedJudge()
+def slow(*args):
+    time.sleep(0.02)
+    return judge(*args)
+with FakeOpenAIServer(slow) as server:
+    print(server.base_url, flush=True)
+    sys.stdin.readline()
+"""
 
 
 def api_error(status: int, message: str = "error") -> tuple[int, dict, dict]:

@@ -3,7 +3,8 @@
 The CLI only parses and dispatches: each stage is `run(cfg) -> Path` in its
 module, with `Config` beside it. `egt <stage> --help` lists every config key.
 
-Faults answer with one line on stderr and exit status 1, never a traceback:
+Faults answer with one line on stderr and exit status 1, never a traceback (75 for a run that stopped
+early and resumes when rerun: egt.core.errors.RunIncomplete):
 `error: <file>: <what> (<hint>)` for bad input, configs and model files (EgtError),
 for unreadable, read-only or full disks (OSError: the file, the system's reason and
 what to do), and `error: internal error: ...` for anything else. `--debug`
@@ -83,8 +84,12 @@ TOP = [
 
 
 def _describe_config(cfg_cls) -> str:
+    from egt.core.images import ImageOptions
+
     lines = ["Config keys (YAML or key=value / --key value):"]
-    for name, field in cfg_cls.model_fields.items():
+    # The command's own keys first; the image keys every image-reading command shares (a mixin) last.
+    fields = sorted(cfg_cls.model_fields.items(), key=lambda item: item[0] in ImageOptions.model_fields)
+    for name, field in fields:
         ann = (field.annotation.__name__ if isinstance(field.annotation, type)
                else str(field.annotation).replace("typing.", "").replace("pathlib.", ""))
         default = "required" if field.is_required() else repr(field.get_default(call_default_factory=True))
@@ -199,7 +204,7 @@ def main(argv: list[str] | None = None) -> int:
         if debug:
             raise
         click.echo(f"error: {_one_line(exc)}", err=True)
-        return 1
+        return getattr(exc, "exit_code", 1)
     except click.exceptions.Exit as exc:
         return exc.exit_code
     except click.ClickException as exc:

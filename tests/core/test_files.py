@@ -94,3 +94,15 @@ def test_sha256_file(tmp_path):
     path = tmp_path / "x.bin"
     path.write_bytes(b"abc")
     assert files.sha256_file(path) == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+
+
+def test_batches_to_run_are_fixed_positions_and_a_partial_batch_runs_again_whole():
+    from egt.core.files import batches_to_run
+
+    keys = [f"k{i}" for i in range(10)]
+    assert batches_to_run(keys, set(), 4) == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9]]
+    assert batches_to_run(keys, {"k0", "k1", "k2", "k3", "k4"}, 4) == [[4, 5, 6, 7], [8, 9]]   # k4 alone: whole batch
+    assert batches_to_run(keys, set(keys), 4) == []
+    assert batches_to_run(keys, {"k8", "k9"}, 4) == [[0, 1, 2, 3], [4, 5, 6, 7]]
+    with pytest.raises(ValueError):
+        batches_to_run(keys, set(), 0)

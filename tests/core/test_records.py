@@ -205,3 +205,40 @@ def test_parquet_files_record_the_folder_of_their_images(tmp_path):
     with pytest.raises(DataError, match="is outside the image root"):  # JSONL records nothing
         read_pairs(jsonl)[0].open_images()
     assert read_pairs(jsonl, image_root=tmp_path / "data")[0].open_images()[0].size == (5, 4)
+
+
+def test_symlinks_out_of_the_root_are_refused_without_saying_if_the_target_exists(tmp_path):
+    """A link inside the root that points out of it reads what an absolute path may not: refused like one
+    (same words whether the target exists), allowed with allow_absolute_paths; links inside the root, and a
+    root reached through a link, are fine."""
+    data = tmp_path / "data"
+    (data / "img").mkdir(parents=True)
+    (data / "img" / "in.png").write_bytes(png())
+    (tmp_path / "secret.png").write_bytes(png((7, 7, 7)))
+    (data / "img" / "out.png").symlink_to(tmp_path / "secret.png")
+    (data / "img" / "dangling.png").symlink_to(tmp_path / "missing.png")
+    (data / "img" / "alias.png").symlink_to(data / "img" / "in.png")
+    (data / "outdir").symlink_to(tmp_path)                                 # a linked folder out of the root
+    (data / "zero.png").symlink_to("/dev/zero")
+    names = ["img/out.png", "img/dangling.png", "outdir/secret.png", "outdir/missing.png", "zero.png",
+             "img/alias.png", str(data / "img" / "out.png")]
+    rows = [{"id": f"p{i}", "images": [{"path": p}], "question": "Q", "response_1": "a", "response_2": "b",
+             "label": 1} for i, p in enumerate(names)]
+    path = data / "pairs.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    pairs = read_pairs(path)
+    messages = []
+    for pair in pairs[:5] + pairs[6:]:
+        with pytest.raises(DataError, match="leads out of the image root .* through a symbolic link") as err:
+            pair.open_images()
+        messages.append(err.value.reason.split("'")[2])
+    assert len(set(messages)) == 1                                          # exists or not: the same words
+    assert pairs[5].open_images()[0].size == (5, 4)                         # a link inside the root
+    allowed = read_pairs(path, allow_absolute_paths=True)
+    assert allowed[0].open_images()[0].getpixel((0, 0)) == (7, 7, 7)
+    with pytest.raises(DataError, match="not a regular file"):             # allowed, but never read
+        allowed[4].open_images()
+    linked_root = tmp_path / "link_to_data"
+    linked_root.symlink_to(data)
+    assert read_pairs(linked_root / "pairs.jsonl")[5].open_images()[0].size == (5, 4)
+    assert read_pairs(path, image_root=tmp_path)[6].open_images()[0].size == (5, 4)  # inside that root

@@ -193,3 +193,29 @@ def test_compare_paired_states_interval_tests_and_verdict():
     two_seeds = compare_paired(np.stack([a, b]), np.stack([b, a]), n_boot=2000)
     assert two_seeds["n_seeds"] == 2 and two_seeds["per_seed"] == pytest.approx([0.1, -0.1])
     assert two_seeds["verdict"] == "inconclusive"
+
+
+def test_runs_interval_is_a_t_interval_over_the_runs():
+    from egt.core.stats import runs_interval
+
+    mean, low, high = runs_interval([0.1, 0.2, 0.3])
+    half = 4.302652729911275 * 0.1 / math.sqrt(3)            # t_{0.975, 2} x sd / sqrt(n)
+    assert mean == pytest.approx(0.2) and (low, high) == pytest.approx((0.2 - half, 0.2 + half))
+    # machine C's five seeds of "entropy selection beats random selection" (2026-12-05): two runs at about 0,
+    # so the claim is not reproduced, though a bootstrap over the five runs put it at [+0.000, +0.126]
+    _, low, high = runs_interval([0.065, -0.007, 0.029, 0.191, -0.003])
+    assert low < 0 < high
+    with pytest.raises(ValueError):
+        runs_interval([0.1])
+
+
+def test_compare_paired_pools_runs_with_the_t_interval():
+    from egt.core.stats import compare_paired, runs_interval
+
+    rng = np.random.default_rng(1)
+    a = rng.random((4, 300)) < 0.7
+    b = rng.random((4, 300)) < 0.6
+    out = compare_paired(a, b, n_boot=500)
+    expected = runs_interval([x.mean() - y.mean() for x, y in zip(a, b)])
+    assert (out["difference"], out["ci_low"], out["ci_high"]) == pytest.approx(expected)
+    assert len(out["ci_bootstrap"]) == 2 and out["n_seeds"] == 4

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
-from helpers import FakeOpenAIServer, FakeServedJudge
+from helpers import SLOW_SERVED_JUDGE, FakeOpenAIServer, FakeServedJudge
 from PIL import Image
 
 from egt.cli import main
@@ -71,6 +71,71 @@ def test_best_of_n_against_a_served_judge(tmp_path, method, matches):
     summary = json.loads((out / "summary.json").read_text())
     assert summary["top1_accuracy"] == pytest.approx(2 / 3) and summary["random_pick_accuracy"] == 0.25
     assert summary["matches"] == 3 * matches and len(read_jsonl(out / rerank.LOG_NAME)) == 3 * matches
+
+
+def test_edited_candidates_are_refused_not_reused(tmp_path, capsys):
+    """Candidates changed in place: the old matches do not belong to them. Refused naming the input, until
+    --overwrite; `method` may change (the matches are reused)."""
+    cands, out = write_candidates(tmp_path), tmp_path / "out"
+    with FakeOpenAIServer(FakeServedJudge()) as server:
+        args = ["rerank", "--model", server.base_url, "--served_model", "judge-x", "--candidates", str(cands),
+                "--output", str(out), "--progress", "false", "--batch_size", "4"]
+        assert main(args) == 0
+        posts = sum(r[0] == "POST" for r in server.requests)
+        assert main(args + ["--method", "knockout"]) == 0                  # its matches were all played
+        assert sum(r[0] == "POST" for r in server.requests) == posts
+        rows = read_jsonl(cands)
+        rows[0]["candidates"] = rows[0]["candidates"][::-1]
+        cands.write_text("".join(json.dumps(r) + "\n" for r in rows))
+        capsys.readouterr()
+        assert main(args) == 1
+        assert "holds rerank results of other inputs or settings (input candidates: " in capsys.readouterr().err
+        assert main(args + ["--overwrite"]) == 0
+    assert read_jsonl(out / "rankings.jsonl")[0]["best"] == 2          # the good candidate, now at index 2
+
+
+@pytest.mark.heavy   # several processes: `make test-heavy`
+def test_killed_rerank_resumes_to_the_uninterrupted_result(tmp_path):
+    """kill -9 half-way, then a torn line: the rerun judges the chunks left (the partly written one again whole)
+    and ends with the uninterrupted run's matches and rankings."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    cands = write_candidates(tmp_path, n=5, questions=4)
+    server = subprocess.Popen([sys.executable, "-c", SLOW_SERVED_JUDGE, str(Path(__file__).parents[1])],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        url = server.stdout.readline().strip()
+
+        def cmd(out):
+            return [sys.executable, "-m", "egt.cli", "rerank", "--model", url, "--served_model", "judge-x",
+                    "--candidates", str(cands), "--output", str(out), "--progress", "false", "--batch_size", "4",
+                    "--concurrency", "2"]
+
+        assert subprocess.run(cmd(tmp_path / "ref"), capture_output=True, timeout=300).returncode == 0
+        out = tmp_path / "killed"
+        log = out / rerank.LOG_NAME
+        proc = subprocess.Popen(cmd(out), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        deadline = time.monotonic() + 120
+        while not (log.exists() and log.read_bytes().count(b"\n") >= 6):
+            assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
+            assert time.monotonic() < deadline
+            time.sleep(0.005)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        lines = log.read_bytes().splitlines(keepends=True)
+        assert 6 <= len(lines) < 40, "the run was not interrupted mid-way"
+        log.write_bytes(b"".join(lines[:-1]) + lines[-1][:30])     # and its last line torn
+        done = subprocess.run(cmd(out), capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr[-2000:]
+    finally:
+        server.communicate("\n", timeout=30)
+    assert read_jsonl(out / "rankings.jsonl") == read_jsonl(tmp_path / "ref" / "rankings.jsonl")
+    matches = {r["key"]: r for r in read_jsonl(log)}
+    assert matches == {r["key"]: r for r in read_jsonl(tmp_path / "ref" / rerank.LOG_NAME)}
 
 
 def test_bad_candidate_files(tmp_path):

@@ -51,7 +51,7 @@ def test_judge_command_abstains_on_the_uncertain_pairs_and_resumes(tmp_path, cap
         assert posts(server) == 6 and len(read_jsonl(out / verdicts.LOG_NAME)) == 3
         # the rest, keeping the 3 already judged; the hard pairs (answered wrongly) have the higher answer entropy
         assert main(args_for(server.base_url, pairs, out, "--coverage", "0.5", "--abstain_metric", "answer")) == 0
-        assert posts(server) == 16
+        assert posts(server) == 18   # chunks of 2 pairs: the chunk p2-p3 that --limit cut is judged again whole
         rows = read_jsonl(out / "verdicts.jsonl")
         assert [r["id"] for r in rows] == [f"p{i}" for i in range(8)]
         assert [r["decision"] for r in rows] == [1, 2, 1, 2] + ["abstain"] * 4
@@ -66,13 +66,128 @@ def test_judge_command_abstains_on_the_uncertain_pairs_and_resumes(tmp_path, cap
         threshold = (rows[0]["uncertainty"] + rows[7]["uncertainty"]) / 2
         assert main(args_for(server.base_url, pairs, out, "--abstain_above", str(threshold), "--abstain_metric",
                              "answer")) == 0
-        assert posts(server) == 16
+        assert posts(server) == 18
         assert [r["decision"] for r in read_jsonl(out / "verdicts.jsonl")][3:5] == [2, "abstain"]
         # judging settings cannot
         assert main(args_for(server.base_url, pairs, out, "--samples", "2")) == 1
-        assert "other settings (samples: 1 -> 2" in capsys.readouterr().err
+        assert "setting samples: 1 -> 2" in capsys.readouterr().err
     judged = read_jsonl(out / verdicts.LOG_NAME)
-    assert len(judged) == 8 and all(len(r["traces"]) == 2 for r in judged)
+    assert len(judged) == 9 and len({r["key"] for r in judged}) == 8 and all(len(r["traces"]) == 2 for r in judged)
+    assert judged[2] == judged[3]            # p2, judged again in the same chunk: the same comparison
+
+
+def test_pairs_edited_in_place_are_refused_not_reused(tmp_path, capsys):
+    """Responses swapped in the same file: the old verdicts no longer belong to it. A rerun into the same folder is
+    refused naming the changed input (before, it reported the old accuracy, 1.0, where a fresh folder gives 0.0);
+    --overwrite judges again and agrees with a fresh folder."""
+    pairs, out = make_pairs(tmp_path, hard_from=8), tmp_path / "out"
+    with FakeOpenAIServer(FakeServedJudge()) as server:
+        assert main(args_for(server.base_url, pairs, out)) == 0
+        assert json.loads((out / "summary.json").read_text())["accuracy"] == 1.0
+        rows = read_jsonl(pairs)
+        for row in rows:
+            row["response_1"], row["response_2"] = row["response_2"], row["response_1"]
+        pairs.write_text("".join(json.dumps(r) + "\n" for r in rows))   # labels now name the bad responses
+        capsys.readouterr()
+        assert main(args_for(server.base_url, pairs, out)) == 1
+        err = capsys.readouterr().err
+        assert "holds judge results of other inputs or settings (input pairs: " in err
+        assert "--overwrite" in err
+        assert json.loads((out / "summary.json").read_text())["accuracy"] == 1.0    # the old results, untouched
+        assert main(args_for(server.base_url, pairs, tmp_path / "fresh")) == 0
+        assert main(args_for(server.base_url, pairs, out, "--overwrite")) == 0
+    for folder in (out, tmp_path / "fresh"):
+        assert json.loads((folder / "summary.json").read_text())["accuracy"] == 0.0
+
+
+def test_an_endpoint_is_fingerprinted_by_its_url_and_served_model(tmp_path, capsys):
+    """The weights behind a URL cannot be hashed: the URL and the served model name stand for them (the name the
+    server lists when none is given)."""
+    pairs, out = make_pairs(tmp_path), tmp_path / "out"
+    with FakeOpenAIServer(FakeServedJudge(models=("judge-x", "judge-y"))) as server:
+        assert main(args_for(server.base_url, pairs, out)) == 0
+        fingerprint = json.loads((out / "fingerprint.json").read_text())
+        assert fingerprint["models"] == {} and fingerprint["settings"]["served_model"] == "judge-x"
+        assert fingerprint["settings"]["endpoint"] == server.base_url
+        capsys.readouterr()
+        args = args_for(server.base_url, pairs, out)
+        args[args.index("judge-x")] = "judge-y"
+        assert main(args) == 1
+        assert "setting served_model: 'judge-x' -> 'judge-y'" in capsys.readouterr().err
+    with FakeOpenAIServer(FakeServedJudge(models=("judge-z",))) as server:
+        args = [a for a in args_for(server.base_url, pairs, tmp_path / "listed") if a not in ("--served_model",
+                                                                                            "judge-x")]
+        assert main(args) == 0
+        settings = json.loads((tmp_path / "listed" / "fingerprint.json").read_text())["settings"]
+        assert settings["served_model"] == "judge-z"
+        assert main(args[:args.index("--output") + 1] + [str(out)] + args[args.index("--output") + 2:]) == 1
+        assert "setting endpoint: " in capsys.readouterr().err
+
+
+def test_two_judges_cannot_write_one_folder(tmp_path, capsys):
+    """While one `egt judge` holds the folder, another (even of another model) is refused naming the holder,
+    instead of mixing the judgements of two models in one log."""
+    import subprocess
+    import sys
+
+    pairs, out = make_pairs(tmp_path), tmp_path / "out"
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time\nfrom egt.core.runfolder import run_lock\n"
+                               f"with run_lock({str(out)!r}, 'judge'):\n    print('held', flush=True)\n"
+                               "    sys.stdin.readline()"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with FakeOpenAIServer(FakeServedJudge()) as server:
+            assert main(args_for(server.base_url, pairs, out)) == 1
+            assert posts(server) == 0
+        err = capsys.readouterr().err
+        assert f"in use by egt judge (pid {holder.pid}" in err
+        assert not (out / verdicts.LOG_NAME).exists()
+    finally:
+        holder.communicate("\n", timeout=30)
+
+
+@pytest.mark.heavy   # several processes: `make test-heavy`
+def test_killed_judge_resumes_to_the_uninterrupted_result(tmp_path):
+    """kill -9 half-way, then a torn line: the rerun judges the chunks left (the partly written one again whole)
+    and ends with the uninterrupted run's judgements and verdicts."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from helpers import SLOW_SERVED_JUDGE
+
+    pairs = make_pairs(tmp_path, n=24, hard_from=12)
+    server = subprocess.Popen([sys.executable, "-c", SLOW_SERVED_JUDGE, str(Path(__file__).parents[1])],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        url = server.stdout.readline().strip()
+
+        def cmd(out):
+            return [sys.executable, "-m", "egt.cli", *args_for(url, pairs, out, "--concurrency", "2")]
+
+        assert subprocess.run(cmd(tmp_path / "ref"), capture_output=True, timeout=300).returncode == 0
+        out = tmp_path / "killed"
+        log = out / verdicts.LOG_NAME
+        proc = subprocess.Popen(cmd(out), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        deadline = time.monotonic() + 120
+        while not (log.exists() and log.read_bytes().count(b"\n") >= 4):
+            assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
+            assert time.monotonic() < deadline
+            time.sleep(0.005)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        lines = log.read_bytes().splitlines(keepends=True)
+        assert 4 <= len(lines) < 24, "the run was not interrupted mid-way"
+        log.write_bytes(b"".join(lines[:-1]) + lines[-1][:30])     # and its last line torn
+        done = subprocess.run(cmd(out), capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr[-2000:]
+    finally:
+        server.communicate("\n", timeout=30)
+    assert read_jsonl(out / "verdicts.jsonl") == read_jsonl(tmp_path / "ref" / "verdicts.jsonl")
+    reference = read_jsonl(tmp_path / "ref" / verdicts.LOG_NAME)
+    assert {r["key"]: r for r in read_jsonl(log)} == {r["key"]: r for r in reference}
 
 
 def test_aurc_of_the_judge_command_by_hand(tmp_path):
@@ -110,7 +225,9 @@ def test_config_rejects_two_abstention_rules():
 
 
 @pytest.mark.slow
-def test_judge_command_with_the_tiny_judge(tmp_path, tiny_model_dir, synth_pairs_path, monkeypatch):
+def test_judge_command_with_the_tiny_judge(tmp_path, tiny_model_dir, synth_pairs_path, monkeypatch, capsys):
+    import shutil
+
     pairs, out = synth_pairs_path("test", 3), tmp_path / "out"
     args = ["judge", "--model", str(tiny_model_dir), "--pairs", str(pairs), "--output", str(out),
             "--max_new_tokens", "12", "--progress", "false", "--coverage", "0.6", "--samples", "2"]
@@ -125,3 +242,16 @@ def test_judge_command_with_the_tiny_judge(tmp_path, tiny_model_dir, synth_pairs
     # a finished run loads no model
     monkeypatch.setattr(verdicts, "build_backend", lambda cfg: pytest.fail("the judge was loaded again"))
     assert main(args) == 0 and read_jsonl(out / verdicts.LOG_NAME) == judged
+    monkeypatch.undo()
+    # another model of the same size (one weight changed): refused, naming the file, never reused
+    model = tmp_path / "model"
+    shutil.copytree(tiny_model_dir, model)
+    assert main([*args[:2], str(model), *args[3:]]) == 0     # a copy elsewhere: the same content, the work reused
+    assert read_jsonl(out / verdicts.LOG_NAME) == judged
+    weights = model / "model.safetensors"
+    raw = bytearray(weights.read_bytes())
+    raw[-1] ^= 0x01
+    weights.write_bytes(bytes(raw))
+    capsys.readouterr()
+    assert main([*args[:2], str(model), *args[3:]]) == 1
+    assert "model file model.safetensors: " in capsys.readouterr().err

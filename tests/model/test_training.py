@@ -9,7 +9,7 @@ from egt.core.errors import ConfigError
 from egt.model.training import (
     LANGUAGE_LORA_TARGETS,
     TRAIN_SUMMARY,
-    CheckpointReloadMixin,
+    ResumeMixin,
     checkpoint_complete,
     freeze_vision,
     last_checkpoint,
@@ -108,7 +108,7 @@ def test_checkpoint_reload_restores_every_weight(tiny_model_dir, tmp_path):
     checkpoint.save_pretrained(tmp_path / "checkpoint-1")
     model, _ = load_judge(tiny_model_dir)
 
-    class ReloadingTrainer(CheckpointReloadMixin, Trainer):
+    class ReloadingTrainer(ResumeMixin, Trainer):
         pass
 
     args = TrainingArguments(output_dir=str(tmp_path / "out"), report_to="none", use_cpu=True)

@@ -245,6 +245,45 @@ def test_cli_writes_the_page(fixture_dir, tmp_path, capsys):
     assert data["page_size"] == 7 and len(data["manifests"]) == 1 and data["title"] == "my <view>"
 
 
+def test_images_follow_the_image_root_rule_of_every_command(fixture_dir, tmp_path, capsys):
+    """An image outside the root (absolute, `..`, a link out of it, /etc/passwd) is never embedded nor read, with
+    the same words whether it exists; image_root lets it in; a decompression bomb
+    is listed as too large (downscale_images shrinks it), never an internal error."""
+    from helpers import bomb_png
+
+    run = tmp_path / "run"
+    run.mkdir()
+    Image.new("RGB", (8, 8), (250, 1, 2)).save(tmp_path / "private.png")
+    (run / "link.png").symlink_to(tmp_path / "private.png")
+    (run / "bomb.png").write_bytes(bomb_png(13_000, 13_000))
+    paths = [str(tmp_path / "private.png"), str(tmp_path / "missing.png"), "../private.png", "../missing.png",
+             "/etc/passwd", "link.png", str(run / "bomb.png")]
+    rows = read_rows(fixture_dir / "scores.parquet")[:len(paths)]
+    for row, path in zip(rows, paths):
+        row["images"] = [{"path": path, "bytes": None}]
+    write_rows(rows, run / "scores.jsonl")                    # JSONL records no image root: the root is run/
+    private = base64.b64encode((tmp_path / "private.png").read_bytes()).decode()
+    data = build_view_data(run / "scores.jsonl")
+    assert data["images"] == [] and not any(private in url for url in data["images"])
+    shown = [images[0] for images in data["col"]["img"]]
+    assert all(isinstance(text, str) for text in shown) and data["missing_images"] == len(paths)
+    words = [text.split(": ", 1)[1].replace("private", "X").replace("missing", "X") for text in shown]
+    assert words[0] == words[1] and "is outside the image root" in words[0]          # exists or not: same words
+    assert words[2] == words[3] and "leaves the image root" in words[2]
+    assert "is outside the image root" in words[4]
+    assert "through a symbolic link" in words[5]
+    assert "13000 x 13000 = 169,000,000 pixels, above max_image_pixels" in words[6]
+    allowed = build_view_data(run / "scores.jsonl", image_root=tmp_path)
+    assert any(private in url for url in allowed["images"])
+    shrunk = build_view_data(run / "scores.jsonl", image_root=tmp_path,
+                             limits=__import__("egt.core.images", fromlist=["x"]).ImageLimits(4_000_000, True))
+    assert isinstance(shrunk["col"]["img"][6][0], int)        # the bomb, shrunk, then thumbnailed
+    code = main(["view", str(run / "scores.jsonl"), "--output", str(run / "v.html"), "--image_root", str(tmp_path),
+                 "--max_image_pixels", "1000000"])
+    assert code == 0
+    assert "169,000,000 pixels, above max_image_pixels=1,000,000" in read_view_data(run / "v.html")["col"]["img"][6][0]
+
+
 # ------------------------------------------------------------------ the page in headless Chromium
 
 @pytest.fixture(scope="module")
@@ -403,6 +442,44 @@ def test_analyze_without_view_is_unchanged(fixture_dir, tmp_path):
     assert not (tmp_path / "a" / "view.html").exists()
     assert "view" not in json.loads((tmp_path / "a" / "analysis.json").read_text())
     assert "view.html" not in (tmp_path / "a" / "report.md").read_text()
+
+
+def test_ids_and_labels_with_bidi_controls_are_isolated(browser, fixture_dir, tmp_path):
+    """A right-to-left override (U+202E) in an id, a category, a source or a manifest name must not reorder the
+    text around it: each is shown isolated (<bdi>), so the badges after the id keep their order."""
+    rows = read_rows(fixture_dir / "scores.parquet")
+    evil = "v00\u202eevil"
+    rows[0].update(id=evil, category="col\u202eour", source="syn\u202eth")
+    write_rows(rows, tmp_path / "scores.parquet")
+    tokens = [t for t in read_rows(fixture_dir / "tokens.parquet") if t["id"] != "v00"]
+    write_rows(tokens, tmp_path / "tokens.parquet")
+    page = write_view(tmp_path / "scores.parquet", tmp_path / "view.html")
+    open_page(browser, page, "#" + __import__("urllib.parse", fromlist=["x"]).urlencode({"id": evil}))
+    # the id's text, then the category badge, then the source badge: left to right
+    lefts = browser.execute_script(
+        "const h = document.querySelector('#detail h2'), r = document.createRange(); r.selectNodeContents(h.firstChild);"
+        "return [r.getBoundingClientRect().left, ...[...h.querySelectorAll('span.badge')].map("
+        "e => e.getBoundingClientRect().left)]")
+    assert lefts[0] < lefts[1] < lefts[2], lefts
+    open_page(browser, page, "#" + __import__("urllib.parse", fromlist=["x"]).urlencode({"id": "no\u202epe"}))
+    note = browser.execute_script(
+        "const p = document.querySelector('#detail p.note'), b = p.querySelector('bdi'), r = document.createRange();"
+        "r.selectNodeContents(p.lastChild); return [b !== null, b && b.getBoundingClientRect().right,"
+        " r.getBoundingClientRect().left, p.textContent]")
+    assert note[0] and note[1] <= note[2] + 0.5 and note[3].endswith(" in this file."), note
+
+
+def test_html_in_the_data_is_shown_as_text_and_never_runs(browser, fixture_dir, tmp_path):
+    rows = read_rows(fixture_dir / "scores.parquet")
+    attack = '<img src=x onerror="window.egtRan=1"><script>window.egtRan=1</script>'
+    rows[0].update(id="v00" + attack, question=attack, category=attack, response_1=attack + "</script>")
+    write_rows(rows, tmp_path / "scores.parquet")
+    page = write_view(tmp_path / "scores.parquet", tmp_path / "view.html", title=attack)
+    open_page(browser, page, "#" + __import__("urllib.parse", fromlist=["x"]).urlencode({"id": rows[0]["id"]}))
+    assert browser.execute_script("return window.egtRan === undefined && document.querySelectorAll("
+                                  "'#detail img[src=\"x\"], #rows img[src=\"x\"]').length === 0")
+    assert attack in browser.find_element("css selector", "#detail h2").text
+    assert browser.title == attack
 
 
 @pytest.mark.slow

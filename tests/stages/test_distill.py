@@ -18,6 +18,7 @@ from PIL import Image
 
 from egt.core import prompts
 from egt.core.config import load_config
+from egt.core.errors import RunIncomplete
 from egt.core.endpoint import backoff_delay_s
 from egt.core.files import Journal
 from egt.core.records import ImageRef, PreferencePair, read_pairs, read_rows, write_pairs
@@ -32,6 +33,7 @@ class FakeTeacher:
 
     def __init__(self, labels: dict[str, int], slow_s: float = 1.5, delay_s: float = 0.0):
         self.labels, self.slow_s, self.delay_s = labels, slow_s, delay_s
+        self.healed = False  # True: the "dead" pairs are answered from now on
         self.counts: dict[str, int] = {}
         self.texts: dict[str, str] = {}
         self.image_urls: list[str] = []
@@ -69,7 +71,7 @@ class FakeTeacher:
         kind, label = question.split("-")[0], self.labels[question]
         good = prompts.format_judgement(f"Response {label} answers {question} correctly.", label)
         bad = prompts.format_judgement("Response is worse.", 3 - label)
-        if kind == "e500" and n == 1 or kind == "dead":
+        if kind == "e500" and n == 1 or kind == "dead" and not self.healed:
             return (503 if kind == "dead" else 500), {"error": {"message": "boom", "type": "server_error"}}, {}
         if kind == "e429" and n <= 2:
             return 429, {"error": {"message": "slow down"}}, {"Retry-After": "0"}
@@ -113,20 +115,34 @@ def test_openai_backend_filters_retries_and_hides_key(tmp_path, monkeypatch, cap
     pairs_path, labels = make_pairs(tmp_path, KINDS)
     out = tmp_path / "run"
     with FakeTeacher(labels) as server:
-        run(teacher_cfg(pairs_path, out, server.base_url))
+        # the dead pair fails after its retries: no verdict yet, so the run says so (exit 75), loses nothing
+        with pytest.raises(RunIncomplete, match=r"1 pairs have no verdict yet \(server_error 1; listed in "
+                                                r"failed.parquet\); rerun the same command"):
+            run(teacher_cfg(pairs_path, out, server.base_url))
+        first_counts = dict(server.counts)
+        failed = read_rows(out / "failed.parquet")
+        assert [(r["question"], r["failure_class"], r["last_error"]) for r in failed] == \
+            [("dead-9", "server_error", "HTTP 503: boom")]
+        stats = json.loads((out / "stats.json").read_text())
+        assert stats["complete"] is False and stats["failed_by_class"] == {"server_error": 1}
+        assert stats["faults_by_class"] == {"rate_limited": 2, "server_error": 4, "timeout": 1}
+        server.healed = True
+        run(teacher_cfg(pairs_path, out, server.base_url))  # the rerun asks the dead pair only
 
     kept = {r["question"]: r for r in read_rows(out / "traces.parquet")}
     dropped = {r["question"]: r for r in read_rows(out / "dropped.parquet")}
-    assert set(kept) == {"good-0", "sloppy-1", "late-5", "e500-6", "e429-7", "slow-8", "good-10"}
+    assert set(kept) == {"good-0", "sloppy-1", "late-5", "e500-6", "e429-7", "slow-8", "dead-9", "good-10"}
     assert {q: r["drop_reason"] for q, r in dropped.items()} == {
-        "wrong-2": "unfaithful", "junk-3": "unparsable", "nothink-4": "unparsable", "dead-9": "teacher_error"}
-    # attempt limit: unfaithful/unparsable pairs get exactly max_attempts requests; errors also retry.
-    assert server.counts == {"good-0": 1, "sloppy-1": 1, "wrong-2": 3, "junk-3": 3, "nothink-4": 3, "late-5": 2,
-                             "e500-6": 2, "e429-7": 3, "slow-8": 2, "dead-9": 9, "good-10": 1}
+        "wrong-2": "unfaithful", "junk-3": "unparsable", "nothink-4": "unparsable"}
+    assert not (out / "failed.parquet").exists()
+    # attempt limit: unfaithful/unparsable pairs get exactly max_attempts requests; errors also retry,
+    # and a pair whose retries run out is not sent again in that run.
+    assert first_counts == {"good-0": 1, "sloppy-1": 1, "wrong-2": 3, "junk-3": 3, "nothink-4": 3, "late-5": 2,
+                            "e500-6": 2, "e429-7": 3, "slow-8": 2, "dead-9": 3, "good-10": 1}
+    assert server.counts == {**first_counts, "dead-9": 4}
     assert {q: r["attempts"] for q, r in kept.items()} == {
-        "good-0": 1, "sloppy-1": 1, "late-5": 2, "e500-6": 1, "e429-7": 1, "slow-8": 1, "good-10": 1}
+        "good-0": 1, "sloppy-1": 1, "late-5": 2, "e500-6": 1, "e429-7": 1, "slow-8": 1, "dead-9": 1, "good-10": 1}
     assert dropped["wrong-2"]["attempt_outcomes"] == ["unfaithful"] * 3
-    assert dropped["dead-9"]["attempt_outcomes"] == ["error"] * 3
     for q, row in kept.items():
         verdict = prompts.parse_verdict(row["trace"])
         assert verdict.verdict == row["label"] and verdict.format_ok
@@ -139,13 +155,16 @@ def test_openai_backend_filters_retries_and_hides_key(tmp_path, monkeypatch, cap
     assert server.auth == {f"Bearer {SECRET}"}
 
     stats = json.loads((out / "stats.json").read_text())
-    assert stats["kept"] == 7 and stats["dropped"] == 4 and stats["pairs"] == 11
-    assert stats["attempts_histogram"] == {"1": 6, "2": 1}
-    assert stats["drop_reasons"] == {"unfaithful": 1, "unparsable": 2, "teacher_error": 1}
-    assert stats["completion_tokens"] == 20 * (1 + 1 + 3 + 3 + 3 + 2 + 1 + 1 + 1 + 1)
+    assert stats["kept"] == 8 and stats["dropped"] == 3 and stats["pairs"] == 11 and stats["complete"]
+    assert stats["attempts_histogram"] == {"1": 7, "2": 1}
+    assert stats["drop_reasons"] == {"unfaithful": 1, "unparsable": 2}
+    assert stats["completion_tokens"] == 20 * (1 + 1 + 3 + 3 + 3 + 2 + 1 + 1 + 1 + 1 + 1)
+    # faults are carried over from the first run in the dead pair's record
+    assert stats["faults_by_class"] == {"rate_limited": 2, "server_error": 4, "timeout": 1}
 
     captured = capfd.readouterr()
     assert "kept=" in captured.err  # the progress bar shows the kept rate
+    assert "failed: server_error" in captured.err and "this run:" in captured.err  # the summary table
     for path in out.rglob("*"):
         if path.is_file():
             assert b"SECRET123" not in path.read_bytes(), path
@@ -167,6 +186,32 @@ def test_reveal_label_variant_and_bad_key(tmp_path, monkeypatch):
     from egt.core.errors import ConfigError
     with pytest.raises(ConfigError, match=KEY_ENV):
         run(teacher_cfg(pairs_path, tmp_path / "nokey", "http://127.0.0.1:9/v1"))
+
+
+def test_rerun_with_other_pairs_or_teacher_is_refused_not_reused(tmp_path, monkeypatch, capsys):
+    """The journal is keyed by pair id: without a fingerprint, pairs edited in place (same ids) or another teacher
+    got the old traces back. Refused, naming what changed, until --overwrite."""
+    from egt.cli import main
+
+    monkeypatch.setenv(KEY_ENV, SECRET)
+    pairs_path, labels = make_pairs(tmp_path, ["good", "good"])
+    out = tmp_path / "out"
+    with FakeTeacher(labels) as server:
+        args = ["distill", f"pairs={pairs_path}", f"output={out}", "backend=openai", f"base_url={server.base_url}",
+                "model=teacher-x", f"api_key_env={KEY_ENV}", "progress=false", "request_timeout_s=5"]
+        assert main(args) == 0
+        first = (out / "traces.parquet").read_bytes()
+        assert main([*args[:5], "model=teacher-y", *args[6:]]) == 1
+        assert "setting models: ['teacher-x'] -> ['teacher-y']" in capsys.readouterr().err
+        pairs = read_pairs(pairs_path)
+        pairs[0].response_1, pairs[0].response_2 = pairs[0].response_2, pairs[0].response_1
+        write_pairs(pairs, pairs_path)
+        assert main(args) == 1
+        err = capsys.readouterr().err
+        assert "holds distill results of other inputs or settings (input pairs: " in err and "--overwrite" in err
+        assert (out / "traces.parquet").read_bytes() == first
+        assert main(args + ["overwrite=true"]) == 0
+        assert read_rows(out / "traces.parquet")[0]["response_1"] == "second answer 0"
 
 
 def test_killed_run_resumes_to_the_same_result(tmp_path, monkeypatch):

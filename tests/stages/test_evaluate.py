@@ -178,6 +178,55 @@ def test_resume_skips_judged_pairs_and_recovers_a_torn_line(tmp_path):
     assert again.requests == []
 
 
+class Padded(Scripted):
+    """A judge whose entropies depend on the batch a request is judged in, at the 1e-7 level, as a real model's do
+    (a batch's padding changes the last bits of its logits)."""
+
+    def __call__(self, requests):
+        from egt.model.entropy import ResponseEntropy, ScoredJudgement
+
+        self.requests.extend(requests)
+        batch = "|".join(r.pair.question for r in requests)
+        out = []
+        for r in requests:
+            jitter = 1e-7 * (sum(map(ord, batch)) % 97)
+            verdict = parse_verdict(verdict_text(1))
+            entropy = ResponseEntropy(1, 0.25 + jitter, 0.5 + jitter, 0.125 + jitter, 0.75 + jitter, 3)
+            out.append(ScoredJudgement(verdict_text(1), verdict, 3, False, entropy))
+        return out
+
+
+def test_a_batch_torn_mid_way_is_judged_again_whole_so_entropies_equal_an_uninterrupted_run(tmp_path):
+    """A kill while a batch's lines are written leaves some of them and a torn one: the rerun judges that whole batch
+    again (the batches are fixed positions of the unit list), so every judgement -- entropies to the bit -- equals an
+    uninterrupted run's."""
+    pairs = make_pairs(10)
+    cfg = cfg_for(tmp_path, batch_size=4)
+    fresh = E.evaluate_pairs(pairs, Padded(None), cfg_for(tmp_path / "fresh", batch_size=4))
+
+    class Crash(Exception):
+        pass
+
+    def crashing(requests, judge=Padded(None), calls=[]):
+        calls.append(len(requests))
+        if len(calls) == 3:
+            raise Crash
+        return judge(requests)
+
+    with pytest.raises(Crash):
+        E.evaluate_pairs(pairs, crashing, cfg)
+    log = tmp_path / "out" / E.LOG_NAME
+    lines = log.read_text().splitlines(keepends=True)
+    assert len(lines) == 8                                   # batches 1 and 2 of 4 units each
+    log.write_text("".join(lines[:5]) + lines[5][:25])      # batch 2: one line whole, one torn, two lost
+    judge = Padded(None)
+    out = E.evaluate_pairs(pairs, judge, cfg)
+    assert len(judge.requests) == 20 - 4                     # batch 2 again whole, then 3, 4, 5
+    by_key = {r["key"]: r for r in read_jsonl(log)}
+    assert by_key == {r["key"]: r for r in read_jsonl(fresh / E.LOG_NAME)}
+    assert read_jsonl(out / "predictions.jsonl") == read_jsonl(fresh / "predictions.jsonl")
+
+
 def test_rerun_with_other_settings_is_refused(tmp_path):
     E.evaluate_pairs(make_pairs(2), always(1), cfg_for(tmp_path))
     with pytest.raises(EgtError, match="max_new_tokens"):
@@ -258,6 +307,45 @@ def test_vlrewardbench_views_and_categories(tmp_path):
     assert {c: v["n"] for c, v in view["categories"].items()} == {"general": 1, "hallucination": 2, "reasoning": 1}
     assert view["accuracy"] == 1.0 and view["macro_accuracy"] == 1.0
     assert [p["id"] for p in read_jsonl(out / "predictions.jsonl")] == [r["id"] for r in rows]
+
+
+def test_decompression_bombs_stop_naming_the_row_or_are_skipped_and_counted(tmp_path, tiny_model_dir, capsys):
+    """20,000 x 20,000 (above PIL's own limit) and 13,000 x 13,000 (above egt's cap) one-bit PNGs, in a pairs file's
+    bytes column and as a benchmark's image files: one line naming the file and row, before the model loads; with
+    on_error=skip they are skipped and counted like any bad row."""
+    from helpers import bomb_png
+
+    from egt.cli import main
+    from egt.core.errors import DataError
+    from egt.core.records import ImageRef, write_pairs
+
+    pairs = make_pairs(3)
+    pairs[1].images = [ImageRef(data=bomb_png(20_000, 20_000))]
+    pairs[2].images = [ImageRef(data=bomb_png(13_000, 13_000))]
+    data = write_pairs(pairs, tmp_path / "data.parquet")
+    with pytest.raises(DataError, match=r"data.parquet:1: field 'images' image <embedded bytes>: more than "
+                                        r"178,956,970 pixels"):
+        E.load_pairs(cfg_for(tmp_path, data=str(data)))
+    kept, skipped = E.load_pairs(cfg_for(tmp_path, data=str(data), on_error="skip"))
+    assert [p.id for p in kept] == ["p0"]
+    assert [(s["line"], s["field"]) for s in skipped] == [(1, "images"), (2, "images")]
+    assert "13000 x 13000 = 169,000,000 pixels, above max_image_pixels" in skipped[1]["reason"]
+    kept, skipped = E.load_pairs(cfg_for(tmp_path, data=str(data), on_error="skip", max_image_pixels=170_000_000))
+    assert [p.id for p in kept] == ["p0", "p2"] and len(skipped) == 1        # the cap is the user's to raise
+
+    (tmp_path / "bomb.png").write_bytes(bomb_png(20_000, 20_000))
+    rows = [{"id": f"RLAIF-V_{i}", "prompt": "q", "chosen": "good", "rejected": "bad", "image": name}
+            for i, name in enumerate([_png(tmp_path / "ok.png"), "bomb.png"])]
+    bench = tmp_path / "vl.jsonl"
+    bench.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    kept, skipped = E.load_pairs(cfg_for(tmp_path, benchmark="vlrewardbench", data=str(bench), on_error="skip"))
+    assert len(kept) == 1 and skipped[0]["line"] == 2 and "decompression-bomb limit" in skipped[0]["reason"]
+    capsys.readouterr()
+    code = main(["eval", "--benchmark", "vlrewardbench", "--data", str(bench), "--model", str(tiny_model_dir),
+                 "--output", str(tmp_path / "out"), "--progress", "false"])
+    err = capsys.readouterr().err
+    assert code == 1 and err.count("\n") == 1 and "internal error" not in err
+    assert "vl.jsonl:2: field 'image' image " in err and "bomb.png: more than 178,956,970 pixels" in err
 
 
 def test_compare_prints_runs_side_by_side(tmp_path, capsys):
@@ -407,14 +495,12 @@ def test_image_root_applies_to_pairs_files_and_stays_closed(tmp_path, synth_pair
     moved.parent.mkdir()
     shutil.copy(data, moved)          # relative image paths now point into a folder without images
     cfg = cfg_for(tmp_path, data=str(moved))
-    pairs, _ = E.load_pairs(cfg)
-    with pytest.raises(DataError, match="image file not found"):
-        pairs[0].open_images()
+    with pytest.raises(DataError, match=r"test.parquet:0: field 'images' image .*: image file not found"):
+        E.load_pairs(cfg)                                          # every image is checked before any work
     pairs, _ = E.load_pairs(cfg_for(tmp_path, data=str(moved), image_root=str(data.parent)))
     assert pairs[0].open_images()[0].size[0] > 0                  # --image-root is where they resolve
-    pairs, _ = E.load_pairs(cfg_for(tmp_path, data=str(moved), image_root=str(tmp_path / "elsewhere")))
     with pytest.raises(DataError, match="image file not found"):
-        pairs[0].open_images()
+        E.load_pairs(cfg_for(tmp_path, data=str(moved), image_root=str(tmp_path / "elsewhere")))
 
 
 @pytest.mark.slow

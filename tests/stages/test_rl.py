@@ -301,3 +301,72 @@ def test_rl_lora_saves_a_merged_judge(sft_dir, curated, tmp_path):
     changed = [k for k in before if not (before[k].to(after[k].dtype) == after[k]).all()]
     assert changed and all(any(m in k for m in LANGUAGE_LORA_TARGETS) for k in changed)
     shutil.rmtree(out / "checkpoints", ignore_errors=True)
+
+
+# A driver that runs `egt rl` and kills itself (SIGKILL) half-way through saving the final model: the first
+# weights file of the final save (not a checkpoint's) is written half, then the process dies.
+FINAL_SAVE_KILL_DRIVER = """
+import os, signal, sys
+from pathlib import Path
+from transformers import PreTrainedModel
+from egt.stages import rl
+from egt.core.config import load_config
+
+cfg = load_config(rl.Config, None, sys.argv[1:])
+save_pretrained = PreTrainedModel.save_pretrained
+def save_then_die(self, save_directory, *args, **kwargs):
+    if "checkpoint-" not in str(save_directory):
+        save_pretrained(self, save_directory, *args, **kwargs)
+        weights = Path(save_directory) / "model.safetensors"
+        weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+        os.kill(os.getpid(), signal.SIGKILL)
+    return save_pretrained(self, save_directory, *args, **kwargs)
+PreTrainedModel.save_pretrained = save_then_die
+rl.run(cfg)
+"""
+
+
+@pytest.mark.heavy   # several processes: `make test-heavy`
+def test_finished_rl_run_is_not_trained_again_and_a_kill_during_the_final_save_ends_the_same(sft_dir, curated,
+                                                                                           tmp_path):
+    """A rerun of a finished run changes nothing (no step 3, no checkpoint-3, no third consumed line); a run killed
+    while its final model/ is written ends, when rerun, with the uninterrupted run's weights, bit for bit (CPU)."""
+    import hashlib
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
+    curated_file, _ = curated
+
+    def args(out):
+        return [f"model={sft_dir}", f"train={curated_file}", f"output={out}", "max_steps=2", "num_generations=2",
+                "per_device_train_batch_size=2", "gradient_accumulation_steps=2", "max_completion_length=24",
+                "learning_rate=1e-3", "save_steps=1", "logging_steps=1", "seed=0", "both_orders=false"]
+
+    def egt_rl(out, driver=None):
+        cmd = [sys.executable, "-c", driver] if driver else [sys.executable, "-m", "egt.cli", "rl"]
+        proc = subprocess.run(cmd + args(out), env=env, capture_output=True, text=True, timeout=300)
+        assert proc.returncode == (-signal.SIGKILL if driver else 0), proc.stderr[-3000:]
+        return proc
+
+    def state(out):
+        files = sorted(p for p in out.rglob("*") if p.is_file() and p.name != ".egt.lock")
+        return {str(p.relative_to(out)): hashlib.sha256(p.read_bytes()).hexdigest() for p in files}
+
+    ref = tmp_path / "ref"
+    egt_rl(ref)
+    finished = state(ref)
+    assert sorted(p.name for p in (ref / "checkpoints").glob("checkpoint-*")) == ["checkpoint-1", "checkpoint-2"]
+    assert "finished already" in egt_rl(ref).stderr   # a rerun of the finished run: nothing changes
+    assert state(ref) == finished
+    assert len(rl.read_consumed(ref / "consumed.jsonl")) == 2
+
+    out = tmp_path / "killed"
+    egt_rl(out, driver=FINAL_SAVE_KILL_DRIVER)       # dies half-way through writing the final weights
+    assert not (out / "train_summary.json").exists() and not (out / "model").exists()
+    egt_rl(out)
+    assert not (out / "checkpoints" / "checkpoint-3").exists()
+    assert rl.read_consumed(out / "consumed.jsonl") == rl.read_consumed(ref / "consumed.jsonl")
+    assert (out / "model" / "model.safetensors").read_bytes() == (ref / "model" / "model.safetensors").read_bytes()

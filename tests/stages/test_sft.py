@@ -274,19 +274,85 @@ def test_on_the_fly_features_truncate_at_max_length_and_the_caps_travel_with_the
                                                                                       tmp_path):
     from transformers import AutoProcessor
 
-    processor = AutoProcessor.from_pretrained(tiny_model_dir)
+    from egt.model.loading import load_processor
+
+    caps = {"processor_max_pixels": 32 * 32, "processor_min_pixels": 16 * 16}
+    processor = load_processor(tiny_model_dir, 32 * 32, 16 * 16)   # the lengths the run sees
     pairs, traces = read_traces(sft_cfg(traces_path, tiny_model_dir, "unused", limit=16))
     lengths = sorted(len(ex["input_ids"]) for ex in encode_examples(processor, pairs, traces))
     limit = lengths[len(lengths) // 2]   # about half of the examples are longer
     with pytest.raises(Exception, match=f"max_length={limit}: "):
         run(sft_cfg(traces_path, tiny_model_dir, tmp_path / "refused", limit=16, max_length=limit,
-                    cache_features=False))
+                    cache_features=False, **caps))
     out = run(sft_cfg(traces_path, tiny_model_dir, tmp_path / "sft", limit=16, max_steps=2, max_length=limit,
-                      too_long="truncate", cache_features=False, processor_max_pixels=32 * 32,
-                      processor_min_pixels=16 * 16))
+                      too_long="truncate", cache_features=False, **caps))
     counts = json.loads((out / TRAIN_SUMMARY).read_text())["max_length"]
     over = sum(n > limit for n in lengths)
     assert counts["too_long"] == over > 0 and counts["truncated"] + counts["dropped"] == over
     assert counts["longest_tokens"] == lengths[-1] and counts["policy"] == "truncate"
     saved = AutoProcessor.from_pretrained(out / "model").image_processor.size
     assert (saved["shortest_edge"], saved["longest_edge"]) == (16 * 16, 32 * 32)
+
+
+# Runs `egt sft` and kills itself (SIGKILL) half-way through saving the final model (not a checkpoint).
+FINAL_SAVE_KILL_DRIVER = """
+import os, signal, sys
+from pathlib import Path
+from transformers import PreTrainedModel
+from egt.stages import sft
+from egt.core.config import load_config
+
+cfg = load_config(sft.Config, None, sys.argv[1:])
+save_pretrained = PreTrainedModel.save_pretrained
+def save_then_die(self, save_directory, *args, **kwargs):
+    save_pretrained(self, save_directory, *args, **kwargs)
+    if "checkpoint-" not in str(save_directory):
+        weights = Path(save_directory) / "model.safetensors"
+        weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+        os.kill(os.getpid(), signal.SIGKILL)
+PreTrainedModel.save_pretrained = save_then_die
+sft.run(cfg)
+"""
+
+
+@pytest.mark.heavy   # several processes: `make test-heavy`
+def test_finished_run_is_not_trained_again_and_a_kill_during_the_final_save_ends_the_same(traces_path, tiny_model_dir,
+                                                                                         tmp_path):
+    """A rerun of a finished run changes nothing (it trained one step more before: transformers resumed at
+    max_steps); killed while writing model/, the rerun trains no further and saves the uninterrupted run's weights."""
+    import hashlib
+    import os
+
+    from safetensors.torch import load_file
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
+
+    def args(out):
+        return [f"traces={traces_path}", f"model={tiny_model_dir}", f"output={out}", "learning_rate=3e-3",
+                "warmup_steps=0.0", "lr_scheduler_type=constant", "progress=false", "torch_threads=1",
+                "per_device_train_batch_size=8", "max_steps=2", "save_steps=2", "logging_steps=1"]
+
+    def egt_sft(out, driver=None):
+        cmd = [sys.executable, "-c", driver] if driver else [sys.executable, "-m", "egt.cli", "sft"]
+        proc = subprocess.run(cmd + args(out), env=env, capture_output=True, text=True, timeout=300)
+        assert proc.returncode == (-signal.SIGKILL if driver else 0), proc.stderr[-3000:]
+        return proc
+
+    def state(out):
+        files = sorted(p for p in out.rglob("*") if p.is_file() and p.name != ".egt.lock")
+        return {str(p.relative_to(out)): hashlib.sha256(p.read_bytes()).hexdigest() for p in files}
+
+    ref = tmp_path / "ref"
+    egt_sft(ref)
+    finished = state(ref)
+    assert "finished already" in egt_sft(ref).stderr
+    assert state(ref) == finished and not (ref / "checkpoints" / "checkpoint-3").exists()
+
+    out = tmp_path / "killed"
+    egt_sft(out, driver=FINAL_SAVE_KILL_DRIVER)
+    assert not (out / TRAIN_SUMMARY).exists() and not (out / "model").exists()
+    egt_sft(out)
+    assert json.loads((out / TRAIN_SUMMARY).read_text())["global_step"] == 2
+    assert sorted(p.name for p in (out / "checkpoints").glob("checkpoint-*")) == ["checkpoint-2"]
+    ref_weights, got = (load_file(str(d / "model" / "model.safetensors")) for d in (ref, out))
+    assert ref_weights.keys() == got.keys() and all(torch.equal(ref_weights[k], got[k]) for k in ref_weights)

@@ -7,6 +7,13 @@ class EgtError(Exception):
     """An error the user can act on; printed without a traceback."""
 
 
+class RunIncomplete(EgtError):
+    """The run stopped before every item had its result, and a rerun of the same command resumes it
+    (a budget reached, a teacher that keeps failing). Exit status 75 (EX_TEMPFAIL: try again later)."""
+
+    exit_code = 75
+
+
 class ConfigError(EgtError):
     """A config file or command-line override is invalid."""
 

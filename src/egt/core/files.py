@@ -12,6 +12,8 @@
   file, so the next append starts on a clean line; a corrupt line anywhere else is a
   DataError naming the file and line, because silently dropping finished work there
   would hide a real problem.
+- `batches_to_run`: fixed batches over a run's work, so that a resumed run redoes a partly written batch
+  whole and forms the same batches as an uninterrupted one (eval, judge, rerank).
 - `check_unique_ids`: the one check that a file's pair ids are unique.
 - `sha256_file`: input fingerprints (egt.core.runfolder, curate manifests).
 - Temp files are named `.<target name>.<random>` + `TEMP_SUFFIX`, so a run that takes a folder's lock
@@ -29,7 +31,7 @@ import os
 import tempfile
 import threading
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Container, Iterable, Sequence
 
 import numpy as np
 
@@ -126,6 +128,21 @@ def sha256_file(path: str | Path) -> str:
         for block in iter(lambda: handle.read(1 << 22), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def batches_to_run(keys: Sequence[str], done: Container[str], size: int) -> list[list[int]]:
+    """Positions (into `keys`) of the batches still to run, for work that a Journal records batch by batch.
+
+    The batches are fixed: `keys` cut into runs of `size` from its start, whatever is done. A batch whose
+    keys are all in `done` is skipped; one left partly done (a kill while its records were being written,
+    a torn line) is run again whole. So a resumed run judges exactly the batches an uninterrupted run
+    judges -- which matters because a batch's composition changes its padding, hence the last bits of its
+    logits and entropies (~1e-7) -- and its records, appended again, replace the earlier ones (Journal.load).
+    """
+    if size < 1:
+        raise ValueError(f"batch size must be >= 1, got {size}")
+    batches = [list(range(start, min(start + size, len(keys)))) for start in range(0, len(keys), size)]
+    return [batch for batch in batches if not all(keys[i] in done for i in batch)]
 
 
 def check_unique_ids(ids: Iterable[str], file: str | Path, lines: Sequence[int] | None = None,

@@ -28,15 +28,15 @@ field), so stages that never open images can still read such a file.
 from __future__ import annotations
 
 import base64
-import io
 import json
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Iterable, Literal
 
 from egt.core.errors import DataError
 from egt.core.files import atomic_write_bytes
+from egt.core.images import DEFAULT_LIMITS, ImageLimits, check_image, encoded_image, open_image, read_image_bytes
 
 SWAP_SUFFIX = "::swap"  # id suffix of a pair's swapped copy (responses exchanged, label flipped)
 # How a pair is shown to a judge: as stored, or with its two responses exchanged (label flipped).
@@ -62,76 +62,91 @@ def resolve_image_path(path: str, root: str | Path, allow_absolute: bool = False
 
     Relative: joined to `root`, and must stay inside it (`..` may not leave it). Absolute: must lie
     inside `root` (or `recorded_root`, the root an egt-written file records), unless `allow_absolute`.
-    The check is on the path text only, before any file is touched, so the ImagePathRefused message is
-    the same whether or not the target exists. Symbolic links inside the root are followed (whoever
-    can write the root chose them).
+    Then symbolic links: the path with every link resolved must still lie inside a root (the roots'
+    own links resolved too), unless `allow_absolute` -- a link inside the root that points out of it
+    would read what an absolute path may not. The text is checked first; resolving links needs only
+    the links themselves, never the target, so the ImagePathRefused message is the same whether or
+    not the target exists.
     """
     root = os.path.normpath(os.path.abspath(root))
+    roots = [root] + ([os.path.normpath(os.path.abspath(recorded_root))] if recorded_root else [])
     if os.path.isabs(path):
         full = os.path.normpath(path)
-        roots = [root] + ([os.path.normpath(os.path.abspath(recorded_root))] if recorded_root else [])
-        if allow_absolute or any(_within(full, r) for r in roots):
-            return full
-        raise ImagePathRefused(f"absolute image path '{path}' is outside the image root {root} (give "
-                               "image_root=<the folder that holds the images>, or allow_absolute_paths=true)")
-    full = os.path.normpath(os.path.join(root, path))
-    if not _within(full, root):
-        raise ImagePathRefused(f"image path '{path}' leaves the image root {root} (paths may not climb out of "
-                               "it with '..'; give image_root=<a folder that holds the images>)")
+        if not allow_absolute and not any(_within(full, r) for r in roots):
+            raise ImagePathRefused(f"absolute image path '{path}' is outside the image root {root} (give "
+                                   "image_root=<the folder that holds the images>, or allow_absolute_paths=true)")
+    else:
+        full = os.path.normpath(os.path.join(root, path))
+        if not _within(full, root):
+            raise ImagePathRefused(f"image path '{path}' leaves the image root {root} (paths may not climb out of "
+                                   "it with '..'; give image_root=<a folder that holds the images>)")
+    if not allow_absolute and not any(_within(os.path.realpath(full), os.path.realpath(r)) for r in roots):
+        raise ImagePathRefused(f"image path '{path}' leads out of the image root {root} through a symbolic link "
+                               "(links may point only inside the root; give image_root=<the folder the link "
+                               "points into>, or allow_absolute_paths=true)")
     return full
 
 
 @dataclass(frozen=True)
 class ImageRef:
-    """An image given by a file path or by its encoded bytes; decoded lazily.
+    """An image given by a file path or by its encoded bytes; decoded lazily, through egt.core.images.
 
     `refused`: where and why the path may not be read (outside its image root: `resolve_image_path`);
     set by `read_pairs`, raised by `open`, `read_bytes` and `PreferencePair.check_images`.
+    `where`: the (file, line) of the record that names the image, so that an image error names the
+    row; `limits`: the pixel cap (and downscale) of the command that read it (egt.core.images). Neither
+    takes part in equality: the same image read from two files is the same image.
     """
 
     path: str | None = None
     data: bytes | None = None
     refused: tuple[str, int | None, str] | None = None   # (file, line, reason)
+    where: tuple[str, int | None] | None = field(default=None, compare=False)
+    limits: ImageLimits = field(default=DEFAULT_LIMITS, compare=False)
 
     def _check(self) -> None:
         if self.refused is not None:
             raise DataError(self.refused[0], self.refused[1], "images", self.refused[2])
 
-    def read_bytes(self) -> bytes:
-        """The encoded image (embedded bytes, or the file's), DataError when refused or missing."""
+    @property
+    def source(self) -> str | bytes:
+        """What egt.core.images reads: the embedded bytes, else the path (DataError when refused)."""
         if self.data is not None:
             return self.data
         self._check()
-        try:
-            return Path(self.path).read_bytes()
-        except OSError:
-            raise DataError(self.path or "<missing path>", None, "images", "image file not found or unreadable") from None
+        if not self.path:
+            raise DataError(*(self.where or ("<memory>", None)), "images", "image without a path or bytes")
+        return self.path
+
+    def with_limits(self, limits: ImageLimits) -> "ImageRef":
+        return self if limits == self.limits else replace(self, limits=limits)
+
+    def read_bytes(self) -> bytes:
+        """The encoded image (embedded bytes, or the file's), DataError when refused, missing or not a file."""
+        return read_image_bytes(self.source, where=self.where)
+
+    def size(self) -> tuple[int, int]:
+        """(width, height) from the header; refuses (DataError) what `open` would refuse for its size."""
+        return check_image(self.source, where=self.where, max_pixels=self.limits.max_pixels,
+                           downscale=self.limits.downscale)
 
     def open(self):
-        """Decode to an RGB PIL image (raises DataError naming the image)."""
-        from PIL import Image, UnidentifiedImageError
+        """Decode to an RGB PIL image within `limits` (egt.core.images.open_image; DataError naming the row)."""
+        return open_image(self.source, where=self.where, max_pixels=self.limits.max_pixels,
+                          downscale=self.limits.downscale)
 
-        if self.data is None:
-            self._check()
-        try:
-            if self.data is not None:
-                img = Image.open(io.BytesIO(self.data))
-            else:
-                img = Image.open(self.path)
-            img.load()
-        except FileNotFoundError:
-            raise DataError(self.path or "<bytes>", None, "images", "image file not found") from None
-        except (UnidentifiedImageError, OSError, ValueError) as exc:
-            raise DataError(self.path or "<embedded bytes>", None, "images",
-                            f"image cannot be decoded ({exc.__class__.__name__})") from None
-        return img.convert("RGB")
+    def encoded(self) -> tuple[bytes, str]:
+        """(bytes, MIME type) for a data URL, within `limits` (egt.core.images.encoded_image)."""
+        return encoded_image(self.source, where=self.where, max_pixels=self.limits.max_pixels,
+                             downscale=self.limits.downscale)
 
     def to_row(self) -> dict:
         return {"path": self.path, "bytes": self.data}
 
     @staticmethod
     def from_row(value: Any, base_dir: Path | None = None, allow_absolute: bool = False,
-                 recorded_root: str | None = None, where: tuple[str, int | None] = ("<memory>", None)) -> "ImageRef":
+                 recorded_root: str | None = None, where: tuple[str, int | None] | None = None,
+                 limits: ImageLimits = DEFAULT_LIMITS) -> "ImageRef":
         """An image of a pairs row; with `base_dir` (the image root) its path is resolved and checked
         (`resolve_image_path`): a refused path is kept with the reason, raised when the image is opened."""
         if isinstance(value, ImageRef):
@@ -148,8 +163,9 @@ class ImageRef:
             try:
                 path = resolve_image_path(path, base_dir, allow_absolute, recorded_root)
             except ImagePathRefused as exc:
-                return ImageRef(path=path, refused=(where[0], where[1], str(exc)))
-        return ImageRef(path=path, data=data)
+                file, line = where or ("<memory>", None)
+                return ImageRef(path=path, refused=(file, line, str(exc)), where=where, limits=limits)
+        return ImageRef(path=path, data=data, where=where, limits=limits)
 
 
 def _swapped_meta(meta: dict) -> dict:
@@ -210,11 +226,15 @@ class PreferencePair:
     def open_images(self):
         return [ref.open() for ref in self.images]
 
-    def check_images(self) -> None:
-        """DataError for the first image whose path is outside its root (nothing is opened)."""
+    def check_images(self, sizes: bool = False) -> None:
+        """DataError for the first image whose path is outside its root (nothing is opened); with `sizes`,
+        also for the first that opening would refuse, judged from its header (missing, not an image,
+        above its pixel cap: ImageRef.size): a pass over a file's images before any work."""
         for ref in self.images:
             if ref.data is None:
                 ref._check()
+            if sizes:
+                ref.size()
 
     def validate(self, file: str = "<memory>", line: int | None = None) -> list[str]:
         """Raise DataError on a broken record; return warnings (e.g. identical responses)."""
@@ -252,7 +272,7 @@ class PreferencePair:
     @staticmethod
     def from_row(row: dict, file: str = "<memory>", line: int | None = None,
                  base_dir: Path | None = None, allow_absolute: bool = False,
-                 recorded_root: str | None = None) -> "PreferencePair":
+                 recorded_root: str | None = None, limits: ImageLimits = DEFAULT_LIMITS) -> "PreferencePair":
         missing = [name for name in ("id", "question", "response_1", "response_2", "label") if name not in row]
         if missing:
             raise DataError(file, line, missing[0], "missing required field")
@@ -263,7 +283,7 @@ class PreferencePair:
             except json.JSONDecodeError:
                 raise DataError(file, line, "meta", "is not valid JSON") from None
         try:
-            images = [ImageRef.from_row(v, base_dir, allow_absolute, recorded_root, (file, line))
+            images = [ImageRef.from_row(v, base_dir, allow_absolute, recorded_root, (file, line), limits)
                       for v in (row.get("images") or [])]
         except TypeError as exc:
             raise DataError(file, line, "images", str(exc)) from None
@@ -414,14 +434,15 @@ def image_root_of(path: str | Path, image_root: str | Path | None = None) -> tup
 
 
 def read_pairs(path: str | Path, image_root: str | Path | None = None,
-               allow_absolute_paths: bool = False) -> list[PreferencePair]:
+               allow_absolute_paths: bool = False, limits: ImageLimits = DEFAULT_LIMITS) -> list[PreferencePair]:
     """Read a pairs file written by egt; errors name the file and line/row.
 
     Image paths are resolved against `image_root` (default: the file's folder) and checked by
     `resolve_image_path` (see the module docstring; a refused path fails when its image is opened).
+    Every image carries its row and `limits` (the command's pixel cap, egt.core.images).
     """
     path = Path(path)
     root, recorded = image_root_of(path, image_root)
     return [PreferencePair.from_row(row, str(path), line, base_dir=root, allow_absolute=allow_absolute_paths,
-                                    recorded_root=recorded)
+                                    recorded_root=recorded, limits=limits)
             for line, row in _read_numbered_rows(path)]

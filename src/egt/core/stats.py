@@ -11,7 +11,9 @@ keeps no hand-written copies of them:
   is empty, an input is constant or too short) instead of an exception or a warning;
 - `mcnemar`, `paired_bootstrap`, `min_detectable_difference`: two judges scored on the
   SAME pairs (correct / wrong per pair) are compared pair by pair, which is far more
-  sensitive than comparing two accuracies as if they were independent samples.
+  sensitive than comparing two accuracies as if they were independent samples;
+  `runs_interval`: the same comparison repeated over independent training runs, one
+  observation per run (`compare_paired` uses it for several runs).
 
 Formulas (b = pairs only judge A gets right, c = pairs only judge B gets right, n pairs):
 - McNemar, exact: under H0 each discordant pair is A's with probability 1/2, so b ~
@@ -186,24 +188,49 @@ def min_detectable_difference(n_pairs: int, discordant_rate: float, alpha: float
     return delta if delta <= discordant_rate else float("nan")
 
 
+def runs_interval(differences, alpha: float = 0.05) -> tuple[float, float, float]:
+    """Mean of per-run differences and its Student-t interval (n - 1 degrees of freedom).
+
+    Each training run is one observation: its difference already carries the sampling of its test
+    pairs, so the spread between runs covers both. With few runs a bootstrap over runs under-covers
+    (it treats the runs drawn as the population: 5 runs, 2 of them ~0, still give an interval above 0);
+    the t-interval is exact for normal differences and widens as it should (t_{0.975,2} = 4.30).
+    """
+    from scipy.stats import t as student_t
+
+    d = np.asarray(differences, dtype=np.float64)
+    if d.size < 2:
+        raise ValueError("a t-interval over runs needs at least 2 runs")
+    mean, half = float(d.mean()), float(student_t.ppf(1 - alpha / 2, d.size - 1) * d.std(ddof=1) / math.sqrt(d.size))
+    return mean, mean - half, mean + half
+
+
 def compare_paired(correct_a, correct_b, n_boot: int = 4000, seed: int = 0, alpha: float = 0.05) -> dict:
     """Everything a report states about judge A vs judge B on the same pairs.
 
-    `correct_a`, `correct_b`: [pairs] or [seeds x pairs] booleans. Returns the mean difference
-    A - B, its 95% interval (paired bootstrap; hierarchical over seeds and pairs for 2-D input),
-    the exact McNemar p-value per seed, the discordant rate and the smallest difference one
-    seed's test split detects (alpha, power 0.8) at that rate, and a verdict on the sign:
-    `higher` / `lower` when the interval excludes 0, else `inconclusive`.
+    `correct_a`, `correct_b`: [pairs] (one training run) or [runs x pairs] booleans. Returns the mean
+    difference A - B and its 95% interval: one run, the paired bootstrap over its pairs (it covers the
+    test set, not training randomness); several runs, the t-interval over the per-run differences
+    (`runs_interval`, which covers run-to-run variation; `ci_bootstrap` keeps the hierarchical
+    bootstrap's for reference). Also the exact McNemar p-value per run, the discordant rate and the
+    smallest difference one run's test split detects (alpha, power 0.8) at that rate, and a verdict on
+    the sign: `higher` / `lower` when the interval excludes 0, else `inconclusive`.
     """
     a, b = _paired(correct_a, correct_b)
     a2, b2 = (a[None, :], b[None, :]) if a.ndim == 1 else (a, b)
     boot = paired_bootstrap(a2 if a.ndim == 2 else a, b2 if a.ndim == 2 else b, n_boot=n_boot, seed=seed,
                             confidence=1 - alpha)
     tests = [mcnemar(x, y) for x, y in zip(a2, b2)]
+    per_run = [t["difference"] for t in tests]
+    if len(per_run) > 1:
+        difference, low, high = runs_interval(per_run, alpha)
+    else:
+        difference, low, high = boot["mean_difference"], boot["ci_low"], boot["ci_high"]
     discordant = float(np.mean([(t["b"] + t["c"]) / t["n"] for t in tests]))
     mdd = min_detectable_difference(a2.shape[1], discordant, alpha) if discordant > 0 else float("nan")
-    verdict = "higher" if boot["ci_low"] > 0 else "lower" if boot["ci_high"] < 0 else "inconclusive"
-    return {"difference": boot["mean_difference"], "ci_low": boot["ci_low"], "ci_high": boot["ci_high"],
-            "per_seed": [t["difference"] for t in tests], "p_values": [t["p_value"] for t in tests],
+    verdict = "higher" if low > 0 else "lower" if high < 0 else "inconclusive"
+    return {"difference": difference, "ci_low": low, "ci_high": high,
+            "ci_bootstrap": [boot["ci_low"], boot["ci_high"]],
+            "per_seed": per_run, "p_values": [t["p_value"] for t in tests],
             "discordant_rate": discordant, "min_detectable": mdd, "verdict": verdict,
             "n_seeds": int(a2.shape[0]), "n_pairs": int(a2.shape[1])}

@@ -2,8 +2,10 @@
 
 Prints counts by source, category and label, the number of images per pair,
 and response lengths (characters) of the chosen and the rejected responses
-(length bias shows up here). `--check-images` decodes every image and lists
-the missing or undecodable ones; if any are found the command exits with
+(length bias shows up here). `--check-images` decodes every image (through
+egt.core.images: above `max_image_pixels` it is a problem, or with
+`downscale_images` it is decoded shrunk) and lists the missing, undecodable or
+too large ones; if any are found the command exits with
 status 1 after printing the table. `run` returns the summary JSON path when
 `--summary` is given, else the input path (nothing heavy is written). An image
 outside its root (`egt.core.records.resolve_image_path`) is listed as a problem.
@@ -21,15 +23,17 @@ from tqdm import tqdm
 from egt.core.config import StageConfig
 from egt.core.errors import DataError
 from egt.core.files import write_json
+from egt.core.images import ImageOptions
 from egt.core.records import PreferencePair, read_pairs
 
 
-class Config(StageConfig):
+class Config(StageConfig, ImageOptions):
     input: Path = Field(description="pairs file (.parquet or .jsonl)")
     image_root: Path | None = Field(None, description="folder images resolve against and stay inside "
                                                       "(default: the pairs file's folder)")
     allow_absolute_paths: bool = Field(False, description="read absolute image paths outside image_root")
-    check_images: bool = Field(False, description="decode every image; exit 1 if any is missing or broken")
+    check_images: bool = Field(False, description="decode every image; exit 1 if any is missing, broken or above "
+                                                  "max_image_pixels")
     summary: Path | None = Field(None, description="also write the counts as JSON here")
 
 
@@ -48,8 +52,9 @@ def check_images(pairs: list[PreferencePair], progress: bool = True) -> list[dic
             try:
                 ref.open()
             except DataError as exc:
-                problems.append({"id": pair.id, "image": index,
-                                 "path": ref.path or "<embedded bytes>", "reason": exc.reason})
+                name = ref.path or "<embedded bytes>"
+                problems.append({"id": pair.id, "image": index, "path": name,
+                                 "reason": exc.reason.removeprefix(f"image {name}: ")})
     return problems
 
 
@@ -92,7 +97,7 @@ def format_summary(summary: dict) -> str:
 
 
 def run(cfg: Config) -> Path:
-    pairs = read_pairs(cfg.input, cfg.image_root, cfg.allow_absolute_paths)
+    pairs = read_pairs(cfg.input, cfg.image_root, cfg.allow_absolute_paths, cfg.image_limits)
     summary = summarize(pairs)
     if cfg.check_images:
         summary["image_problems"] = check_images(pairs)
@@ -102,5 +107,5 @@ def run(cfg: Config) -> Path:
     problems = summary.get("image_problems") or []
     if problems:
         raise DataError(str(cfg.input), None, "images",
-                        f"{len(problems)} image(s) missing or not decodable (listed above)")
+                        f"{len(problems)} image(s) missing, not decodable or above max_image_pixels (listed above)")
     return cfg.summary if cfg.summary is not None else cfg.input

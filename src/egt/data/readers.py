@@ -47,7 +47,8 @@ Conventions (others compute metrics on them):
   (default: the input file's folder) to absolute paths and must stay inside it
   (`egt.core.records.resolve_image_path`: `..` may not leave the root; an absolute
   path outside it needs `allow_absolute_paths`). Each image's
-  header is read to check that it is an image; pixels are decoded later.
+  header is read (egt.core.images) to check that it is an image and, with `limits`, within
+  the caller's pixel cap; pixels are decoded later.
   MM-RLHF video rows: a folder of frames gives up to 8 evenly spaced frames;
   a video file is kept as meta["video"] with no images (a warning).
 """
@@ -62,6 +63,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from egt.core.errors import DataError
+from egt.core.images import DEFAULT_LIMITS, ImageLimits, check_image, image_size
 from egt.core.prompts import parse_verdict
 from egt.core.records import ImagePathRefused, ImageRef, PreferencePair, resolve_image_path
 from egt.data.source_files import RepeatedIds, is_json_array, iter_records
@@ -89,6 +91,7 @@ class _Ctx:
     allow_absolute: bool     # absolute paths outside base_dir are read (the user said so)
     column_map: dict
     warnings: list[str]
+    limits: ImageLimits | None = None   # the caller's pixel cap (None: check only that images are images)
     group_pos: dict = field(default_factory=dict)    # mmrlhf: id -> (next k, size)
 
 
@@ -114,17 +117,18 @@ def _as_id(value: Any, ctx: _Ctx, line: int, key: str) -> str:
     return str(value)
 
 
-def _check_image(source, ctx: _Ctx, line: int, key: str, what: str) -> None:
-    """Read the image header (bytes or a path); pixels are decoded only when used."""
-    import io
-
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source):
-            pass
-    except (UnidentifiedImageError, OSError, ValueError):
-        raise DataError(ctx.file, line, key, f"image {what} cannot be decoded (not an image)") from None
+def _image_ref(source: str | bytes, ctx: _Ctx, line: int, key: str) -> ImageRef:
+    """The checked reference: its header read through egt.core.images (an image, a regular file, within
+    the caller's pixel cap when it gave `limits`; pixels are decoded only when used)."""
+    if ctx.limits is None:
+        image_size(source, where=(ctx.file, line), field=key)
+    else:
+        check_image(source, where=(ctx.file, line), field=key, max_pixels=ctx.limits.max_pixels,
+                    downscale=ctx.limits.downscale)
+    limits = ctx.limits or DEFAULT_LIMITS
+    if isinstance(source, bytes):
+        return ImageRef(data=source, where=(ctx.file, line), limits=limits)
+    return ImageRef(path=source, where=(ctx.file, line), limits=limits)
 
 
 def _resolve_path(path: str, ctx: _Ctx, line: int, key: str) -> str:
@@ -150,16 +154,14 @@ def _image(value: Any, ctx: _Ctx, line: int, key: str) -> ImageRef:
         else:
             value = data
     if isinstance(value, (bytes, bytearray)):
-        _check_image(bytes(value), ctx, line, key, "bytes")
-        return ImageRef(data=bytes(value))
+        return _image_ref(bytes(value), ctx, line, key)
     if not isinstance(value, str) or not value:
         raise DataError(ctx.file, line, key,
                         f"expected an image path, bytes or {{bytes, path}}, got {type(value).__name__}")
     full = _resolve_path(value, ctx, line, key)
-    if not os.path.isfile(full):
+    if not os.path.lexists(full):
         raise DataError(ctx.file, line, key, f"image file not found: {full}")
-    _check_image(full, ctx, line, key, f"file {full}")
-    return ImageRef(path=full)
+    return _image_ref(full, ctx, line, key)
 
 
 def _images(value: Any, ctx: _Ctx, line: int, key: str) -> list[ImageRef]:
@@ -405,8 +407,9 @@ def _id_field(fmt: str, column_map: dict) -> str | None:
 
 def load_benchmark(format: str, input: str | Path, image_root: str | Path | None = None,
                    on_error: str = "fail", column_map: dict | None = None,
-                   allow_absolute_paths: bool = False) -> LoadResult:
-    """Read one benchmark / dataset file into validated pairs (see the module docstring)."""
+                   allow_absolute_paths: bool = False, limits: ImageLimits | None = None) -> LoadResult:
+    """Read one benchmark / dataset file into validated pairs (see the module docstring); `limits`: the pixel
+    cap a command that decodes the images applies (egt.core.images; None: any image PIL would open)."""
     if format not in _ADAPTERS:
         raise DataError(str(input), None, None, f"unknown format '{format}' (expected one of {', '.join(FORMATS)})")
     if on_error not in ("fail", "skip"):
@@ -423,7 +426,7 @@ def load_benchmark(format: str, input: str | Path, image_root: str | Path | None
     if image_root is not None and not Path(image_root).is_dir():
         raise DataError(str(image_root), None, None, "image root is not a folder")
     base = Path(image_root) if image_root is not None else (path if path.is_dir() else path.parent)
-    ctx = _Ctx(str(path), base.resolve(), allow_absolute_paths, dict(column_map or {}), [])
+    ctx = _Ctx(str(path), base.resolve(), allow_absolute_paths, dict(column_map or {}), [], limits=limits)
     records = list(iter_records(path))
     if not records:
         raise DataError(str(path), None, None, "file is empty: no records")

@@ -49,7 +49,7 @@ from egt.core.config import StageConfig, load_config, save_config
 from egt.core.files import write_json
 from egt.core.records import read_rows
 from egt.core.runfolder import open_run_folder
-from egt.demo.report import dose_name, dose_runs
+from egt.demo.claims import dose_name, dose_runs
 from egt.model.training import TRAIN_SUMMARY
 
 RL_RUNS = {
@@ -316,9 +316,10 @@ class Pipeline:
         from egt.reporting.view import write_view
 
         # One page to browse the pool: every pair, its K judgements token by token, kept/dropped per subset.
+        # Its images are the pool's, in <run>/data/pool_images: that folder's parent is the image root.
         view = write_view(scores, self.dir / "view.html", tokens=self.dir / "score" / "tokens.parquet",
                           manifests=[self.dir / "curate" / name / "manifest.json" for name in subsets],
-                          title=f"egt demo pool (seed {cfg.seed})")
+                          title=f"egt demo pool (seed {cfg.seed})", image_root=self.dir / "data")
         return {"view": view.name, "egt_pairs": summary["curated_ascending"]["pairs"],
                 "egt_noise": summary["curated_ascending"]["noise"],
                 "pool_noise": summary["full_random"]["noise"], "subsets": summary}

@@ -35,6 +35,9 @@ shown, images), never the batch, its neighbours or an id. So `compare` gives the
 alone or inside `compare_many`, and judging (A, B) in the swapped order is exactly judging
 (B, A) as given.
 
+Images are decoded through egt.core.images within the options' `max_image_pixels` (a larger image is a
+DataError naming it, or shrunk with `downscale_images`), whatever the caller passed.
+
 Departures: the paper uses the judge for training only; this API, the both-order vote and
 entropy-based abstention (`egt judge`, `egt eval`) are egt's.
 """
@@ -44,7 +47,7 @@ from __future__ import annotations
 import hashlib
 import io
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Literal, Sequence
 
@@ -52,6 +55,7 @@ from pydantic import Field
 
 from egt.core.config import StageConfig
 from egt.core.errors import ConfigError
+from egt.core.images import ImageOptions
 from egt.core.records import ORDERS, ImageRef, Order, PreferencePair
 from egt.model.loading import MAX_PIXELS_HELP, MIN_PIXELS_HELP, TorchDtype
 
@@ -61,7 +65,7 @@ if TYPE_CHECKING:
 ENTROPY_METRICS = ("answer", "sentence", "mean", "max")  # per judgement; `vote` is per comparison
 
 
-class JudgeOptions(StageConfig):
+class JudgeOptions(StageConfig, ImageOptions):
     """How a judge is loaded and decodes (shared by `egt judge`, `egt rerank` and `Judge.from_pretrained`)."""
 
     model: str = Field(..., description="judge checkpoint folder, or the http(s) URL of an OpenAI-compatible "
@@ -352,7 +356,9 @@ class Judge:
         if samples < 1:
             raise ConfigError(f"samples must be >= 1, got {samples}")
         shown = orders_for(self.options.orders if orders is None else orders)
-        items = [_as_pair(p) for p in pairs]
+        limits = self.options.image_limits   # every image is decoded within the judge's pixel cap
+        items = [replace(pair, images=[ref.with_limits(limits) for ref in pair.images])
+                 for pair in map(_as_pair, pairs)]
         requests = []
         for pair in items:
             for order in shown:

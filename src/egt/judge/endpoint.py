@@ -83,9 +83,8 @@ class EndpointBackend:
 
     def messages(self, pair) -> list[dict]:
         from egt.core.prompts import judge_prompt_text
-        from egt.stages.distill import image_data_url
 
-        content = [{"type": "image_url", "image_url": {"url": image_data_url(ref)}} for ref in pair.images]
+        content = [{"type": "image_url", "image_url": {"url": _data_url(ref)}} for ref in pair.images]
         content.append({"type": "text", "text": judge_prompt_text(pair.question, pair.response_1, pair.response_2)})
         return [{"role": "user", "content": content}]
 
@@ -161,3 +160,12 @@ class EndpointBackend:
 
         with ThreadPoolExecutor(max_workers=self.concurrency) as pool:
             return list(pool.map(one, requests))
+
+
+def _data_url(ref) -> str:
+    """Base64 data URL of an image within the ref's pixel cap (egt.core.images.encoded_image): the file's
+    own bytes when web-safe, else PNG; the image root is checked by the ref."""
+    import base64
+
+    data, mime = ref.encoded()
+    return f"data:{mime};base64,{base64.b64encode(data).decode('ascii')}"

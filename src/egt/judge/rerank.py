@@ -16,9 +16,14 @@ vote share (judgements without a verdict count for neither).
   share goes on, an odd one out gets a bye; N - 1 matches, in ceil(log2 N) rounds.
 Ties go to the lower index (shuffle the candidates if their order carries information).
 
-Output folder:
+Output folder (a run folder, egt.core.runfolder: one writer at a time, `.egt.lock`):
+- fingerprint.json  what the matches depend on: the candidates file's SHA-256, the model folder's files (an
+  endpoint: its URL and served model name) and the judging settings, as `egt judge` records them (see
+  there); a rerun with any of them changed is refused, naming it, while matches.jsonl holds matches
+  (`overwrite=true` discards them). `method` and `limit` may change: the matches of one are reused by another.
 - matches.jsonl   append-only (egt.core.files.Journal), one comparison per match, by `<id>\\t<i>\\t<j>` (i < j;
-  response 1 = candidate i), without the traces; a rerun skips judged matches.
+  response 1 = candidate i), without the traces; a rerun skips judged chunks and judges a chunk a kill
+  left partly written again whole (egt.core.files.batches_to_run).
 - rankings.jsonl  one row per question: `id`, `best`, `scores` (per candidate: round robin the sum of
   vote shares, knockout the round it reached), `matches` judged, and `best_true`, `correct`.
 - summary.json    questions, N, method, matches, top-1 accuracy and the random pick's 1/N (with `best`).
@@ -34,15 +39,23 @@ from typing import Literal
 
 from pydantic import Field
 
-from egt.core import selective
+from egt.core import runfolder, selective
 from egt.core.errors import DataError
-from egt.core.files import Journal, check_unique_ids, write_json
+from egt.core.files import Journal, batches_to_run, check_unique_ids, write_json
+from egt.core.images import DEFAULT_LIMITS, ImageLimits
 from egt.core.records import ImageRef, image_root_of, read_rows, write_rows
-from egt.judge.api import Judge, JudgeOptions, build_backend, is_endpoint, make_pair
-from egt.judge.verdicts import check_settings, chunk_size
+from egt.judge.api import Judge, JudgeOptions, build_backend, make_pair
+from egt.judge.verdicts import (
+    chunk_size,
+    has_journal_records,
+    image_root_settings,
+    judge_fingerprint,
+    open_judge_early,
+)
 
 LOG_NAME = "matches.jsonl"
-SETTINGS_NAME = "rerank_settings.json"
+# What `egt rerank` writes in its folder (rerank_settings.json: what egt wrote before fingerprints).
+OWNED = (LOG_NAME, "rankings.jsonl", "summary.json", "rerank_settings.json")
 
 
 class Config(JudgeOptions):
@@ -53,12 +66,15 @@ class Config(JudgeOptions):
     image_root: Path | None = Field(None, description="folder image paths resolve against and stay inside "
                                                       "(default: the candidates file's folder)")
     allow_absolute_paths: bool = Field(False, description="read absolute image paths outside image_root")
+    overwrite: bool = Field(False, description="discard matches of another candidates file, model or settings "
+                                               "in output")
     progress: bool = True
 
 
 # ---------------------------------------------------------------- input
 
-def read_candidates(path: Path, image_root: Path | None = None, allow_absolute_paths: bool = False) -> list[dict]:
+def read_candidates(path: Path, image_root: Path | None = None, allow_absolute_paths: bool = False,
+                    limits: ImageLimits = DEFAULT_LIMITS) -> list[dict]:
     """Questions as dicts: id, images (ImageRefs, checked against their root as egt.core.records.read_pairs
     checks them), question, candidates, best (or None)."""
     path = Path(path)
@@ -78,7 +94,7 @@ def read_candidates(path: Path, image_root: Path | None = None, allow_absolute_p
         if best is not None and (not isinstance(best, int) or not 0 <= best < len(candidates)):
             raise DataError(str(path), line, "best", f"must be an index into the {len(candidates)} candidates")
         try:
-            images = [ImageRef.from_row(v, base, allow_absolute_paths, recorded, (str(path), line))
+            images = [ImageRef.from_row(v, base, allow_absolute_paths, recorded, (str(path), line), limits)
                       for v in (row.get("images") or [])]
         except TypeError as exc:
             raise DataError(str(path), line, "images", str(exc)) from None
@@ -126,31 +142,22 @@ def best_index(scores: list[float]) -> int:
 
 # ---------------------------------------------------------------- the command
 
-def _settings(cfg: Config) -> dict:
-    sampled = cfg.samples > 1
-    return {"candidates": str(Path(cfg.candidates).resolve()),
-            "model": cfg.model if is_endpoint(cfg.model) else str(Path(cfg.model).resolve()),
-            "served_model": cfg.served_model, "samples": cfg.samples, "orders": cfg.orders,
-            "max_new_tokens": cfg.max_new_tokens, "temperature": cfg.temperature if sampled else None,
-            "top_p": cfg.top_p if sampled else None, "seed": cfg.seed if sampled else None,
-            **{k: getattr(cfg, k) for k in ("processor_max_pixels", "processor_min_pixels")
-               if getattr(cfg, k) is not None}}   # only when set: older folders still resume
-
-
 class _Matches:
-    """Judges the matches not yet in the journal, in chunks, loading the judge on first need."""
+    """Judges the matches not yet in the journal, in fixed chunks of the wanted list (egt.core.files.
+    batches_to_run: a chunk a kill left partly written is judged again whole), loading the judge on first need."""
 
-    def __init__(self, cfg: Config, log: Journal):
-        self.cfg, self.log, self.done, self.judge = cfg, log, log.load(), None
+    def __init__(self, cfg: Config, log: Journal, judge: Judge | None = None):
+        self.cfg, self.log, self.done, self.judge = cfg, log, log.load(), judge
 
     def play(self, wanted: list[tuple[dict, int, int]], bar) -> None:
-        todo = list({match_key(q["id"], i, j): (q, i, j) for q, i, j in wanted
-                     if match_key(q["id"], i, j) not in self.done}.values())
-        if todo and self.judge is None:
-            self.judge = Judge(build_backend(self.cfg), self.cfg)
-        step = chunk_size(self.cfg)
-        for start in range(0, len(todo), step):
-            chunk = todo[start:start + step]
+        matches = list({match_key(q["id"], i, j): (q, i, j) for q, i, j in wanted}.values())
+        keys = [match_key(q["id"], i, j) for q, i, j in matches]
+        chunks = batches_to_run(keys, self.done, chunk_size(self.cfg))
+        bar.update(len(matches) - sum(len(c) for c in chunks))
+        for positions in chunks:
+            chunk = [matches[k] for k in positions]
+            if self.judge is None:
+                self.judge = Judge(build_backend(self.cfg), self.cfg)
             pairs = [make_pair(q["images"], q["question"], q["candidates"][i], q["candidates"][j])
                      for q, i, j in chunk]
             results = self.judge.compare_many(pairs)
@@ -162,16 +169,29 @@ class _Matches:
 
 
 def run(cfg: Config) -> Path:
-    from tqdm.auto import tqdm
-
     started = time.perf_counter()
     out = Path(cfg.output)
-    questions = read_candidates(cfg.candidates, cfg.image_root, cfg.allow_absolute_paths)
+    questions = read_candidates(cfg.candidates, cfg.image_root, cfg.allow_absolute_paths, cfg.image_limits)
     if not questions:
         raise DataError(str(cfg.candidates), None, None, "no questions to rerank")
     questions = questions[:cfg.limit] if cfg.limit else questions
-    check_settings(out, _settings(cfg), LOG_NAME, SETTINGS_NAME)
-    matches = _Matches(cfg, Journal(out / LOG_NAME, key="key"))
+    for question in questions:
+        for ref in question["images"]:
+            ref.size()   # inside the root and within the pixel cap, before any work
+    judge = open_judge_early(cfg)
+
+    def fingerprint() -> dict:
+        return judge_fingerprint(cfg, {"candidates": cfg.candidates}, judge.backend.model if judge else None,
+                                 **image_root_settings(cfg.image_root, cfg.allow_absolute_paths))
+
+    with runfolder.open_run_folder(out, "rerank", fingerprint=fingerprint, owned=OWNED, overwrite=cfg.overwrite,
+                                   has_results=lambda: has_journal_records(out / LOG_NAME)):
+        return _rerank(cfg, out, questions, _Matches(cfg, Journal(out / LOG_NAME, key="key"), judge), started)
+
+
+def _rerank(cfg: Config, out: Path, questions: list[dict], matches: _Matches, started: float) -> Path:
+    from tqdm.auto import tqdm
+
     sizes = [len(q["candidates"]) for q in questions]
     total = sum(n * (n - 1) // 2 if cfg.method == "round_robin" else n - 1 for n in sizes)
     rows = []

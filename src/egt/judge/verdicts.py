@@ -17,10 +17,16 @@ entropy counts as the highest. With an endpoint the entropies are upper bounds (
 endpoint that returns no log-probs leaves only `abstain_metric=vote` (the vote entropy of the
 choices: order disagreement, and sampled disagreement with samples > 1).
 
-Output folder:
+Output folder (a run folder, egt.core.runfolder: one writer at a time, `.egt.lock`):
+- fingerprint.json  what the comparisons depend on: the SHA-256 of the pairs file and of every file of
+  the model folder -- for an endpoint, its URL and served model name, as the weights behind a URL
+  cannot be hashed -- and the judging settings (samples, orders, decoding, seed, dtype, image root). A
+  rerun with any of them changed is refused, naming what changed, while the folder holds judgements
+  (`overwrite=true` discards them); abstention settings, `limit` and the batch size can change freely.
 - judgements.jsonl  append-only (egt.core.files.Journal), one comparison per pair with its traces, by
-  id, written after every chunk; a rerun skips the pairs it holds (a torn last line is redone).
-  A rerun with other judging settings is refused; abstention settings can change freely.
+  id, written after every chunk; a rerun skips the chunks it holds whole and judges a chunk a kill left
+  partly written again whole (egt.core.files.batches_to_run), so its entropies equal an uninterrupted
+  run's to the bit.
 - verdicts.jsonl    one row per pair, input order: `id`, `verdict` (1, 2 or null), `decision` (the
   verdict, "abstain", or null without a verdict), `confidence` (the winner's vote share),
   `vote_share`, `orders_agree`, `entropies` (nats), `entropy_kind`, `entropies_lower` (endpoint),
@@ -31,21 +37,22 @@ Output folder:
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, model_validator
 
-from egt.core import selective
+from egt.core import runfolder, selective
 from egt.core.errors import DataError, EgtError
-from egt.core.files import Journal, check_unique_ids, write_json
+from egt.core.files import Journal, batches_to_run, check_unique_ids, write_json
+from egt.core.images import DEFAULT_LIMITS, ImageLimits, image_settings
 from egt.core.records import PreferencePair, image_root_of, read_rows, write_rows
 from egt.judge.api import Judge, JudgeOptions, build_backend, is_endpoint, orders_for
 
 LOG_NAME = "judgements.jsonl"
-SETTINGS_NAME = "judge_settings.json"
+# What `egt judge` writes in its folder (judge_settings.json: what egt wrote before run folders had fingerprints).
+OWNED = (LOG_NAME, "verdicts.jsonl", "summary.json", "judge_settings.json")
 AbstainMetric = Literal["answer", "sentence", "mean", "max", "vote"]
 
 
@@ -59,6 +66,7 @@ class Config(JudgeOptions):
     image_root: Path | None = Field(None, description="folder image paths resolve against and stay inside "
                                                       "(default: the pairs file's folder)")
     allow_absolute_paths: bool = Field(False, description="read absolute image paths outside image_root")
+    overwrite: bool = Field(False, description="discard judgements of another pairs file, model or settings in output")
     progress: bool = True
 
     @model_validator(mode="after")
@@ -70,10 +78,10 @@ class Config(JudgeOptions):
 
 # ---------------------------------------------------------------- input
 
-def read_judge_pairs(path: Path, image_root: Path | None = None,
-                     allow_absolute_paths: bool = False) -> tuple[list[PreferencePair], bool]:
+def read_judge_pairs(path: Path, image_root: Path | None = None, allow_absolute_paths: bool = False,
+                     limits: ImageLimits = DEFAULT_LIMITS) -> tuple[list[PreferencePair], bool]:
     """The pairs of a file whose `label` may be absent, and whether every row has one; images are
-    checked against their root as `egt.core.records.read_pairs` checks them."""
+    checked against their root as `egt.core.records.read_pairs` checks them, and carry `limits`."""
     path = Path(path)
     root, recorded = image_root_of(path, image_root)
     rows = read_rows(path)
@@ -84,39 +92,52 @@ def read_judge_pairs(path: Path, image_root: Path | None = None,
             labelled = False
             row = {**row, "label": 1}  # a placeholder: the judge never sees it
         pairs.append(PreferencePair.from_row(row, str(path), i + first_line, base_dir=root,
-                                             allow_absolute=allow_absolute_paths, recorded_root=recorded))
+                                             allow_absolute=allow_absolute_paths, recorded_root=recorded,
+                                             limits=limits))
     check_unique_ids([p.id for p in pairs], path)
     return pairs, labelled and bool(pairs)
 
 
-# ---------------------------------------------------------------- settings and log
+# ---------------------------------------------------------------- run folder and log
 
-def _settings(cfg: Config) -> dict:
-    """What decides a comparison: a rerun in the same folder must match it."""
+def judge_fingerprint(cfg: JudgeOptions, inputs: dict, served_model: str | None = None, **settings) -> dict:
+    """What a judge's comparisons depend on (egt.core.runfolder.fingerprint), for `egt judge` and `egt rerank`:
+    the `inputs` files' content, the model folder's files -- for an endpoint its URL and `served_model` (the
+    name it serves; the weights behind a URL cannot be hashed) -- the judging settings, and `settings`."""
     sampled = cfg.samples > 1
-    model = cfg.model if is_endpoint(cfg.model) else str(Path(cfg.model).resolve())
-    return {"pairs": str(Path(cfg.pairs).resolve()), "model": model, "served_model": cfg.served_model,
-            "samples": cfg.samples, "orders": cfg.orders, "max_new_tokens": cfg.max_new_tokens,
-            "temperature": cfg.temperature if sampled else None, "top_p": cfg.top_p if sampled else None,
-            "seed": cfg.seed if sampled else None, "sentence_agg": cfg.sentence_agg,
-            "top_logprobs": cfg.top_logprobs if is_endpoint(cfg.model) else None,
-            "vocab_size": cfg.vocab_size if is_endpoint(cfg.model) else None,
-            **{k: getattr(cfg, k) for k in ("processor_max_pixels", "processor_min_pixels")
-               if getattr(cfg, k) is not None}}   # only when set: older folders still resume
+    judging = {"samples": cfg.samples, "orders": cfg.orders, "max_new_tokens": cfg.max_new_tokens,
+               "temperature": cfg.temperature if sampled else None, "top_p": cfg.top_p if sampled else None,
+               "seed": cfg.seed if sampled else None, "sentence_agg": cfg.sentence_agg,
+               **image_settings(cfg.image_limits), **settings,
+               **{k: getattr(cfg, k) for k in ("processor_max_pixels", "processor_min_pixels")
+                  if getattr(cfg, k, None) is not None}}   # only when set: older folders still resume
+    if is_endpoint(cfg.model):
+        judging.update(endpoint=cfg.model.rstrip("/"), served_model=served_model or cfg.served_model,
+                       top_logprobs=cfg.top_logprobs, vocab_size=cfg.vocab_size)
+        return runfolder.fingerprint(inputs=inputs, settings=judging)
+    judging["dtype"] = cfg.dtype
+    return runfolder.fingerprint(inputs=inputs, models={"model": cfg.model}, settings=judging)
 
 
-def check_settings(out: Path, settings: dict, log_name: str, settings_name: str) -> None:
-    """Refuse a folder whose log was written with other settings; record this run's."""
-    out.mkdir(parents=True, exist_ok=True)
-    path = out / settings_name
-    if path.exists() and (out / log_name).exists():
-        old = json.loads(path.read_text())
-        changed = [k for k in settings if old.get(k) != settings[k]]
-        if changed:
-            diffs = "; ".join(f"{k}: {old.get(k)!r} -> {settings[k]!r}" for k in changed)
-            raise EgtError(f"{out} holds judgements made with other settings ({diffs}); "
-                           f"use another --output or delete {out / log_name}")
-    write_json(settings, path)
+def image_root_settings(image_root: Path | None, allow_absolute_paths: bool) -> dict:
+    """Which images a relative path names: part of what a comparison depends on."""
+    return {"image_root": None if image_root is None else str(Path(image_root).resolve()),
+            "allow_absolute_paths": allow_absolute_paths}
+
+
+def open_judge_early(cfg: JudgeOptions) -> Judge | None:
+    """An endpoint's Judge (it is asked for its model name now: part of the fingerprint); None for a local
+    checkpoint, whose folder is only checked here and loaded when something is left to judge."""
+    if is_endpoint(cfg.model):
+        return Judge(build_backend(cfg), cfg)
+    from egt.model.loading import check_model_folder
+
+    check_model_folder(cfg.model)
+    return None
+
+
+def has_journal_records(path: Path) -> bool:
+    return path.exists() and bool(Journal(path).read())
 
 
 def chunk_size(cfg: JudgeOptions) -> int:
@@ -124,17 +145,19 @@ def chunk_size(cfg: JudgeOptions) -> int:
     return max(1, cfg.batch_size // (cfg.samples * len(orders_for(cfg.orders))))
 
 
-def judge_pending(pairs: list[PreferencePair], judge: Judge, cfg: Config, log: Journal) -> dict[str, dict]:
+def judge_pending(pairs: list[PreferencePair], judge: Judge | None, cfg: Config, log: Journal) -> dict[str, dict]:
+    """Judge the chunks not yet (wholly) in the log, a chunk at a time; `judge`: None until first needed."""
     from tqdm.auto import tqdm
 
     done = log.load()
-    todo = [p for p in pairs if p.id not in done]
-    step = chunk_size(cfg)
-    with tqdm(total=len(pairs), initial=len(pairs) - len(todo), desc="judge", unit="pair",
+    chunks = batches_to_run([p.id for p in pairs], done, chunk_size(cfg))
+    todo = sum(len(chunk) for chunk in chunks)
+    with tqdm(total=len(pairs), initial=len(pairs) - todo, desc="judge", unit="pair",
               disable=not cfg.progress, dynamic_ncols=True) as bar:
         per_pair = cfg.samples * len(orders_for(cfg.orders))
-        for start in range(0, len(todo), step):
-            chunk = todo[start:start + step]
+        for positions in chunks:
+            chunk = [pairs[i] for i in positions]
+            judge = judge or Judge(build_backend(cfg), cfg)
             shown = bar.n
             results = judge.compare_many(chunk, on_batch=lambda n: bar.update(n / per_pair))
             records = [{"key": p.id, "id": p.id, **c.to_dict()} for p, c in zip(chunk, results)]
@@ -205,16 +228,26 @@ def summarize(rows: list[dict], cfg: Config, values: list, labelled: bool) -> di
 def run(cfg: Config) -> Path:
     started = time.perf_counter()
     out = Path(cfg.output)
-    pairs, labelled = read_judge_pairs(cfg.pairs, cfg.image_root, cfg.allow_absolute_paths)
+    pairs, labelled = read_judge_pairs(cfg.pairs, cfg.image_root, cfg.allow_absolute_paths, cfg.image_limits)
     if not pairs:
         raise DataError(str(cfg.pairs), None, None, "no pairs to judge")
     pairs = pairs[:cfg.limit] if cfg.limit else pairs
-    check_settings(out, _settings(cfg), LOG_NAME, SETTINGS_NAME)
-    log = Journal(out / LOG_NAME, key="key")
-    done = log.load()
-    if any(p.id not in done for p in pairs):  # load the judge only when something is left to judge
-        judge = Judge(build_backend(cfg), cfg)
-        done = judge_pending(pairs, judge, cfg, log)
+    for pair in pairs:
+        pair.check_images(sizes=True)   # inside the root and within the pixel cap, before any work
+    judge = open_judge_early(cfg)
+
+    def fingerprint() -> dict:
+        return judge_fingerprint(cfg, {"pairs": cfg.pairs}, judge.backend.model if judge else None,
+                                 **image_root_settings(cfg.image_root, cfg.allow_absolute_paths))
+
+    with runfolder.open_run_folder(out, "judge", fingerprint=fingerprint, owned=OWNED, overwrite=cfg.overwrite,
+                                   has_results=lambda: has_journal_records(out / LOG_NAME)):
+        done = judge_pending(pairs, judge, cfg, Journal(out / LOG_NAME, key="key"))
+        return _write_verdicts(cfg, out, pairs, done, labelled, started)
+
+
+def _write_verdicts(cfg: Config, out: Path, pairs: list[PreferencePair], done: dict[str, dict], labelled: bool,
+                    started: float) -> Path:
     rows, summary = verdict_rows(pairs, done, cfg, labelled)
     write_rows(rows, out / "verdicts.jsonl")
     summary["wall_s"] = round(time.perf_counter() - started, 3)

@@ -12,12 +12,19 @@
   checkpoint under `<output>/checkpoints`. The Trainer writes trainer_state.json last, so a
   checkpoint is complete when that file parses and names the folder's step; one a kill left
   half-written is removed (`remove_incomplete_checkpoints`, with a warning), never fatal.
-- `CheckpointReloadMixin`: a Trainer whose resume reloads full-model weights through
-  from_pretrained (see its docstring for the transformers 5 problem it works around).
+- `ResumeMixin`: a Trainer whose resume reloads full-model weights through from_pretrained, and
+  which trains no further when resumed from a checkpoint at its last step (see its docstring for
+  the two transformers problems it works around).
 - `save_final_model`: `<output>/model` is a plain Hugging Face judge with its processor;
-  LoRA runs save the adapter to `<output>/adapter` and merge it into the base weights.
+  LoRA runs save the adapter to `<output>/adapter` and merge it into the base weights. Both are
+  written into a hidden staging folder (`.model.partial`, `.adapter.partial`) and renamed into
+  place when complete, so `model/` is never half-written.
 - `write_train_summary`: both stages write `<output>/train_summary.json` (global step,
-  epochs, wall time, resume point, device, log history, plus stage-specific numbers).
+  epochs, wall time, resume point, device, log history, plus stage-specific numbers) LAST,
+  atomically, after `model/` is in place: it marks the run finished (`run_finished`), and a
+  rerun of a finished run with the same fingerprint does nothing (`overwrite=true` trains again).
+  A run killed anywhere before it -- while `model/` was written included -- resumes from its
+  last complete checkpoint and ends with the uninterrupted run's weights.
 - `share_from_main`: the run folder's verdict (egt.core.runfolder.open_run_folder) from rank 0 to
   every rank of the Trainer's world; `has_training_results`: what counts as results to overwrite.
 """
@@ -153,15 +160,27 @@ def resolve_resume(resume: str, checkpoints: str | Path, clean: bool = True) -> 
     return path
 
 
-class CheckpointReloadMixin:
-    """Put before a transformers Trainer class: resume reloads full-model weights via from_pretrained.
+class ResumeMixin:
+    """Put before a transformers Trainer class: two fixes to resuming from a checkpoint.
 
-    transformers 5 saves Qwen2-VL checkpoints under the original hub key names (`visual.*`,
-    `model.layers.*`) but Trainer._load_from_checkpoint loads the raw state dict non-strictly,
-    so every weight is silently skipped and the resumed run would continue from the *base*
-    weights. from_pretrained applies the key conversion; a strict load then proves every tensor
-    arrived. PEFT, FSDP and DeepSpeed checkpoints keep the stock path.
+    1. Resume reloads full-model weights via from_pretrained. transformers 5 saves Qwen2-VL
+       checkpoints under the original hub key names (`visual.*`, `model.layers.*`) but
+       Trainer._load_from_checkpoint loads the raw state dict non-strictly, so every weight is
+       silently skipped and the resumed run would continue from the *base* weights.
+       from_pretrained applies the key conversion; a strict load then proves every tensor arrived.
+       PEFT, FSDP and DeepSpeed checkpoints keep the stock path.
+    2. A run resumed from a checkpoint at its last step trains no further. The Trainer's loop
+       checks `max_steps` only after a step, so resuming at step == max_steps (a run killed while
+       its final model was saved) trained step max_steps + 1 -- other weights than the
+       uninterrupted run's, and a rerun that is not a no-op. `_run_epoch` is skipped instead: the
+       checkpoint's weights (loaded before it) are the run's final weights.
     """
+
+    def _run_epoch(self, *args, **kwargs):
+        if self.state.max_steps > 0 and self.state.global_step >= self.state.max_steps:
+            self.control.should_training_stop = True
+            return None
+        return super()._run_epoch(*args, **kwargs)
 
     def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
         model = model if model is not None else self.model
@@ -178,41 +197,70 @@ class CheckpointReloadMixin:
 
 # ---------------------------------------------------------------- saving
 
+STAGING = ".{}.partial"   # where `<out>/<name>` is written before it is renamed into place
+
+
+def _publish(staging: Path, target: Path) -> None:
+    """Move a completely written folder into place (a stale `target` from an older run is removed first)."""
+    import os
+
+    if target.exists():
+        shutil.rmtree(target)
+    os.replace(staging, target)
+    fd = os.open(target.parent, os.O_RDONLY)
+    try:
+        os.fsync(fd)   # the rename itself reaches the disk before the summary marks the run finished
+    finally:
+        os.close(fd)
+
+
 def save_final_model(trainer, out: str | Path, base_model: str | Path, processor=None,
                      lora: bool = False, merge: bool = True) -> Path:
     """Save `<out>/model` with its processor (call it on every process); returns the model folder.
 
-    LoRA with `merge`: the adapter goes to `<out>/adapter` (trainer.save_model gathers ZeRO-3
-    shards), then the main process loads the base in the trained dtype, merges the adapter into
-    it and saves a plain checkpoint -- merging the in-memory model would see only this process's
-    shard under ZeRO-3. LoRA without `merge`: `<out>/model` holds the adapter. `processor`
-    defaults to the one trainer.save_model writes (its processing_class), or the base model's
-    when merging.
+    The folder is written as `<out>/.model.partial` and renamed to `model` when complete (a kill
+    leaves no half-written `model/`; the next save clears the staging folder). LoRA with `merge`:
+    the adapter goes to `<out>/adapter` the same way (trainer.save_model gathers ZeRO-3 shards),
+    then the main process loads the base in the trained dtype, merges the adapter into it and saves
+    a plain checkpoint -- merging the in-memory model would see only this process's shard under
+    ZeRO-3. LoRA without `merge`: `<out>/model` holds the adapter. `processor` defaults to the one
+    trainer.save_model writes (its processing_class), or the base model's when merging.
     """
     out = Path(out)
-    model_dir = out / "model"
+    model_dir, staging = out / "model", out / STAGING.format("model")
     main = trainer.accelerator.is_main_process
+    if main:
+        shutil.rmtree(staging, ignore_errors=True)  # what a save killed before this one left
+    trainer.accelerator.wait_for_everyone()
     if lora and merge:
-        adapter_dir = out / "adapter"
-        trainer.save_model(str(adapter_dir))
+        adapter_dir, adapter_staging = out / "adapter", out / STAGING.format("adapter")
+        if main:
+            shutil.rmtree(adapter_staging, ignore_errors=True)
+        trainer.accelerator.wait_for_everyone()
+        trainer.save_model(str(adapter_staging))
         trainer.accelerator.wait_for_everyone()
         if main:
             from peft import PeftModel
             from transformers import AutoModelForImageTextToText, AutoProcessor
 
+            _publish(adapter_staging, adapter_dir)
             dtype = next(trainer.accelerator.unwrap_model(trainer.model).parameters()).dtype
             base = AutoModelForImageTextToText.from_pretrained(str(base_model), dtype=dtype)
-            PeftModel.from_pretrained(base, str(adapter_dir)).merge_and_unload().save_pretrained(str(model_dir))
+            PeftModel.from_pretrained(base, str(adapter_dir)).merge_and_unload().save_pretrained(str(staging))
             processor = processor if processor is not None else AutoProcessor.from_pretrained(str(base_model))
     else:
-        trainer.save_model(str(model_dir))  # gathers ZeRO-3 shards (stage3_gather_16bit_weights_on_model_save)
-    if main and processor is not None:
-        processor.save_pretrained(str(model_dir))
+        trainer.save_model(str(staging))  # gathers ZeRO-3 shards (stage3_gather_16bit_weights_on_model_save)
+    if main:
+        if processor is not None:
+            processor.save_pretrained(str(staging))
+        _publish(staging, model_dir)
+    trainer.accelerator.wait_for_everyone()
     return model_dir
 
 
 def write_train_summary(out: str | Path, trainer, resumed_from: Path | None, wall_s: float, **extra) -> Path:
-    """`<out>/train_summary.json` (main process): the numbers both stages report, then `extra`."""
+    """`<out>/train_summary.json` (main process): the numbers both stages report, then `extra`. Write it
+    last, after `save_final_model`: it marks the run finished (`run_finished`)."""
     state = trainer.state
     summary = {
         "global_step": state.global_step, "epochs": state.epoch, "train_wall_s": round(wall_s, 3),
@@ -260,3 +308,14 @@ def has_training_results(out: str | Path) -> bool:
     """A training run folder holds results: a complete checkpoint, a saved model or a summary."""
     out = Path(out)
     return (out / "model").exists() or (out / TRAIN_SUMMARY).exists() or last_checkpoint(out / "checkpoints") is not None
+
+
+def run_finished(out: str | Path) -> bool:
+    """The run in `out` finished: its summary, written last (after `model/` was renamed into place), is there.
+    A rerun with the same fingerprint then does nothing."""
+    out = Path(out)
+    return (out / TRAIN_SUMMARY).is_file() and (out / "model").is_dir()
+
+
+# The staging folders save_final_model writes (a stage lists them among the files it owns).
+STAGING_FOLDERS = (STAGING.format("model"), STAGING.format("adapter"))

@@ -12,7 +12,11 @@ to get the per-token entropies.
 
 The page (src/egt/reporting/view_template.html) needs no network: the data is embedded as gzip-compressed JSON
 (unpacked by the browser's DecompressionStream), images as downscaled PNG/JPEG data-URL thumbnails
-deduplicated by content. It lists the pairs sorted by any
+deduplicated by content. Which images may be embedded follows the rule of every other command
+(egt.core.records.resolve_image_path: `image_root`, else the scores file's folder and the image folder
+an egt-written file records; absolute paths outside it only with `allow_absolute_paths`; links that
+lead out of it refused), and each is read through egt.core.images (regular files, the pixel cap from
+the header before decoding): an image that may not or cannot be shown is listed as such in its place. It lists the pairs sorted by any
 entropy metric (undefined values rank highest, ties by id: egt's defaults), filters them
 (category, source, kept/dropped per manifest, majority verdict right/wrong, known-noisy where the
 data says) and searches ids; it renders one page of rows at a time and a pair's token view only
@@ -48,7 +52,8 @@ import egt
 from egt.core.config import StageConfig
 from egt.core.errors import DataError
 from egt.core.files import check_unique_ids, read_json, sha256_file, write_text
-from egt.core.records import ImageRef, read_rows
+from egt.core.images import DEFAULT_LIMITS, ImageLimits, ImageOptions, image_header, open_image
+from egt.core.records import ImageRef, image_root_of, read_rows
 from egt.core.score_columns import METRIC_COLUMNS, column_values
 
 # Colour scale of token entropy (YlOrRd-like): position in [0, 1] of the scale -> RGB. The page
@@ -63,12 +68,15 @@ TOKENS_HOWTO = ("This score file has no per-token entropies. Score again with du
                 "output=<new folder>`, then `egt view <new folder>/scores.parquet`.")
 
 
-class Config(StageConfig):
+class Config(StageConfig, ImageOptions):
     scores: Path = Field(..., description="score file from `egt score` (scores.parquet)")
     output: Path | None = Field(None, description="HTML file to write (default: view.html beside the scores)")
     tokens: Path | None = Field(None, description="per-token entropies (default: tokens.parquet beside the "
                                                   "scores, when it exists; egt score dump_tokens=true)")
     manifest: list[Path] = Field([], description="curation manifest.json file(s): a kept/dropped filter each")
+    image_root: Path | None = Field(None, description="folder images resolve against and stay inside (default: "
+                                                      "the scores file's folder, and the image folder it records)")
+    allow_absolute_paths: bool = Field(False, description="read absolute image paths outside image_root")
     page_size: int = Field(50, ge=5, le=1000, description="rows per page of the list")
     thumb_px: int = Field(128, ge=16, le=1024, description="largest side of the embedded image thumbnails")
     scale_max: float | None = Field(None, gt=0, description="top of the colour scale in nats (default: 99th "
@@ -166,36 +174,37 @@ def pack_judgement(text: str, pieces: list[str], entropies, sentence_agg: str = 
 # ------------------------------------------------------------------ inputs
 
 class _Thumbnails:
-    """Data-URL thumbnails, one per distinct image content; unreadable images are counted, not dropped."""
+    """Data-URL thumbnails, one per distinct image content; unreadable images are counted, not dropped.
+
+    Images are read by egt.core.images through their ImageRef: the image root (a path outside it is
+    refused without touching it), regular files only, the pixel cap before decoding."""
 
     def __init__(self, px: int):
         self.px, self.urls, self.index, self.by_path, self.missing = px, [], {}, {}, []
 
     def add(self, ref: ImageRef) -> int | str:
         """Index into `urls`, or a message saying why the image cannot be shown."""
+        name = ref.path or "<embedded bytes>"
         if ref.path and ref.data is None and ref.path in self.by_path:
             return self.by_path[ref.path]
         try:
-            raw = ref.data if ref.data is not None else Path(ref.path).read_bytes()
+            raw = ref.read_bytes()
             key = hashlib.sha1(raw).hexdigest()
             if key not in self.index:
-                self.urls.append(self._encode(raw))
+                self.urls.append(self._encode(raw, ref, name))
                 self.index[key] = len(self.urls) - 1
             result = self.index[key]
-        except (OSError, DataError) as exc:
-            reason = "image file not found" if isinstance(exc, FileNotFoundError) else \
-                getattr(exc, "reason", str(exc))
-            result = f"{ref.path or '<embedded bytes>'}: {reason}"
+        except DataError as exc:
+            result = f"{name}: {exc.reason.removeprefix(f'image {name}: ')}"
             self.missing.append(result)
         if ref.path and ref.data is None:
             self.by_path[ref.path] = result
         return result
 
-    def _encode(self, raw: bytes) -> str:
-        from PIL import Image
-
-        image = ImageRef(data=raw).open()
-        kind = Image.open(io.BytesIO(raw)).format
+    def _encode(self, raw: bytes, ref: ImageRef, name: str) -> str:
+        _, _, kind = image_header(raw, where=ref.where, name=name)
+        image = open_image(raw, where=ref.where, max_pixels=ref.limits.max_pixels, downscale=ref.limits.downscale,
+                           name=name)
         if max(image.size) <= self.px and kind in ("PNG", "JPEG", "GIF", "WEBP") and len(raw) <= 3 * self.px ** 2:
             # small already (no bigger than its raw RGB pixels): the file itself; a 64 px synthetic PNG is ~300 bytes
             return f"data:image/{kind.lower()};base64," + base64.b64encode(raw).decode("ascii")
@@ -281,8 +290,11 @@ def _id_ranks(ids: list[str]) -> list[int]:
 
 def build_view_data(scores: str | Path, tokens: str | Path | None = None, manifests=(), *,
                     page_size: int = 50, thumb_px: int = 128, scale_max: float | None = None,
-                    title: str | None = None) -> dict:
-    """Everything the page shows, as the JSON it embeds (no HTML)."""
+                    title: str | None = None, image_root: str | Path | None = None,
+                    allow_absolute_paths: bool = False, limits: ImageLimits = DEFAULT_LIMITS) -> dict:
+    """Everything the page shows, as the JSON it embeds (no HTML). Images follow the rule of every other
+    command (egt.core.records.resolve_image_path: `image_root`, else the scores file's folder and the image
+    folder it records; absolute paths outside only with `allow_absolute_paths`) and `limits`."""
     scores = Path(scores)
     rows = read_rows(scores)
     file = str(scores)
@@ -314,7 +326,7 @@ def build_view_data(scores: str | Path, tokens: str | Path | None = None, manife
     agg = _sentence_agg(tokens_path) if has_tokens else "mean"
 
     sha = sha256_file(scores)
-    base_dir = scores.parent.resolve()
+    root, recorded = image_root_of(scores, image_root)
     thumbs = _Thumbnails(thumb_px)
     cats = sorted({str(r.get("category") or "") for r in rows})
     srcs = sorted({str(r.get("source") or "") for r in rows})
@@ -323,7 +335,8 @@ def build_view_data(scores: str | Path, tokens: str | Path | None = None, manife
     true_label = [m.get("true_label") if m.get("true_label") in (1, 2) else None for m in metas]
     details, images, without_tokens = [], [], 0
     for i, row in enumerate(rows):
-        images.append([thumbs.add(ImageRef.from_row(v, base_dir)) for v in (row.get("images") or [])])
+        images.append([thumbs.add(ImageRef.from_row(v, root, allow_absolute_paths, recorded, (file, i), limits))
+                       for v in (row.get("images") or [])])
         judgements = []
         for k, text in enumerate(completions[ids[i]]):
             if (ids[i], k) in token_data:
@@ -401,15 +414,18 @@ def read_view_data(path: str | Path) -> dict:
 
 def write_view(scores: str | Path, output: str | Path | None = None, *, tokens: str | Path | None = None,
                manifests=(), page_size: int = 50, thumb_px: int = 128, scale_max: float | None = None,
-               title: str | None = None, compress: bool = True) -> Path:
+               title: str | None = None, compress: bool = True, image_root: str | Path | None = None,
+               allow_absolute_paths: bool = False, limits: ImageLimits = DEFAULT_LIMITS) -> Path:
     """Write the viewer of a score file (see the module docstring); returns the HTML file's path.
 
-    `compress=False` embeds the data as plain JSON (larger; readable in the file itself).
+    `compress=False` embeds the data as plain JSON (larger; readable in the file itself). `image_root`,
+    `allow_absolute_paths`, `limits`: which images may be embedded, as for every command (build_view_data).
     """
     scores = Path(scores)
     output = Path(output) if output is not None else scores.parent / "view.html"
     data = build_view_data(scores, tokens, manifests, page_size=page_size, thumb_px=thumb_px,
-                           scale_max=scale_max, title=title)
+                           scale_max=scale_max, title=title, image_root=image_root,
+                           allow_absolute_paths=allow_absolute_paths, limits=limits)
     html = render_html(data, compress)
     write_text(html, output)
     n_judgements = sum(len(d["j"]) for d in data["det"])
@@ -421,4 +437,5 @@ def write_view(scores: str | Path, output: str | Path | None = None, *, tokens: 
 
 def run(cfg: Config) -> Path:
     return write_view(cfg.scores, cfg.output, tokens=cfg.tokens, manifests=cfg.manifest, page_size=cfg.page_size,
-                      thumb_px=cfg.thumb_px, scale_max=cfg.scale_max, title=cfg.title)
+                      thumb_px=cfg.thumb_px, scale_max=cfg.scale_max, title=cfg.title, image_root=cfg.image_root,
+                      allow_absolute_paths=cfg.allow_absolute_paths, limits=cfg.image_limits)

@@ -3,32 +3,37 @@
 A teacher writes `<think>...</think><answer>k</answer>` for every training pair.
 A trace is kept only if `prompts.parse_verdict(reply).verdict == pair.label`
 (the human label, never shown to the teacher by default); a pair gets up to
-`max_attempts` attempts and is dropped, with its reason, when all fail.
+`max_attempts` answered attempts and is dropped, with its reason, when all fail.
 
     egt distill pairs=data/train.parquet output=runs/distill backend=oracle
+    TEACHER_API_KEY=... egt distill --config configs/qwen2.5-vl-7b/distill_vllm_teacher.yaml --dry-run
     TEACHER_API_KEY=... egt distill --config configs/qwen2.5-vl-7b/distill_vllm_teacher.yaml
 
 Backends:
-- `openai`: any OpenAI-compatible chat-completions endpoint (vLLM, SGLang, a
-  hosted API). The key is read from the environment variable named by
-  `api_key_env` and is never logged or written. Images go as base64 data URLs;
-  `concurrency` pairs are in flight. Faults follow egt.core.endpoint (shared with the
-  LLM logic judge): timeouts, connection errors, 429 and 5xx are retried with
-  exponential backoff and full jitter (honouring Retry-After); 401/403/404 stop
-  the run (a wrong key, model or URL fails every pair); retries are counted per
-  pair and in stats.json. A reasoning model that returns its reasoning in
-  `reasoning_content` gets it wrapped in <think></think>.
+- `openai`: one or several OpenAI-compatible chat-completions endpoints (vLLM, SGLang, a hosted
+  API): `base_url` (one URL or a list) or `teachers:` entries (url, model, api_key_env, weight,
+  rate limits). Requests, images, cost and budget: egt.stages.teacher; the fault policy (shared with
+  the LLM logic judge): egt.core.endpoint. Keys are read from the environment variables named by
+  `api_key_env` and never logged or written.
 - `hf`: a local Hugging Face VLM through `egt.model.generation.judge`, batched,
   attempts in rounds over chunks of `hf_chunk_pairs` pairs.
 - `oracle`: the synthetic benchmark's rule-based teacher; with probability
   `oracle_wrong_rate` an attempt is unfaithful, so the filter has work to do.
 
-Outcome of one attempt: `faithful` (verdict == label), `unfaithful`
-(verdict != label), `unparsable` (no verdict, or no <think> block: there is no
-reasoning to distill), `error` (the request failed after `max_retries`
-retries). A dropped pair's `drop_reason` is `teacher_error` when every attempt
-errored, `unparsable` when every attempt was unparsable or errored, else
-`unfaithful`.
+Outcome of one answered attempt: `faithful` (verdict == label), `unfaithful` (verdict != label),
+`unparsable` (no verdict, or no <think> block: there is no reasoning to distill). A pair ends as
+- `kept` (a faithful attempt) or `dropped` (`max_attempts` answered attempts, none faithful;
+  `drop_reason` unparsable when every one was, else unfaithful): final verdicts;
+- `refused`: the teacher's content policy declined it (a verdict of its own, never retried in the
+  run; final only with `refusals_final: true`);
+- `failed`: no verdict yet -- a request failed after its retries (`failure_class`: timeout,
+  connection, rate_limited, server_error, bad_reply, truncated, rejected), or the budget or a stop
+  came first (budget, stopped). Its answered attempts are kept.
+A rerun of the same command sends every pair without a final verdict again, going on from its next
+attempt (attempt i is sent with the seed `teacher.request_seed(seed, id, i)`), so nothing is lost
+and the kept traces equal an uninterrupted run's. `--retry-failed` also re-sends pairs whose final
+verdict involved a teacher failure: refusals even with `refusals_final: true`, and drops that
+journals of egt before 2026-12 recorded with a teacher error among their attempts.
 
 Decision (format): with `canonicalize: true` (default) a kept reply that
 parses but is not exactly formatted is stored as
@@ -36,11 +41,22 @@ parses but is not exactly formatted is stored as
 the format reward checks; `teacher_format_ok` records whether the reply was
 already canonical.
 
-Resume: each finished pair is appended to `<output>/journal.jsonl` (an
-egt.core.files.Journal: flushed and fsynced); a rerun skips the ids already there and a
-torn last line (kill -9 while writing) is cut off. The final files are rebuilt from the journal:
-`traces.parquet` (pair + trace + attempts), `dropped.parquet` (pair +
-drop_reason + attempt_outcomes), `stats.json`.
+Resume: each finished or unfinished pair is appended to `<output>/journal.jsonl` (an
+egt.core.files.Journal: flushed and fsynced; a pair's later record wins); a torn last line (kill -9
+while writing) is cut off. The final files are rebuilt from the journal: `traces.parquet` (pair +
+trace + attempts), `dropped.parquet` (pair + drop_reason + attempt_outcomes), `failed.parquet`
+(pairs without a final verdict: failure_class, last_error; absent when there are none),
+`stats.json` (every count by class, tokens, cost), and a summary table is printed. A run that ends
+with pairs still failed, reaches its budget, or stops because the teacher keeps failing
+(`max_consecutive_failures` pairs in a row) exits with status 75 and says how to resume.
+
+The folder is a run folder (egt.core.runfolder): `fingerprint.json` records the pairs file's SHA-256,
+the teacher (a local model folder's files; for endpoints the served model names -- the weights behind
+a URL cannot be hashed, and endpoints may be added or replaced between runs to spread load or fail
+over) and the settings that change the traces; a rerun with any of them changed is refused, naming
+it, while the journal holds work (`overwrite=true` starts over). Limits, concurrency, prices and the
+budget are not in it: they change how pairs are sent, not what a trace is. One process writes a
+folder at a time.
 
 Swap augmentation (`orders: both`): pairwise judges learn position shortcuts, and
 the standard remedy (JudgeLM, PandaLM) is to train on both orders. Each pair is
@@ -56,36 +72,57 @@ vacuous; it is off by default.
 
 from __future__ import annotations
 
-import base64
-import io
+import sys
 import random
 import time
 from collections import Counter
-from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Literal
+from typing import Any, Callable, Literal
 
-from pydantic import Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from egt.core import prompts
 from egt.core.config import StageConfig, save_config
-from egt.core.errors import ConfigError
+from egt.core.errors import ConfigError, RunIncomplete
 from egt.core.files import Journal, check_unique_ids, write_json
+from egt.core.images import ImageOptions
 from egt.core.records import PreferencePair, read_pairs, write_rows
 from egt.model.loading import MAX_PIXELS_HELP, MIN_PIXELS_HELP
 
 JOURNAL = "journal.jsonl"
+# What `egt distill` writes in its folder (removed by overwrite, or when a failed run is replaced).
+OWNED = (JOURNAL, "traces.parquet", "dropped.parquet", "failed.parquet", "stats.json", "distill_config.yaml")
+# Config keys that change the traces (the teacher itself: its folder's files, or the served model names).
+FINGERPRINTED = ("backend", "max_attempts", "reveal_label", "canonicalize", "orders", "seed", "temperature", "top_p",
+                 "max_tokens", "token_param", "send_seed", "extra_body", "system_prompt", "teacher_max_image_side",
+                 "teacher_max_image_pixels", "oracle_wrong_rate", "allow_absolute_paths")
+ANSWERED = ("faithful", "unfaithful", "unparsable")   # outcomes of an attempt the teacher answered
+TEACHER_ERRORS = ("timeout", "connection", "rate_limited", "server_error", "bad_reply", "truncated", "rejected")
 
 
-class Config(StageConfig):
+class TeacherEntry(BaseModel):
+    """One teacher endpoint of `teachers:` (backend=openai)."""
+
+    model_config = ConfigDict(extra="forbid")
+    url: str = Field(description="base URL, e.g. http://gpu-node-3:8000/v1")
+    model: str | None = Field(None, description="model served there (default: the top-level model)")
+    api_key_env: str | None = Field(None, description="NAME of its key's env var (default: the top-level "
+                                                      "api_key_env; null: no key)")
+    weight: float = Field(1.0, gt=0, description="share of the requests, relative to the other entries")
+    requests_per_minute: float | None = Field(None, gt=0, description="this endpoint's own limit")
+    tokens_per_minute: float | None = Field(None, gt=0, description="this endpoint's own limit")
+
+
+class Config(StageConfig, ImageOptions):
     pairs: Path = Field(description="pairs file (Parquet or JSONL) to distill")
     image_root: Path | None = Field(None, description="folder images resolve against and stay inside "
                                                       "(default: the pairs file's folder)")
     allow_absolute_paths: bool = Field(False, description="read absolute image paths outside image_root")
     output: Path = Field(description="run folder: traces.parquet, dropped.parquet, stats.json, journal.jsonl")
+    overwrite: bool = Field(False, description="discard traces of another pairs file, teacher or settings in output")
     backend: Literal["openai", "hf", "oracle"] = "oracle"
-    max_attempts: int = Field(3, ge=1, description="attempts per pair before it is dropped")
+    max_attempts: int = Field(3, ge=1, description="answered attempts per pair before it is dropped")
     reveal_label: bool = Field(False, description="tell the teacher the better response (LEAKS the label)")
     canonicalize: bool = Field(True, description="store kept traces as format_judgement(think, verdict)")
     limit: int | None = Field(None, ge=1, description="distill only the first N pairs")
@@ -94,19 +131,63 @@ class Config(StageConfig):
                            "(`<id>::swap`, label flipped), each order with its own attempts and filter")
     seed: int = 0
     progress: bool = True
-    # openai backend
-    base_url: str | None = Field(None, description="e.g. http://localhost:8000/v1")
+    dry_run: bool = Field(False, description="print what would be sent and the cost estimate, send nothing")
+    retry_failed: bool = Field(False, description="also re-send pairs whose final verdict involved a teacher "
+                                                  "failure (refusals, old journals' drops with errors)")
+    # openai backend: endpoints
+    base_url: str | list[str] | None = Field(None, description="e.g. http://localhost:8000/v1, or a list of "
+                                                              "URLs serving the same model")
+    teachers: list[TeacherEntry] = Field(default_factory=list, description="endpoints with their own model, "
+                                         "key, weight and limits (instead of base_url)")
     model: str | None = Field(None, description="model name served at base_url (openai) or path (hf)")
-    api_key_env: str = Field("OPENAI_API_KEY", description="NAME of the env var holding the key")
+    api_key_env: str | None = Field("OPENAI_API_KEY", description="NAME of the env var holding the key "
+                                                                 "(null: the server needs none)")
     concurrency: int = Field(8, ge=1, description="requests in flight")
-    request_timeout_s: float = Field(120.0, gt=0)
-    max_retries: int = Field(5, ge=0, description="retries per attempt on timeout, connection error, 429, 5xx")
+    request_timeout_s: float = Field(120.0, gt=0, description="limit for one whole reply, body included")
+    max_retries: int = Field(5, ge=0, description="retries per attempt on timeouts, connection errors, 429, "
+                                                  "5xx, malformed or truncated replies")
     backoff_base_s: float = Field(1.0, ge=0)
     backoff_max_s: float = Field(60.0, ge=0)
-    temperature: float = Field(0.7, ge=0)
-    top_p: float = Field(1.0, gt=0, le=1)
+    requests_per_minute: float | None = Field(None, gt=0, description="limit over all endpoints")
+    tokens_per_minute: float | None = Field(None, gt=0, description="limit over all endpoints (prompt "
+                                                                   "estimate + max_tokens, corrected by usage)")
+    endpoint_set_aside_after: int = Field(5, ge=1, description="failures in a row that set an endpoint aside "
+                                                               "(several endpoints only)")
+    endpoint_set_aside_s: float = Field(60.0, ge=0, description="first set-aside period; doubles, at most 10x")
+    max_consecutive_failures: int | None = Field(
+        25, ge=1, description="stop (exit 75, resumable) after this many pairs in a row end in teacher errors")
+    refusals_final: bool = Field(False, description="a content-policy refusal is a final verdict (not asked "
+                                                    "again on a rerun)")
+    # openai backend: what a request holds
+    temperature: float | None = Field(0.7, ge=0, description="null: not sent (models that refuse it)")
+    top_p: float | None = Field(None, gt=0, le=1, description="null: not sent (the server's default)")
     max_tokens: int = Field(1024, ge=1, description="teacher completion budget (max_new_tokens for hf)")
+    token_param: Literal["max_tokens", "max_completion_tokens"] | None = Field(
+        "max_tokens", description="field the completion budget is sent in (max_completion_tokens for "
+                                  "reasoning APIs); null: not sent")
+    send_seed: bool = Field(True, description="send each attempt's seed (reproducible sampling on vLLM)")
+    extra_body: dict[str, Any] = Field(default_factory=dict, description="added to every request as given, "
+                                       "e.g. {reasoning_effort: low}")
+    stream: bool = Field(False, description="read replies as server-sent events")
     system_prompt: str | None = None
+    teacher_max_image_side: int | None = Field(None, ge=1, description="downscale images whose longer side "
+                                                                       "is above this before sending")
+    teacher_max_image_pixels: int | None = Field(
+        12_845_056, ge=1, description="downscale images above this many pixels before sending (default: "
+                                      "Qwen2.5-VL's own max_pixels, 3584x3584)")
+    # openai backend: cost
+    price_input_per_1k_usd: float = Field(0.0, ge=0, description="price of 1,000 prompt tokens")
+    price_output_per_1k_usd: float = Field(0.0, ge=0, description="price of 1,000 completion tokens")
+    expected_attempts: float | None = Field(None, ge=1, description="attempts per pair in the estimate "
+                                            "(default: the journal's mean, else 1.5)")
+    expected_completion_tokens: int | None = Field(None, ge=1, description="completion tokens per reply in the "
+                                                   "estimate (default: the journal's mean, else max_tokens)")
+    pixels_per_image_token: int = Field(784, ge=1, description="image tokens in the prompt estimate: "
+                                                               "pixels / this (784 = 28x28, Qwen2.5-VL)")
+    max_cost_usd: float | None = Field(None, gt=0, description="stop before spending more (all runs of the "
+                                                               "folder; needs prices)")
+    max_tokens_total: int | None = Field(None, ge=1, description="stop before using more prompt + completion "
+                                                                 "tokens (all runs of the folder)")
     # hf backend
     device: str = "auto"
     processor_max_pixels: int | None = Field(None, ge=1, description="hf: " + MAX_PIXELS_HELP)
@@ -116,41 +197,87 @@ class Config(StageConfig):
     # oracle backend
     oracle_wrong_rate: float = Field(0.1, ge=0, le=1, description="probability an oracle attempt is unfaithful")
 
+    def teacher_entries(self) -> list[TeacherEntry]:
+        """The endpoints of backend=openai: `teachers`, else one entry per URL of `base_url`."""
+        if self.teachers and self.base_url:
+            raise ConfigError("give either base_url or teachers, not both")
+        if self.teachers:
+            return list(self.teachers)
+        urls = [self.base_url] if isinstance(self.base_url, str) else list(self.base_url or [])
+        return [TeacherEntry(url=url) for url in urls]
+
 
 # ------------------------------------------------------------------ attempts
 
 @dataclass
 class Attempt:
-    outcome: str                 # faithful | unfaithful | unparsable | error
+    outcome: str                 # faithful | unfaithful | unparsable (ANSWERED); error in old journals
     reply: str = ""
     error: str = ""
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    finish_reason: str = ""
 
 
 @dataclass
 class PairResult:
+    """A pair's attempts in this run, plus what its journal record carried from earlier runs."""
+
     id: str
     attempts: list[Attempt] = field(default_factory=list)
     trace: str | None = None
     format_ok: bool = False
     retries: int = 0
+    failure: str = ""            # why it has no final verdict: a TEACHER_ERRORS class, refused, budget, stopped
+    error: str = ""              # the last error's text
+    faults: Counter = field(default_factory=Counter)   # failed requests by class (retried ones included)
+    prompt_tokens: int = 0       # tokens not held by `attempts`: earlier runs', a refusal's
+    completion_tokens: int = 0
+    hit_max_tokens: int = 0      # earlier runs' replies cut at max_tokens (finish_reason length)
+    info: dict = field(default_factory=dict)   # prompt_tokens_estimate, images_downscaled, teacher_model
+
+    @classmethod
+    def resume(cls, pair_id: str, previous: dict | None) -> "PairResult":
+        """Go on from a journal record without a final verdict: its answered attempts and counts."""
+        if previous is None:
+            return cls(pair_id)
+        return cls(pair_id, attempts=[Attempt(o) for o in previous.get("outcomes", []) if o in ANSWERED],
+                   retries=previous.get("retries", 0), faults=Counter(previous.get("faults", {})),
+                   prompt_tokens=previous.get("prompt_tokens", 0),
+                   completion_tokens=previous.get("completion_tokens", 0),
+                   hit_max_tokens=previous.get("hit_max_tokens", 0))
+
+    @property
+    def status(self) -> str:
+        if self.trace is not None:
+            return "kept"
+        if self.failure:
+            return "refused" if self.failure == "refused" else "failed"
+        return "dropped"
 
     def record(self) -> dict:
         outcomes = [a.outcome for a in self.attempts]
-        rec = {"id": self.id, "status": "kept" if self.trace is not None else "dropped",
-               "attempts": len(self.attempts), "outcomes": outcomes, "retries": self.retries,
-               "prompt_tokens": sum(a.prompt_tokens for a in self.attempts),
-               "completion_tokens": sum(a.completion_tokens for a in self.attempts)}
-        if self.trace is not None:
+        status = self.status
+        rec = {"id": self.id, "status": status, "attempts": len(self.attempts), "outcomes": outcomes,
+               "retries": self.retries,
+               "prompt_tokens": self.prompt_tokens + sum(a.prompt_tokens for a in self.attempts),
+               "completion_tokens": self.completion_tokens + sum(a.completion_tokens for a in self.attempts)}
+        cut = self.hit_max_tokens + sum(a.finish_reason == "length" for a in self.attempts)
+        rec.update({k: v for k, v in (("faults", dict(sorted(self.faults.items()))), ("hit_max_tokens", cut))
+                    if v})
+        rec.update(self.info)
+        if status == "kept":
             rec.update(trace=self.trace, teacher_format_ok=self.format_ok)
-        else:
+        elif status == "dropped":
             rec["drop_reason"] = drop_reason(outcomes)
             rec["last_error"] = next((a.error for a in reversed(self.attempts) if a.error), "")
+        else:
+            rec.update(failure_class=self.failure, last_error=self.error)
         return rec
 
 
 def drop_reason(outcomes: list[str]) -> str:
+    """Why a pair whose attempts were all answered was dropped (teacher_error: old journals only)."""
     if all(o == "error" for o in outcomes):
         return "teacher_error"
     if all(o in ("unparsable", "error") for o in outcomes):
@@ -191,80 +318,6 @@ def run_attempts(pair: PreferencePair, cfg: Config, ask: Callable[[int], Attempt
         if result.trace is not None:
             break
     return result
-
-
-# ------------------------------------------------------------------ openai backend
-
-_MIME = {"PNG": "image/png", "JPEG": "image/jpeg", "WEBP": "image/webp", "GIF": "image/gif"}
-
-
-def image_data_url(ref) -> str:
-    """Base64 data URL of an image: original bytes when the format is web-safe, else PNG."""
-    from PIL import Image
-
-    data = ref.read_bytes()  # checks the image root (egt.core.records.resolve_image_path)
-    try:
-        fmt = Image.open(io.BytesIO(data)).format
-    except Exception:
-        fmt = None
-    if fmt not in _MIME:
-        buffer = io.BytesIO()
-        ref.open().save(buffer, format="PNG")
-        data, fmt = buffer.getvalue(), "PNG"
-    return f"data:{_MIME[fmt]};base64,{base64.b64encode(data).decode('ascii')}"
-
-
-class OpenAITeacher:
-    """The teacher behind an OpenAI-compatible endpoint, with egt.core.endpoint's fault policy."""
-
-    def __init__(self, cfg: Config):
-        from egt.core.endpoint import Endpoint, RetryPolicy
-
-        if not cfg.base_url or not cfg.model:
-            raise ConfigError("backend=openai needs base_url (e.g. http://localhost:8000/v1) and model")
-        self.cfg = cfg
-        self.endpoint = Endpoint(cfg.base_url, cfg.model, cfg.api_key_env, cfg.request_timeout_s,
-                                 RetryPolicy(cfg.max_retries, cfg.backoff_base_s, cfg.backoff_max_s),
-                                 what="backend=openai: teacher endpoint")
-
-    def messages(self, pair: PreferencePair) -> list[dict]:
-        content = [{"type": "image_url", "image_url": {"url": image_data_url(ref)}} for ref in pair.images]
-        content.append({"type": "text", "text": teacher_prompt(pair, self.cfg.reveal_label)})
-        messages = [{"role": "system", "content": self.cfg.system_prompt}] if self.cfg.system_prompt else []
-        return messages + [{"role": "user", "content": content}]
-
-    def distill(self, pair: PreferencePair) -> PairResult:
-        cfg = self.cfg
-        messages = self.messages(pair)
-        rng = random.Random(f"{cfg.seed}:{pair.id}:backoff")
-        retries = 0
-
-        def ask(attempt_index: int) -> Attempt:
-            nonlocal retries
-            result = self.endpoint.chat(messages, rng, temperature=cfg.temperature, top_p=cfg.top_p,
-                                        max_tokens=cfg.max_tokens)
-            retries += result.retries
-            if result.response is None:
-                return Attempt("error", error=result.error)
-            try:
-                return self._attempt(result.response)
-            except (ValueError, KeyError, IndexError, AttributeError, TypeError) as exc:
-                return Attempt("error", error=f"bad reply ({type(exc).__name__})")
-
-        result = run_attempts(pair, cfg, ask)
-        result.retries = retries
-        return result
-
-    @staticmethod
-    def _attempt(resp) -> Attempt:
-        message = resp.choices[0].message
-        reply = message.content or ""
-        reasoning = getattr(message, "reasoning_content", None) or getattr(message, "reasoning", None)
-        if isinstance(reasoning, str) and reasoning.strip() and "<think>" not in reply:
-            reply = f"<think>{reasoning.strip()}</think>{reply}"
-        usage = resp.usage
-        return Attempt("", reply=reply, prompt_tokens=getattr(usage, "prompt_tokens", 0) or 0,
-                       completion_tokens=getattr(usage, "completion_tokens", 0) or 0)
 
 
 # ------------------------------------------------------------------ local backends
@@ -308,8 +361,9 @@ class HFTeacher:
             if not pending:
                 break
             requests = [JudgeRequest(p, seed=judgement_seed(cfg.seed, p.id, attempt_index)) for p in pending]
-            judgements = judge(self.model, self.processor, requests, temperature=cfg.temperature,
-                               top_p=cfg.top_p, max_new_tokens=cfg.max_tokens, batch_size=cfg.batch_size,
+            judgements = judge(self.model, self.processor, requests,
+                               temperature=1.0 if cfg.temperature is None else cfg.temperature,
+                               top_p=cfg.top_p or 1.0, max_new_tokens=cfg.max_tokens, batch_size=cfg.batch_size,
                                progress=False)
             still = []
             for pair, judgement in zip(pending, judgements):
@@ -325,27 +379,90 @@ class HFTeacher:
         return [results[p.id] for p in pairs]
 
 
+# ------------------------------------------------------------------ which pairs a run sends
+
+def is_final(rec: dict, refusals_final: bool) -> bool:
+    """A final verdict: kept, dropped by the fidelity filter, or refused when refusals are final."""
+    status = rec.get("status")
+    if status == "dropped":
+        return rec.get("drop_reason") != "teacher_error"   # old journals: a pair that was never answered
+    return status == "kept" or (status == "refused" and refusals_final)
+
+
+def involved_failure(rec: dict) -> bool:
+    """A verdict that a teacher failure had a hand in: a refusal, or an old journal's drop with errors."""
+    return rec.get("status") == "refused" or \
+        (rec.get("status") == "dropped" and any(o not in ANSWERED for o in rec.get("outcomes", [])))
+
+
+def needs_sending(rec: dict | None, cfg: Config) -> bool:
+    """Whether this run sends the pair: no record, no final verdict, or `retry_failed` and a failure."""
+    if rec is None or not is_final(rec, cfg.refusals_final):
+        return True
+    return cfg.retry_failed and involved_failure(rec)
+
+
+# ------------------------------------------------------------------ progress
+
+class Progress:
+    """The bar: pairs done with ETA, kept %, failed pairs, retries and cost so far."""
+
+    def __init__(self, cfg: Config, total: int, done: dict[str, dict], pairs: list[PreferencePair]):
+        from tqdm.auto import tqdm
+
+        records = [done[p.id] for p in pairs if p.id in done and not needs_sending(done[p.id], cfg)]
+        self.bar = tqdm(total=total, initial=len(records), desc="distill", unit="pair", disable=not cfg.progress,
+                        dynamic_ncols=True)
+        self.done = len(records)
+        self.kept = sum(r["status"] == "kept" for r in records)
+        self.failed = self.retries = 0
+        self.cost: Callable[[], str] | None = None
+
+    def update(self, records: list[dict]) -> None:
+        self.done += len(records)
+        self.kept += sum(r["status"] == "kept" for r in records)
+        self.failed += sum(r["status"] == "failed" for r in records)
+        self.retries += sum(r.get("retries", 0) for r in records)
+        postfix = {"kept": f"{100 * self.kept / max(self.done, 1):.1f}%"}
+        if self.failed or self.retries:
+            postfix.update(failed=self.failed, retries=self.retries)
+        if self.cost is not None:
+            postfix["cost"] = self.cost()
+        self.bar.set_postfix(postfix, refresh=False)
+        self.bar.update(len(records))
+
+    def close(self) -> None:
+        self.bar.close()
+
+
 # ------------------------------------------------------------------ run
 
-def _progress(cfg: Config, total: int, initial: int, kept: int):
-    from tqdm.auto import tqdm
+def fingerprint(cfg: Config) -> dict:
+    """What the traces depend on (egt.core.runfolder): the pairs file's content, the teacher -- a local model
+    folder's files, or the model names the endpoints serve (the weights behind a URL cannot be hashed; the
+    URLs themselves may change between runs) -- and the settings that change what it writes."""
+    from egt.core import runfolder
+    from egt.core.images import image_settings
 
-    bar = tqdm(total=total, initial=initial, desc="distill", unit="pair", disable=not cfg.progress,
-               dynamic_ncols=True)
-    state = {"kept": kept, "done": initial}
-
-    def update(records: list[dict]) -> None:
-        state["done"] += len(records)
-        state["kept"] += sum(r["status"] == "kept" for r in records)
-        bar.set_postfix(kept=f"{100 * state['kept'] / max(state['done'], 1):.1f}%", refresh=False)
-        bar.update(len(records))
-    return bar, update
+    settings = {key: getattr(cfg, key) for key in FINGERPRINTED}
+    settings["image_root"] = None if cfg.image_root is None else str(Path(cfg.image_root).resolve())
+    settings.update(image_settings(cfg.image_limits))
+    models = {}
+    if cfg.backend == "openai":
+        settings["models"] = sorted({entry.model or cfg.model or "" for entry in cfg.teachers} or {cfg.model or ""})
+    elif cfg.backend == "hf":
+        models["teacher"] = cfg.model
+    return runfolder.fingerprint(inputs={"pairs": cfg.pairs}, models=models, settings=settings)
 
 
 def run(cfg: Config) -> Path:
     from egt.core.runfolder import open_run_folder
 
-    with open_run_folder(cfg.output, "distill"):  # one writer; removes temp files a killed run left
+    journal = Path(cfg.output) / JOURNAL
+    # one writer; a folder holding traces of other pairs, another teacher or settings is refused
+    with open_run_folder(cfg.output, "distill", fingerprint=lambda: fingerprint(cfg), owned=OWNED,
+                         overwrite=cfg.overwrite,
+                         has_results=lambda: journal.exists() and bool(Journal(journal).read())):
         return _run(cfg)
 
 
@@ -353,81 +470,186 @@ def _run(cfg: Config) -> Path:
     t0 = time.perf_counter()
     out = Path(cfg.output)
     out.mkdir(parents=True, exist_ok=True)
-    pairs = read_pairs(cfg.pairs, cfg.image_root, cfg.allow_absolute_paths)
+    pairs = read_pairs(cfg.pairs, cfg.image_root, cfg.allow_absolute_paths, cfg.image_limits)
     if cfg.limit is not None:
         pairs = pairs[: cfg.limit]
     check_unique_ids([p.id for p in pairs], cfg.pairs)
+    if cfg.backend != "oracle":   # the teachers that see images: each inside its root and within the cap
+        for pair in pairs:
+            pair.check_images(sizes=True)
     if cfg.orders == "both":
         pairs = [q for p in pairs for q in (p, p.swapped())]
         check_unique_ids([p.id for p in pairs], cfg.pairs)  # an input id may already end in ::swap
-    save_config(cfg, out / "distill_config.yaml")  # holds the env var NAME only, never the key
 
     journal = Journal(out / JOURNAL, key="id")
     done = journal.load()
-    todo = [p for p in pairs if p.id not in done]
-    bar, update = _progress(cfg, len(pairs), len(pairs) - len(todo),
-                            sum(done[p.id]["status"] == "kept" for p in pairs if p.id in done))
+    todo = [p for p in pairs if needs_sending(done.get(p.id), cfg)]
+    if cfg.dry_run:
+        _dry_run(cfg, pairs, todo, done)
+        return out
+    save_config(cfg, out / "distill_config.yaml")  # holds the env var NAME only, never the key
+    if cfg.backend == "openai" and todo:
+        from egt.stages.teacher import Spend, estimate_cost, format_estimate
+
+        print(format_estimate(estimate_cost(cfg, todo, Spend.of(done.values())), cfg), file=sys.stderr)
+    progress = Progress(cfg, len(pairs), done, pairs)
 
     def finish(results: list[PairResult]) -> None:
         records = [r.record() for r in results]
         journal.append(records)
-        update(records)
+        progress.update(records)
 
+    stop: BaseException | None = None
+    run_info: dict = {}
     try:
         if cfg.backend == "openai" and todo:
-            teacher = OpenAITeacher(cfg)
-            with ThreadPoolExecutor(max_workers=cfg.concurrency) as pool:
-                futures = [pool.submit(teacher.distill, p) for p in todo]
-                try:
-                    for future in as_completed(futures):
-                        finish([future.result()])
-                except BaseException:
-                    for f in futures:
-                        f.cancel()
-                    raise
+            from egt.stages.teacher import send_pairs
+
+            stop, run_info = send_pairs(cfg, todo, done, finish, progress)
         elif cfg.backend in ("hf", "oracle") and todo:
             teacher = HFTeacher(cfg) if cfg.backend == "hf" else None
             for start in range(0, len(todo), cfg.hf_chunk_pairs):
                 chunk = todo[start:start + cfg.hf_chunk_pairs]
                 finish(teacher.results(chunk) if teacher else _oracle_results(chunk, cfg))
     finally:
-        bar.close()
-    return _write_outputs(cfg, out, pairs, journal.load(), time.perf_counter() - t0)
+        progress.close()
+    stats = _write_outputs(cfg, out, pairs, journal.load(), time.perf_counter() - t0, run_info)
+    if cfg.backend == "openai" or cfg.progress:
+        print(format_summary(stats, out), file=sys.stderr)
+    _raise_if_unfinished(cfg, stats, stop)
+    return out
+
+
+def _dry_run(cfg: Config, pairs: list[PreferencePair], todo: list[PreferencePair], done: dict) -> None:
+    """Print what a run would send and, for backend=openai, the cost estimate; send nothing."""
+    print(f"egt distill (dry run): {len(pairs)} pairs, {len(pairs) - len(todo)} with a final verdict in the "
+          f"journal, {len(todo)} to send", file=sys.stderr)
+    if cfg.backend == "openai":
+        from egt.stages.teacher import Spend, estimate_cost, format_estimate
+
+        print(format_estimate(estimate_cost(cfg, todo, Spend.of(done.values())), cfg), file=sys.stderr)
+
+
+def _raise_if_unfinished(cfg: Config, stats: dict, stop: BaseException | None) -> None:
+    """Exit 75 (resumable) for a budget, a failing teacher or failed pairs; re-raise any other stop."""
+    if stop is not None:
+        raise stop
+    left = stats["outcomes"]["failed"] + stats["outcomes"]["not_sent"]
+    if stats["this_run"].get("budget_reached"):
+        cap = (f"max_cost_usd ${cfg.max_cost_usd:,.2f}" if cfg.max_cost_usd is not None else "") + \
+              (" / " if cfg.max_cost_usd is not None and cfg.max_tokens_total is not None else "") + \
+              (f"max_tokens_total {cfg.max_tokens_total:,}" if cfg.max_tokens_total is not None else "")
+        raise RunIncomplete(f"budget reached: spent ${stats['cost_usd']:,.2f} and {stats['tokens_total']:,} tokens "
+                            f"of {cap}; {left} pairs left (journal.jsonl keeps the rest): raise the cap and rerun "
+                            f"the same command to resume")
+    failed = stats["failed_by_class"]
+    if stats["outcomes"]["failed"]:
+        classes = ", ".join(f"{name} {n}" for name, n in sorted(failed.items(), key=lambda kv: -kv[1]))
+        raise RunIncomplete(f"{stats['outcomes']['failed']} pairs have no verdict yet ({classes}; listed in "
+                            f"failed.parquet); rerun the same command to retry them")
 
 
 def _write_outputs(cfg: Config, out: Path, pairs: list[PreferencePair], done: dict[str, dict],
-                   wall_s: float) -> Path:
-    kept_rows, dropped_rows = [], []
+                   wall_s: float, run_info: dict | None = None) -> dict:
+    kept_rows, dropped_rows, failed_rows = [], [], []
     attempts_hist: Counter = Counter()
     reasons: Counter = Counter()
+    failed_by: Counter = Counter()
+    faults: Counter = Counter()
     tokens = Counter()
     for pair in pairs:
-        rec = done[pair.id]
+        rec = done.get(pair.id)
+        if rec is None:
+            tokens["not_sent"] += 1
+            continue
         row = pair.to_row()
         tokens["prompt"] += rec.get("prompt_tokens", 0)
         tokens["completion"] += rec.get("completion_tokens", 0)
         tokens["retries"] += rec.get("retries", 0)
+        tokens["hit_max_tokens"] += rec.get("hit_max_tokens", 0)
+        tokens["images_downscaled"] += len(rec.get("images_downscaled", []))
+        faults.update(rec.get("faults", {}))
         if rec["status"] == "kept":
             row.update(trace=rec["trace"], attempts=rec["attempts"],
                        teacher_format_ok=bool(rec.get("teacher_format_ok")))
             kept_rows.append(row)
             attempts_hist[rec["attempts"]] += 1
-        else:
-            row.update(drop_reason=rec["drop_reason"], attempts=rec["attempts"],
-                       attempt_outcomes=rec["outcomes"], last_error=rec.get("last_error", ""))
+        elif is_final(rec, cfg.refusals_final) or rec["status"] == "refused":  # a refusal is a verdict of its own
+            reason = rec.get("drop_reason") or "content_refused"
+            row.update(drop_reason=reason, attempts=rec["attempts"], attempt_outcomes=rec["outcomes"],
+                       last_error=rec.get("last_error", ""))
             dropped_rows.append(row)
-            reasons[rec["drop_reason"]] += 1
+            reasons[reason] += 1
+        else:
+            failure = rec.get("failure_class") or "teacher_error"
+            row.update(failure_class=failure, attempts=rec["attempts"], attempt_outcomes=rec["outcomes"],
+                       last_error=rec.get("last_error", ""))
+            failed_rows.append(row)
+            failed_by[failure] += 1
     write_rows(kept_rows, out / "traces.parquet")
     write_rows(dropped_rows, out / "dropped.parquet")
+    if failed_rows:
+        write_rows(failed_rows, out / "failed.parquet")
+    else:
+        (out / "failed.parquet").unlink(missing_ok=True)  # a rerun that finished them all
     n = len(pairs)
     stats = {
         "backend": cfg.backend, "model": cfg.model, "pairs": n, "kept": len(kept_rows),
         "dropped": len(dropped_rows), "kept_pct": round(100 * len(kept_rows) / n, 3) if n else 0.0,
+        "complete": not failed_rows and not tokens["not_sent"],
+        "outcomes": {"kept": len(kept_rows), "dropped": len(dropped_rows) - reasons["content_refused"],
+                     "refused": reasons["content_refused"], "failed": len(failed_rows),
+                     "not_sent": tokens["not_sent"]},
         "attempts_histogram": {str(k): attempts_hist[k] for k in sorted(attempts_hist)},
-        "drop_reasons": dict(reasons), "max_attempts": cfg.max_attempts, "reveal_label": cfg.reveal_label,
-        "orders": cfg.orders,
+        "drop_reasons": dict(reasons),
+        "failed_by_class": dict(sorted(failed_by.items())),
+        "faults_by_class": dict(sorted(faults.items())),
+        "max_attempts": cfg.max_attempts, "reveal_label": cfg.reveal_label, "orders": cfg.orders,
+        "refusals_final": cfg.refusals_final,
         "prompt_tokens": tokens["prompt"], "completion_tokens": tokens["completion"],
-        "retries": tokens["retries"], "wall_time_s": round(wall_s, 3),
+        "tokens_total": tokens["prompt"] + tokens["completion"],
+        "cost_usd": round((tokens["prompt"] * cfg.price_input_per_1k_usd
+                           + tokens["completion"] * cfg.price_output_per_1k_usd) / 1000, 6),
+        "retries": tokens["retries"], "hit_max_tokens": tokens["hit_max_tokens"],
+        "images_downscaled": tokens["images_downscaled"], "wall_time_s": round(wall_s, 3),
+        "this_run": run_info or {},
     }
     write_json(stats, out / "stats.json")
-    return out
+    return stats
+
+
+def format_summary(stats: dict, out: Path) -> str:
+    """The table printed at the end of a run: every pair's outcome by class, requests, tokens, cost."""
+    o, n = stats["outcomes"], max(stats["pairs"], 1)
+    rows = [("kept", o["kept"], "")]
+    for reason, count in sorted(stats["drop_reasons"].items()):
+        if reason == "content_refused":
+            rows.append(("refused by content policy", count, "final" if stats["refusals_final"] else
+                         "asked again on a rerun (refusals_final: true keeps them dropped)"))
+        else:
+            rows.append((f"dropped: {reason}", count, "final"))
+    for name, count in sorted(stats["failed_by_class"].items(), key=lambda kv: -kv[1]):
+        rows.append((f"failed: {name}", count, "no verdict yet: a rerun retries it"))
+    if o["not_sent"]:
+        rows.append(("not sent", o["not_sent"], "a rerun sends it"))
+    lines = [f"egt distill: {stats['pairs']} pairs -> {out}" + ("" if stats["complete"] else " (incomplete)")]
+    lines += [f"  {label:<28} {count:>8}  {100 * count / n:5.1f}%  {note}".rstrip() for label, count, note in rows]
+    run = stats["this_run"]
+    if run:
+        faults = ", ".join(f"{k} {v}" for k, v in run["faults_by_class"].items()) or "none"
+        lines.append(f"  this run: {run['requests']:,} requests ({run['requests_per_s']}/s), {run['retries']:,} "
+                     f"retries; failed requests by class: {faults}")
+        if run.get("rate_limit_wait_s"):
+            lines.append(f"  rate limiter waited {run['rate_limit_wait_s']:.1f} s (summed over threads)")
+        aside = [f"{e['url']} {e['set_aside']}x" for e in run["endpoints"] if e["set_aside"]]
+        if aside:
+            lines.append(f"  endpoints set aside: {', '.join(aside)}")
+    cost = f" = ${stats['cost_usd']:,.2f}" if stats["cost_usd"] else ""
+    lines.append(f"  tokens (all runs): {stats['prompt_tokens']:,} prompt + {stats['completion_tokens']:,} "
+                 f"completion{cost}; retries {stats['retries']:,}")
+    extras = [f"{stats['images_downscaled']} images downscaled" if stats["images_downscaled"] else "",
+              f"{stats['hit_max_tokens']} replies cut at max_tokens (raise max_tokens?)"
+              if stats["hit_max_tokens"] else ""]
+    if any(extras):
+        lines.append("  " + "; ".join(e for e in extras if e))
+    return "\n".join(lines)

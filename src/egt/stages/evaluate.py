@@ -17,7 +17,10 @@ greedy) and takes the plurality vote; the vote and metric rules are in
 
 Output folder:
 - judgements.jsonl  append-only log, one line per judged (pair, order), written
-  after every batch; a rerun skips what it holds (a torn last line is redone).
+  after every batch; a rerun skips the batches it holds whole and judges a batch
+  a kill left partly written (a torn line) again whole: batches are fixed
+  positions of the list of (pair, order) units (egt.core.files.batches_to_run), so
+  a resumed run's judgements equal an uninterrupted run's to the bit.
 - fingerprint.json  what the judgements depend on (egt.core.runfolder): the data's and
   every model file's SHA-256, image root, samples, decoding settings, dtype. A
   rerun with any of them changed is refused, naming what changed, while the
@@ -59,8 +62,9 @@ from pydantic import Field, model_validator
 
 from egt.core import runfolder
 from egt.core.config import StageConfig, save_config
-from egt.core.errors import EgtError
-from egt.core.files import Journal, check_unique_ids, write_json, write_text
+from egt.core.errors import DataError, EgtError
+from egt.core.files import Journal, batches_to_run, check_unique_ids, write_json, write_text
+from egt.core.images import ImageOptions, image_settings
 from egt.core.records import PreferencePair, read_pairs, write_rows
 from egt.core.runfolder import open_run_folder
 from egt.model.loading import MAX_PIXELS_HELP, MIN_PIXELS_HELP, TorchDtype, check_model_folder
@@ -77,7 +81,7 @@ LOG_NAME = "judgements.jsonl"
 OWNED = (LOG_NAME, "predictions.jsonl", "metrics.json", "metrics.md", "config.yaml", "eval_settings.json")
 
 
-class Config(StageConfig):
+class Config(StageConfig, ImageOptions):
     benchmark: Literal["vlrewardbench", "mmrb", "mmrlhf", "synthetic", "pairs"] | None = Field(
         None, description="benchmark format of --data")
     data: Path | None = Field(None, description="benchmark file (or egt pairs file for synthetic/pairs)")
@@ -100,7 +104,9 @@ class Config(StageConfig):
     processor_max_pixels: int | None = Field(None, ge=1, description=MAX_PIXELS_HELP)
     processor_min_pixels: int | None = Field(None, ge=1, description=MIN_PIXELS_HELP)
     limit: int | None = Field(None, ge=1, description="judge only the first N pairs")
-    on_error: Literal["fail", "skip"] = Field("fail", description="bad benchmark rows: stop, or skip and count")
+    on_error: Literal["fail", "skip"] = Field("fail", description="bad benchmark rows (and images that are missing, "
+                                                                  "not images or above max_image_pixels): stop, or "
+                                                                  "skip and count")
     progress: bool = True
     output: Path | None = Field(None, description="run folder")
 
@@ -117,19 +123,35 @@ class Config(StageConfig):
 def load_pairs(cfg: Config) -> tuple[list[PreferencePair], list[dict]]:
     """The benchmark rows as pairs, and the rows skipped as bad (on_error=skip)."""
     if cfg.benchmark in ("synthetic", "pairs"):
-        pairs, skipped = read_pairs(cfg.data, cfg.image_root, cfg.allow_absolute_paths), []
+        pairs, skipped = read_pairs(cfg.data, cfg.image_root, cfg.allow_absolute_paths, cfg.image_limits), []
     else:
         from egt.data.readers import load_benchmark
 
         result = load_benchmark(cfg.benchmark, cfg.data, cfg.image_root, on_error=cfg.on_error,
-                                allow_absolute_paths=cfg.allow_absolute_paths)
+                                allow_absolute_paths=cfg.allow_absolute_paths, limits=cfg.image_limits)
         for warning in result.warnings[:20]:
             print(f"warning: {warning}", file=sys.stderr)
         if len(result.warnings) > 20:
             print(f"warning: ... and {len(result.warnings) - 20} more", file=sys.stderr)
         pairs, skipped = result.pairs, result.skipped
     check_unique_ids([p.id for p in pairs], cfg.data)
-    return (pairs[:cfg.limit] if cfg.limit else pairs), skipped
+    pairs = pairs[:cfg.limit] if cfg.limit else pairs
+    # Every image inside its root and within the pixel cap (from its header), before any work: a bad one
+    # stops the run naming its row, or with on_error=skip is skipped and counted like any bad row.
+    kept = []
+    for pair in pairs:
+        try:
+            pair.check_images(sizes=True)
+        except DataError as exc:
+            if cfg.on_error != "skip":
+                raise
+            skipped.append(exc.as_dict())
+            continue
+        kept.append(pair)
+    if len(kept) < len(pairs):
+        print(f"warning: {len(pairs) - len(kept)} pair(s) skipped for their images (first: "
+              f"{DataError(**skipped[-(len(pairs) - len(kept))])})", file=sys.stderr)
+    return kept, skipped
 
 
 def _hash_int(*parts) -> int:
@@ -168,7 +190,7 @@ def fingerprint(cfg: Config) -> dict:
                 "temperature": cfg.temperature if sampled else None, "top_p": cfg.top_p if sampled else None,
                 "seed": cfg.seed if sampled else None, "dtype": cfg.dtype,
                 "image_root": None if cfg.image_root is None else str(Path(cfg.image_root).resolve()),
-                "allow_absolute_paths": cfg.allow_absolute_paths}
+                "allow_absolute_paths": cfg.allow_absolute_paths, **image_settings(cfg.image_limits)}
     settings.update({k: getattr(cfg, k) for k in ("processor_max_pixels", "processor_min_pixels")
                      if getattr(cfg, k) is not None})   # only when set: older folders still resume
     return runfolder.fingerprint(inputs={"data": cfg.data}, models={"model": cfg.model}, settings=settings)
@@ -228,17 +250,20 @@ def judge_pending(pairs: list[PreferencePair], cfg: Config, judge_fn: JudgeFn, l
     log = judgement_log(log_path)
     done = log.load()
     units = [(pair, order) for pair in pairs for order in orders_of(pair.id, cfg.orders, cfg.seed)]
-    todo = [(p, o) for p, o in units if _needs_judging(done.get(unit_key(p.id, o)))]
-    stale = sum(unit_key(p.id, o) in done for p, o in todo)
+    keys = [unit_key(p.id, o) for p, o in units]
+    stale = sum(key in done and _needs_judging(done[key]) for key in keys)
     if stale:
         print(f"egt eval: {stale} judgement(s) in {log_path} predate per-judgement entropies; judging them again",
               file=sys.stderr)
     k = cfg.samples
-    per_batch = max(1, cfg.batch_size // k)
-    bar = tqdm(total=len(units), initial=len(units) - len(todo), desc="eval", unit="pair-order",
+    # Fixed batches of the whole unit list: a batch a kill left partly written is judged again whole, so the
+    # resumed run's batches (hence padding, hence entropies to the last bit) are an uninterrupted run's.
+    batches = batches_to_run(keys, {key for key in keys if not _needs_judging(done.get(key))},
+                             max(1, cfg.batch_size // k))
+    bar = tqdm(total=len(units), initial=len(units) - sum(len(b) for b in batches), desc="eval", unit="pair-order",
                disable=not cfg.progress)
-    for start in range(0, len(todo), per_batch):
-        batch = todo[start:start + per_batch]
+    for positions in batches:
+        batch = [units[i] for i in positions]
         requests = [JudgeRequest(p.chosen_at(CHOSEN_POSITION[o]),
                                  None if k == 1 else judgement_seed(cfg.seed, unit_key(p.id, o), i))
                     for p, o in batch for i in range(k)]
@@ -413,8 +438,6 @@ def run(cfg: Config) -> Path:
     pairs, skipped = load_pairs(cfg)
     if not pairs:
         raise EgtError(f"{cfg.data}: no pairs to evaluate")
-    for pair in pairs:
-        pair.check_images()   # every image inside its root, before any work
     with open_eval_folder(cfg):  # a mismatched folder is refused before the model loads
         needed = {unit_key(p.id, o) for p in pairs for o in orders_of(p.id, cfg.orders, cfg.seed)}
         done = judgement_log(Path(cfg.output) / LOG_NAME).load()

@@ -189,10 +189,11 @@ class LLMLogicJudge:
 
     Faults follow egt.core.endpoint, shared with the distill teacher: the key comes from the environment
     variable named `api_key_env` (unset: ConfigError naming it; never logged or stored); 401/403/404
-    stop the run (EndpointRefused: a wrong key or model would otherwise score every completion 0);
-    timeouts, connection errors, 429 and 5xx are retried with backoff and jitter. Each completion is
+    stop the run (EndpointRefused: a wrong key or model would otherwise score every completion 0), and
+    so does a 400 naming one of the parameters it sends (temperature, max_tokens); timeouts, connection
+    errors, 429, 5xx and malformed replies are retried with backoff and jitter. Each completion is
     asked once: answers are cached by the SHA-256 of (verdict, reasoning). Fallbacks are counted:
-    a request that still fails after `max_retries` retries (`failures`) or an unreadable reply
+    a request that still fails after `max_retries` retries or is refused (`failures`) or an unreadable reply
     (`unreadable`) scores 0; `stats()` has every count and `egt rl` logs them.
     """
 
@@ -201,8 +202,10 @@ class LLMLogicJudge:
                  retry_backoff_s: float = 0.5, max_tokens: int = 8, backoff_max_s: float = 10.0):
         from egt.core.endpoint import Endpoint, RetryPolicy
 
+        fixed = "the LLM logic judge always sends temperature 0 and max_tokens: use an endpoint that takes them"
         self.endpoint = Endpoint(base_url, model, api_key_env, timeout_s,
-                                 RetryPolicy(max_retries, retry_backoff_s, backoff_max_s), what="LLM logic judge")
+                                 RetryPolicy(max_retries, retry_backoff_s, backoff_max_s), what="LLM logic judge",
+                                 param_hints={"temperature": fixed, "max_tokens": fixed})
         self.model = model
         self.max_workers = max_workers
         self.max_tokens = max_tokens
@@ -246,14 +249,11 @@ class LLMLogicJudge:
                 return self.cache[key]
         messages = [{"role": "user", "content": LLM_LOGIC_PROMPT.format(think=think, verdict=verdict)}]
         result = self.endpoint.chat(messages, random.Random(key), temperature=0.0, max_tokens=self.max_tokens)
-        if result.response is None:
+        if result.reply is None or result.error_class:  # failed after its retries, or refused
             with self._lock:
                 self.failures += 1
             return 0
-        try:
-            value = self.read_reply(result.response.choices[0].message.content or "")
-        except (AttributeError, IndexError, TypeError):
-            value = None
+        value = self.read_reply(result.reply.content)
         with self._lock:
             if value is None:  # a reply at temperature 0 says the same when asked again: no retry
                 self.unreadable += 1

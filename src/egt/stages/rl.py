@@ -52,6 +52,11 @@ and failures (scored 0) are counted in train_summary.json (`logic_judge`).
 
 The final model goes to `<output>/model` (LoRA merged into the base), loadable
 by egt.model.loading.load_judge; `<output>/train_summary.json` holds the log history.
+`model/` is written in a staging folder and renamed into place, and train_summary.json
+is written after it: a run whose summary is there is finished, and its rerun (same
+fingerprint) does nothing -- no step N + 1, no checkpoint, no consumed.jsonl line. A
+run killed while model/ was written resumes from its last checkpoint (at the last step:
+no training, egt.model.training.ResumeMixin) and ends with the uninterrupted run's weights.
 LoRA targets, vision freezing, precision, resume and saving are egt.model.training's,
 shared with `egt sft`; consumed.jsonl is an egt.core.files.Journal (each line fsynced).
 
@@ -74,6 +79,7 @@ from egt.core import runfolder
 from egt.core.config import StageConfig, save_config
 from egt.core.errors import ConfigError, DataError
 from egt.core.files import Journal
+from egt.core.images import DEFAULT_LIMITS, ImageLimits, ImageOptions, image_settings
 from egt.core.prompts import judge_messages
 from egt.core.records import PreferencePair, read_pairs
 from egt.core.runfolder import open_run_folder
@@ -81,13 +87,15 @@ from egt.model.families import check_dependencies
 from egt.model.loading import check_model_folder, model_load_error
 from egt.model.training import (
     LANGUAGE_LORA_TARGETS,
+    STAGING_FOLDERS,
     TRAIN_SUMMARY,
-    CheckpointReloadMixin,
+    ResumeMixin,
     freeze_vision,
     has_training_results,
     lora_config,
     resolve_precision,
     resolve_resume,
+    run_finished,
     save_final_model,
     share_from_main,
     write_train_summary,
@@ -98,14 +106,15 @@ from egt.stages.rewards import LogicJudgeConfig, build_logic, reward_functions
 log = logging.getLogger(__name__)
 
 # What `egt rl` writes in its folder (removed by overwrite, or when a failed run is replaced).
-OWNED = ("checkpoints", "model", "adapter", "consumed.jsonl", TRAIN_SUMMARY, "config.yaml")
+OWNED = ("checkpoints", "model", "adapter", "consumed.jsonl", TRAIN_SUMMARY, "config.yaml", *STAGING_FOLDERS)
 # Config keys that do not change the trained weights (left out of the fingerprint).
 NOT_FINGERPRINTED = ("model", "train", "output", "resume", "logging_steps", "report_to", "log_completions",
-                     "save_steps", "save_total_limit", "overwrite")
+                     "save_steps", "save_total_limit", "overwrite",
+                     "max_image_pixels", "downscale_images")   # images: egt.core.images.image_settings
 BUFFER_FILE = "egt_generation_buffer-{rank}-of-{world}.pt"  # one slice per process
 
 
-class Config(StageConfig):
+class Config(StageConfig, ImageOptions):
     model: Path = Field(..., description="SFT checkpoint folder (HF format)")
     train: Path = Field(..., description="curated pairs (selected.parquet) with an `order` column; else file order")
     output: Path = Field(..., description="run folder: model/, checkpoints/, consumed.jsonl")
@@ -168,10 +177,10 @@ class Config(StageConfig):
 
 
 def curriculum_pairs(path: Path, both_orders: bool = False, image_root: Path | None = None,
-                     allow_absolute_paths: bool = False) -> list[PreferencePair]:
+                     allow_absolute_paths: bool = False, limits: ImageLimits = DEFAULT_LIMITS) -> list[PreferencePair]:
     """Pairs sorted by their `order` column (file order if no row has one); with `both_orders` each
     pair is followed by its swapped copy (`PreferencePair.swapped`, id `<id>::swap`)."""
-    pairs = read_pairs(path, image_root, allow_absolute_paths)
+    pairs = read_pairs(path, image_root, allow_absolute_paths, limits)
     if not pairs:
         raise DataError(str(path), None, None, "no pairs to train on")
     sequence = sequence_by_order([p.extra.get("order") for p in pairs], str(path))
@@ -183,19 +192,25 @@ def curriculum_pairs(path: Path, both_orders: bool = False, image_root: Path | N
 
 
 def build_dataset(pairs: list[PreferencePair]):
-    """HF dataset with `prompt` (conversational judge prompt), `images` (decoded lazily), `label`, `id`."""
+    """HF dataset with `prompt` (conversational judge prompt), `images` (decoded lazily), `label`, `id`.
+
+    The dataset's Image feature decodes with PIL itself, so every image is checked here first, through
+    egt.core.images (inside its root, a regular file, an image, within its pixel cap: a DataError naming
+    the row); one above the cap with downscale on goes in as the bytes of its shrunk PNG."""
     from datasets import Dataset, Image, List
 
     rows = []
-    for i, pair in enumerate(pairs):
-        pair.check_images()   # inside the image root (egt.core.records.resolve_image_path)
+    for pair in pairs:
+        images = []
         for ref in pair.images:
-            if ref.data is None and not (ref.path and Path(ref.path).exists()):
-                raise DataError(ref.path or "<missing image>", i, "images", f"image of pair '{pair.id}' not found")
+            width, height = ref.size()
+            if width * height > ref.limits.max_pixels:   # downscale is on, else size() refused it
+                images.append({"path": None, "bytes": ref.encoded()[0]})
+            else:
+                images.append({"path": ref.path, "bytes": ref.data})
         rows.append({
             "prompt": judge_messages(pair.question, pair.response_1, pair.response_2, n_images=len(pair.images)),
-            "images": [{"path": ref.path, "bytes": ref.data} for ref in pair.images],
-            "label": int(pair.label), "id": pair.id})
+            "images": images, "label": int(pair.label), "id": pair.id})
     dataset = Dataset.from_list(rows)
     return dataset.cast_column("images", List(Image()))
 
@@ -234,9 +249,10 @@ def _make_trainer_class():
     from accelerate.utils import gather_object
     from trl import GRPOTrainer
 
-    class CurriculumGRPOTrainer(CheckpointReloadMixin, GRPOTrainer):
+    class CurriculumGRPOTrainer(ResumeMixin, GRPOTrainer):
         """GRPOTrainer that logs the pairs of each generation and keeps its schedule across a resume
-        (and reloads the checkpoint's weights on resume: egt.model.training.CheckpointReloadMixin)."""
+        (and reloads the checkpoint's weights on resume, training no further from the last step:
+        egt.model.training.ResumeMixin)."""
 
         def __init__(self, *args, consumed_path: Path, **kwargs):
             super().__init__(*args, **kwargs)
@@ -359,7 +375,7 @@ def _check_schedule(n_pairs: int, args, both_orders: bool = False) -> None:
 
 def fingerprint(cfg: Config) -> dict:
     """What the trained weights depend on (egt.core.runfolder): SFT model and curated file hashes, settings."""
-    settings = cfg.model_dump(mode="json", exclude=set(NOT_FINGERPRINTED))
+    settings = {**cfg.model_dump(mode="json", exclude=set(NOT_FINGERPRINTED)), **image_settings(cfg.image_limits)}
     return runfolder.fingerprint(inputs={"train": cfg.train}, models={"model": cfg.model}, settings=settings)
 
 
@@ -368,7 +384,8 @@ def run(cfg: Config, callbacks: list | None = None) -> Path:
     out = Path(cfg.output)
     check_model_folder(cfg.model)
     check_dependencies(cfg.model)
-    pairs = curriculum_pairs(Path(cfg.train), cfg.both_orders, cfg.image_root, cfg.allow_absolute_paths)
+    pairs = curriculum_pairs(Path(cfg.train), cfg.both_orders, cfg.image_root, cfg.allow_absolute_paths,
+                             cfg.image_limits)
     precision = "auto" if cfg.bf16 is None else ("bf16" if cfg.bf16 else "fp32")
     bf16 = resolve_precision(precision, use_cpu=bool(cfg.grpo_extra.get("use_cpu", False))) == "bf16"
     logic = build_logic(cfg.logic_judge)
@@ -384,6 +401,10 @@ def run(cfg: Config, callbacks: list | None = None) -> Path:
 
 def _train(cfg: Config, args, funcs, logic, dataset, n_pairs: int, bf16: bool, callbacks) -> Path:
     out = Path(cfg.output)
+    if run_finished(out):   # the same fingerprint, and model/ + train_summary.json are there: nothing to do
+        log.warning("%s: this run finished already (train_summary.json); nothing to train (overwrite=true trains "
+                    "it again)", out)
+        return out
     checkpoints = out / "checkpoints"
     consumed_path = out / "consumed.jsonl"
     resume = resolve_resume(cfg.resume, checkpoints, clean=args.process_index == 0)

@@ -67,6 +67,7 @@ from egt.core import runfolder
 from egt.core.config import StageConfig
 from egt.core.errors import ConfigError, DataError, EgtError, require
 from egt.core.files import write_json
+from egt.core.images import ImageOptions, image_settings
 from egt.core.records import read_pairs, read_rows, write_rows
 from egt.core.runfolder import open_run_folder
 from egt.core.score_columns import ENTROPY_COLUMNS, LOWER_BOUND_COLUMNS
@@ -80,7 +81,7 @@ FINGERPRINT_KEYS = ("samples", "temperature", "top_p", "max_new_tokens", "batch_
                     "vllm_logprobs")
 
 
-class Config(StageConfig):
+class Config(StageConfig, ImageOptions):
     model: str | None = Field(None, description="judge checkpoint folder (required unless merge)")
     pairs: Path | None = Field(None, description="input pairs file, .parquet or .jsonl (required unless merge)")
     output: Path = Field(..., description="output folder")
@@ -338,7 +339,7 @@ def fingerprint(cfg: Config, n_pairs: int, device_type: str) -> dict:
     settings = {k: getattr(cfg, k) for k in FINGERPRINT_KEYS}
     settings.update(pairs=n_pairs, n_shards=math.ceil(n_pairs / cfg.shard_size), device_type=device_type,
                     image_root=None if cfg.image_root is None else str(Path(cfg.image_root).resolve()),
-                    allow_absolute_paths=cfg.allow_absolute_paths)
+                    allow_absolute_paths=cfg.allow_absolute_paths, **image_settings(cfg.image_limits))
     return runfolder.fingerprint(inputs={"pairs": cfg.pairs}, models={"model": cfg.model}, settings=settings)
 
 
@@ -421,11 +422,11 @@ def run(cfg: Config) -> Path:
         check_model_folder(cfg.model)
     procs = _Processes(cfg.device)
     device = procs.device(cfg.device)
-    pairs = read_pairs(cfg.pairs, cfg.image_root, cfg.allow_absolute_paths)
+    pairs = read_pairs(cfg.pairs, cfg.image_root, cfg.allow_absolute_paths, cfg.image_limits)
     if not pairs:
         raise DataError(str(cfg.pairs), None, None, "no pairs to score")
     for pair in pairs:
-        pair.check_images()   # every image inside its root, before any work
+        pair.check_images(sizes=True)   # every image inside its root and within the pixel cap, before any work
     if cfg.mode == "teacher_forced":
         first_line = 1 if Path(cfg.pairs).suffix.lower() in (".jsonl", ".json", ".ndjson") else 0  # as read_pairs counts
         for i, pair in enumerate(pairs):

@@ -14,10 +14,13 @@ Outputs: `<output>/model` (model + processor, loadable by
 AutoModelForImageTextToText / AutoProcessor and `egt.model.loading.load_judge`; LoRA
 runs are merged when `merge_lora`, the adapter kept in `<output>/adapter`),
 checkpoints under `<output>/checkpoints`, `<output>/train_summary.json` (log
-history, losses, steps/s, samples/s). A rerun with `resume: auto` continues
-from the last complete checkpoint (model, optimizer, scheduler, RNG and data
-position). LoRA targets, vision freezing, precision, resume and saving are
-egt.model.training's, shared with `egt rl`.
+history, losses, steps/s, samples/s; written last, after model/ is renamed into
+place: it marks the run finished, and a rerun of a finished run does nothing).
+A rerun with `resume: auto` continues from the last complete checkpoint (model,
+optimizer, scheduler, RNG and data position); from a checkpoint at the last step
+(a kill while model/ was written) it trains no further and only saves the model.
+LoRA targets, vision freezing, precision, resume and saving are egt.model.training's,
+shared with `egt rl`.
 
 Why a custom collator instead of TRL's `DataCollatorForVisionLanguageModeling`:
 the batch is built by `egt.model.encoding.judge_batch_inputs` — the same function the
@@ -56,6 +59,7 @@ from pydantic import Field
 from egt.core import runfolder
 from egt.core.config import StageConfig, save_config
 from egt.core.errors import ConfigError, DataError
+from egt.core.images import ImageOptions, image_settings
 from egt.core.records import PreferencePair, read_pairs
 from egt.core.runfolder import open_run_folder
 from egt.model.encoding import collate_examples
@@ -69,8 +73,9 @@ from egt.model.loading import (
 )
 from egt.model.training import (
     LANGUAGE_LORA_TARGETS,
+    STAGING_FOLDERS,
     TRAIN_SUMMARY,
-    CheckpointReloadMixin,
+    ResumeMixin,
     Precision,
     check_deepspeed,
     check_deepspeed_launch,
@@ -79,6 +84,7 @@ from egt.model.training import (
     lora_config,
     resolve_precision,
     resolve_resume,
+    run_finished,
     save_final_model,
     share_from_main,
     torch_dtype,
@@ -86,14 +92,14 @@ from egt.model.training import (
 )
 
 # What `egt sft` writes in its folder (removed by overwrite, or when a failed run is replaced).
-OWNED = ("checkpoints", "model", "adapter", TRAIN_SUMMARY, "sft_config.yaml")
+OWNED = ("checkpoints", "model", "adapter", TRAIN_SUMMARY, "sft_config.yaml", *STAGING_FOLDERS)
 # Config keys that do not change the trained weights (left out of the fingerprint).
 NOT_FINGERPRINTED = ("traces", "model", "output", "resume", "progress", "logging_steps", "save_steps",
                      "save_total_limit", "report_to", "dataloader_num_workers", "torch_threads", "cache_features",
-                     "overwrite")
+                     "overwrite", "max_image_pixels", "downscale_images")   # images: image_settings
 
 
-class Config(StageConfig):
+class Config(StageConfig, ImageOptions):
     traces: Path = Field(description="traces file from `egt distill` (pairs + trace column)")
     model: str = Field(description="base model folder or hub id (a family of egt.model.families)")
     output: Path = Field(description="run folder: model/, checkpoints/, train_summary.json")
@@ -203,7 +209,7 @@ def sft_args(cfg: Config, checkpoints: Path, precision: str):
 # ------------------------------------------------------------------ data
 
 def read_traces(cfg: Config) -> tuple[list[PreferencePair], list[str]]:
-    pairs = read_pairs(cfg.traces, cfg.image_root, cfg.allow_absolute_paths)
+    pairs = read_pairs(cfg.traces, cfg.image_root, cfg.allow_absolute_paths, cfg.image_limits)
     if cfg.limit is not None:
         pairs = pairs[: cfg.limit]
     traces = []
@@ -213,7 +219,7 @@ def read_traces(cfg: Config) -> tuple[list[PreferencePair], list[str]]:
             raise DataError(str(cfg.traces), i, cfg.trace_column,
                             "missing or empty trace (expected the traces file written by `egt distill`)")
         traces.append(trace)
-        pair.check_images()
+        pair.check_images(sizes=True)   # inside the root and within the pixel cap, before any model loads
     if not pairs:
         raise DataError(str(cfg.traces), None, None, "no traces to train on")
     return pairs, traces
@@ -304,8 +310,9 @@ class JudgeCollator:
 def _trainer_class():
     from trl import SFTTrainer
 
-    class _JudgeSFTTrainer(CheckpointReloadMixin, SFTTrainer):
-        """SFTTrainer whose resume reloads full-model weights (egt.model.training.CheckpointReloadMixin)."""
+    class _JudgeSFTTrainer(ResumeMixin, SFTTrainer):
+        """SFTTrainer whose resume reloads full-model weights and trains no further from the last step
+        (egt.model.training.ResumeMixin)."""
 
     return _JudgeSFTTrainer
 
@@ -314,7 +321,7 @@ def _trainer_class():
 
 def fingerprint(cfg: Config) -> dict:
     """What the trained weights depend on (egt.core.runfolder): traces and base model files, settings."""
-    settings = cfg.model_dump(mode="json", exclude=set(NOT_FINGERPRINTED))
+    settings = {**cfg.model_dump(mode="json", exclude=set(NOT_FINGERPRINTED)), **image_settings(cfg.image_limits)}
     return runfolder.fingerprint(inputs={"traces": cfg.traces}, models={"model": cfg.model}, settings=settings)
 
 
@@ -347,6 +354,13 @@ def run(cfg: Config) -> Path:
 
 def _train(cfg: Config, args, model_kwargs: dict, pairs, traces, out: Path, checkpoints: Path) -> Path:
     import datasets
+
+    if run_finished(out):   # the same fingerprint, and model/ + train_summary.json are there: nothing to do
+        import logging
+
+        logging.getLogger(__name__).warning("%s: this run finished already (train_summary.json); nothing to train "
+                                            "(overwrite=true trains it again)", out)
+        return out
 
     model, processor = load_model_and_processor(cfg.model, cfg.processor_max_pixels, cfg.processor_min_pixels,
                                                 **model_kwargs)

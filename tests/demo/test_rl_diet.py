@@ -1,11 +1,11 @@
-"""The demo report's account of what each RL run trained on, against hand-counted cases."""
+"""egt.demo.rl_diet: what each RL run trained on, against hand-counted cases."""
 
 import json
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from egt.demo.report import _context, _diet_section, rl_diet
+from egt.demo.rl_diet import claim_context, diet_section, rl_diet
 
 # id, SFT K-sample accuracy against the (possibly flipped) label, label flipped by the noise model
 POOL = [("p0", 1.0, False), ("p1", 1.0, False), ("p2", 0.5, True), ("p3", 0.25, False), ("p4", 0.0, True),
@@ -49,12 +49,12 @@ def test_descending_claim_says_whether_the_two_runs_saw_the_same_pairs(tmp_path)
     claim = "ascending (a) beats descending (d)"
     different = make_run(tmp_path / "different", {"a_egt": [["p0", "p0::swap", "p1", "p1::swap"]],
                                                   "d_descending": [["p4", "p4::swap", "p2", "p2::swap"]]})
-    text = _context(claim, different, HEADS, None, None, diets(different))
+    text = claim_context(claim, different, HEADS, None, None, diets(different))
     assert text.startswith("different pairs: the RL steps cover 2 of the subset's 6 pairs")
     assert "(0.00 mislabeled)" in text and "(1.00 mislabeled)" in text
     same = make_run(tmp_path / "same", {"a_egt": [["p0", "p0::swap", "p4", "p4::swap"]],
                                         "d_descending": [["p4", "p4::swap", "p0", "p0::swap"]]})
-    assert _context(claim, same, HEADS, None, None, diets(same)).startswith("same pairs, reversed order")
+    assert claim_context(claim, same, HEADS, None, None, diets(same)).startswith("same pairs, reversed order")
     # the section's row for (a): 2 of 6 pairs, half mislabeled, one solved, one missed, none split
-    section = "\n".join(_diet_section(same, HEADS, diets(same)))
+    section = "\n".join(diet_section(same, HEADS, diets(same)))
     assert "| (a) EGT: lowest entropy, ascending | 2 of 6 | 0.500 | 50% | 50% | 0 | n/a | n/a |" in section
