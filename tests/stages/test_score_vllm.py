@@ -10,6 +10,7 @@ makes that deterministic. What is checked:
 - top-k mode: the same seeds give the same completions, and lower <= exact <= upper at every token;
 - two ranks of one launched world (torchrun, gloo on CPU) each start an engine, score their own shard,
   and rank 0's merge equals the one-process run.
+- the cause: with chunked prefill turned back on, the same shard dies with the offset error.
 """
 
 from __future__ import annotations
@@ -107,3 +108,15 @@ def test_two_ranks_each_start_an_engine_and_split_the_shards(vllm_exact, coin_ju
     merged, single = read_rows(out / "scores.parquet"), read_rows(vllm_exact / "scores.parquet")
     assert [r["id"] for r in merged] == [r["id"] for r in single]
     assert [r["completions"] for r in merged] == [r["completions"] for r in single]
+
+
+def test_chunked_prefill_on_cpu_is_what_kills_seeded_requests(coin_judge_dir, pool, tmp_path):
+    """The cause egt avoids (egt.model.vllm_support): the same shard with vLLM's chunked prefill turned back on
+    dies with "CPU Generator does not use offset". Should vLLM's CPU build ever stop failing here, egt's
+    default (off) can be revisited."""
+    out = tmp_path / "chunked"
+    command = [sys.executable, "-m", "egt.cli", "score", f"model={coin_judge_dir}", f"pairs={pool}", f"output={out}",
+               "backend=vllm", "vllm_chunked_prefill=true", *COMMON]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=900,
+                            env={**os.environ, "VLLM_ENABLE_V1_MULTIPROCESSING": "0"})
+    assert result.returncode != 0 and "CPU Generator does not use offset" in result.stderr, result.stderr[-3000:]

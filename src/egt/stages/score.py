@@ -213,7 +213,8 @@ class _HFScorer:
 
         self.cfg = cfg
         self.model, self.processor = load_judge(cfg.model, device=str(device), dtype=cfg.dtype,
-                                                max_pixels=cfg.processor_max_pixels, min_pixels=cfg.processor_min_pixels)
+                                                max_pixels=cfg.processor_max_pixels,
+                                                min_pixels=cfg.processor_min_pixels)
 
     def __call__(self, pairs, on_batch):
         return score_pairs(self.model, self.processor, pairs, self.cfg, on_batch)
@@ -246,7 +247,8 @@ class _VLLMScorer:
         caps = (cfg.processor_max_pixels, cfg.processor_min_pixels)
         self.processor = AutoProcessor.from_pretrained(cfg.model, **processor_size_kwargs(cfg.model, *caps))
         vllm_caps = processor_size_kwargs(cfg.model, *caps, for_vllm=True)
-        kwargs = dict(model=cfg.model, dtype=cfg.dtype, seed=cfg.seed, tensor_parallel_size=cfg.vllm_tensor_parallel_size,
+        kwargs = dict(model=cfg.model, dtype=cfg.dtype, seed=cfg.seed,
+                      tensor_parallel_size=cfg.vllm_tensor_parallel_size,
                       gpu_memory_utilization=cfg.vllm_gpu_memory_utilization,
                       limit_mm_per_prompt={"image": max(1, max_images)},
                       **({"mm_processor_kwargs": vllm_caps} if vllm_caps else {}),
