@@ -1,5 +1,5 @@
-"""Data: benchmark readers (`readers.load_benchmark`), `egt data convert`,
-`egt data inspect`, and the synthetic benchmark (`egt data synth`)."""
+"""Data: benchmark and training-set readers (`readers.load_benchmark`), `egt data convert` (with
+decontamination, egt.data.dedup), `egt data inspect`, and the synthetic benchmark (`egt data synth`)."""
 
 from egt.data.readers import FORMATS, LoadResult, load_benchmark
 

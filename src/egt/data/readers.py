@@ -1,10 +1,14 @@
-"""Readers: public reward benchmarks and generic preference data -> PreferencePair.
+"""Readers: public reward benchmarks, training sets and generic preference data -> PreferencePair.
 
     from egt.data.readers import load_benchmark
     result = load_benchmark("vlrewardbench", "vl_rewardbench.parquet", image_root="imgs/")
-    result.pairs, result.skipped, result.warnings
+    result.pairs, result.skipped, result.warnings, result.dropped
 
-Each format is a small adapter `row -> PreferencePair`; the loop around it reads
+Each format is a small adapter `row -> PreferencePair` (or a list of them: one VLFeedback row gives up to
+six pairs, or none); the training sets' adapters are in egt.data.training_sets, the field helpers in
+egt.data.fields, conversation-style prompts and responses follow egt.data.conversations. Pairs that a
+format's own pairing rule leaves out (a tie, an unrated completion) are not errors: they go to `dropped`
+({file, line, id, reason}) in both modes. The loop around the adapters reads
 the file (JSONL, JSON array, Parquet or a `datasets.save_to_disk` folder),
 locates every record (JSONL: 1-based line number; JSON array, Parquet, dataset:
 0-based row index, as egt.core.records.read_pairs does), and
@@ -63,112 +67,31 @@ from pathlib import Path
 from typing import Any, Callable
 
 from egt.core.errors import DataError
-from egt.core.images import DEFAULT_LIMITS, ImageLimits, check_image, image_size
+from egt.core.images import ImageLimits
 from egt.core.prompts import parse_verdict
-from egt.core.records import ImagePathRefused, ImageRef, PreferencePair, resolve_image_path
+from egt.core.records import PreferencePair
+from egt.data.conversations import (has_user_turn, is_conversation, prompt_text, response_text, split_conversation,
+                                    strip_placeholders)
+from egt.data.fields import (Ctx, as_id, even_frames, folder_frames, get_field, read_image, read_images,
+                             resolve_path)
+from egt.data import training_sets
 from egt.data.source_files import RepeatedIds, is_json_array, iter_records
 
-FORMATS = ("vlrewardbench", "mmrb", "mmrlhf", "r1reward", "pairs")
+BENCHMARK_FORMATS = ("vlrewardbench", "mmrb", "mmrlhf")
+TRAINING_FORMATS = ("rlaifv", "vlfeedback", "povid", "unifiedreward", "r1reward")   # and mmrlhf's dpo_pairs.jsonl
+FORMATS = ("vlrewardbench", "mmrb", "mmrlhf", "r1reward", "rlaifv", "vlfeedback", "povid", "unifiedreward", "pairs")
 MMRLHF_CATEGORIES = ("mcq", "long", "short", "safety", "video")
-MAX_VIDEO_FRAMES = 8
 # `pairs` column map: egt field -> source column (chosen/rejected replace response_1/response_2/label)
 COLUMN_MAP_FIELDS = ("id", "question", "response_1", "response_2", "label", "chosen", "rejected",
                      "image", "images", "source", "category", "meta")
-_IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif")
 
 
 @dataclass
 class LoadResult:
     pairs: list[PreferencePair]
-    skipped: list[dict] = field(default_factory=list)   # {file, line, field, reason}
+    skipped: list[dict] = field(default_factory=list)   # bad records: {file, line, field, reason}
     warnings: list[str] = field(default_factory=list)
-
-
-@dataclass
-class _Ctx:
-    file: str
-    base_dir: Path           # the image root: relative paths resolve here, every path stays inside
-    allow_absolute: bool     # absolute paths outside base_dir are read (the user said so)
-    column_map: dict
-    warnings: list[str]
-    limits: ImageLimits | None = None   # the caller's pixel cap (None: check only that images are images)
-    group_pos: dict = field(default_factory=dict)    # mmrlhf: id -> (next k, size)
-
-
-# ------------------------------------------------------------------ fields
-
-def _get(row: dict, key: str, ctx: _Ctx, line: int, kind: type | tuple = str, required: bool = True):
-    if key not in row or row[key] is None:
-        if required:
-            raise DataError(ctx.file, line, key, "missing required field")
-        return None
-    value = row[key]
-    if not isinstance(value, kind) or isinstance(value, bool) and kind is not bool:
-        names = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
-        raise DataError(ctx.file, line, key, f"expected {names}, got {type(value).__name__}")
-    return value
-
-
-def _as_id(value: Any, ctx: _Ctx, line: int, key: str) -> str:
-    if value is None:
-        raise DataError(ctx.file, line, key, "missing required field")
-    if isinstance(value, bool) or not isinstance(value, (str, int)) or str(value) == "":
-        raise DataError(ctx.file, line, key, f"expected a non-empty string id, got {value!r}")
-    return str(value)
-
-
-def _image_ref(source: str | bytes, ctx: _Ctx, line: int, key: str) -> ImageRef:
-    """The checked reference: its header read through egt.core.images (an image, a regular file, within
-    the caller's pixel cap when it gave `limits`; pixels are decoded only when used)."""
-    if ctx.limits is None:
-        image_size(source, where=(ctx.file, line), field=key)
-    else:
-        check_image(source, where=(ctx.file, line), field=key, max_pixels=ctx.limits.max_pixels,
-                    downscale=ctx.limits.downscale)
-    limits = ctx.limits or DEFAULT_LIMITS
-    if isinstance(source, bytes):
-        return ImageRef(data=source, where=(ctx.file, line), limits=limits)
-    return ImageRef(path=source, where=(ctx.file, line), limits=limits)
-
-
-def _resolve_path(path: str, ctx: _Ctx, line: int, key: str) -> str:
-    try:
-        return resolve_image_path(path, ctx.base_dir, ctx.allow_absolute)
-    except ImagePathRefused as exc:
-        raise DataError(ctx.file, line, key, str(exc)) from None
-
-
-def _image(value: Any, ctx: _Ctx, line: int, key: str) -> ImageRef:
-    """A path, raw bytes, or a {bytes, path} / {bytes_base64} dict -> checked ImageRef."""
-    if isinstance(value, dict):
-        data = value.get("bytes")
-        if data is None and value.get("bytes_base64"):
-            import base64
-
-            try:
-                data = base64.b64decode(value["bytes_base64"], validate=True)
-            except ValueError:
-                raise DataError(ctx.file, line, key, "bytes_base64 is not valid base64") from None
-        if data is None:
-            value = value.get("path")
-        else:
-            value = data
-    if isinstance(value, (bytes, bytearray)):
-        return _image_ref(bytes(value), ctx, line, key)
-    if not isinstance(value, str) or not value:
-        raise DataError(ctx.file, line, key,
-                        f"expected an image path, bytes or {{bytes, path}}, got {type(value).__name__}")
-    full = _resolve_path(value, ctx, line, key)
-    if not os.path.lexists(full):
-        raise DataError(ctx.file, line, key, f"image file not found: {full}")
-    return _image_ref(full, ctx, line, key)
-
-
-def _images(value: Any, ctx: _Ctx, line: int, key: str) -> list[ImageRef]:
-    if value is None:
-        return []
-    values = value if isinstance(value, list) else [value]
-    return [_image(v, ctx, line, key) for v in values]
+    dropped: list[dict] = field(default_factory=list)   # left out by the format's pairing rule: {file, line, id, reason}
 
 
 # ------------------------------------------------------------------ adapters
@@ -194,12 +117,12 @@ def mmrlhf_category(media_path: str) -> str:
     return next((k for k in MMRLHF_CATEGORIES if k in media_path), "other")
 
 
-def _vlrewardbench(row: dict, ctx: _Ctx, line: int) -> PreferencePair:
-    pair_id = _as_id(row.get("id"), ctx, line, "id")
-    images = _images(_get(row, "image", ctx, line, (str, bytes, dict, list)), ctx, line, "image")
+def _vlrewardbench(row: dict, ctx: Ctx, line: int) -> PreferencePair:
+    pair_id = as_id(row.get("id"), ctx, line, "id")
+    images = read_images(get_field(row, "image", ctx, line, (str, bytes, dict, list)), ctx, line, "image")
     if "query" in row:  # Hugging Face form
-        responses = _get(row, "response", ctx, line, list)
-        ranking = _get(row, "human_ranking", ctx, line, list)
+        responses = get_field(row, "response", ctx, line, list)
+        ranking = get_field(row, "human_ranking", ctx, line, list)
         if len(responses) != 2 or not all(isinstance(r, str) for r in responses):
             raise DataError(ctx.file, line, "response", "expected a list of 2 strings")
         if (len(ranking) != 2 or not all(isinstance(r, int) and not isinstance(r, bool) for r in ranking)
@@ -208,56 +131,49 @@ def _vlrewardbench(row: dict, ctx: _Ctx, line: int) -> PreferencePair:
                             f"expected 2 distinct integer ranks (0 = better), got {ranking!r}")
         meta = {k: row[k] for k in ("query_source", "models", "judge", "rationale", "ground_truth")
                 if row.get(k) is not None}
-        question, r1, r2 = _get(row, "query", ctx, line), responses[0], responses[1]
+        question, r1, r2 = get_field(row, "query", ctx, line), responses[0], responses[1]
         label = 1 if ranking[0] < ranking[1] else 2
     else:  # R1-Reward's JSONL copy: chosen first
-        question, r1, r2 = (_get(row, k, ctx, line) for k in ("prompt", "chosen", "rejected"))
+        question, r1, r2 = (get_field(row, k, ctx, line) for k in ("prompt", "chosen", "rejected"))
         meta = {k: row[k] for k in ("chosen_reason", "rejected_reason") if row.get(k)}
         label = 1
     return PreferencePair(pair_id, images, question, r1, r2, label, "vlrewardbench",
                           vlrewardbench_category(pair_id), {"original_id": pair_id, **meta})
 
 
-def _mmrb(row: dict, ctx: _Ctx, line: int) -> PreferencePair:
-    pair_id = _as_id(row.get("ID"), ctx, line, "ID")
-    question, r1, r2 = (_get(row, k, ctx, line) for k in ("Text", "Output1", "Output2"))
-    better = _get(row, "Better", ctx, line)
+def _mmrb(row: dict, ctx: Ctx, line: int) -> PreferencePair:
+    pair_id = as_id(row.get("ID"), ctx, line, "ID")
+    question, r1, r2 = (get_field(row, k, ctx, line) for k in ("Text", "Output1", "Output2"))
+    better = get_field(row, "Better", ctx, line)
     if better not in ("Output1", "Output2"):
         raise DataError(ctx.file, line, "Better", f"expected 'Output1' or 'Output2', got {better!r}")
-    meta = _get(row, "Meta", ctx, line, dict)
+    meta = get_field(row, "Meta", ctx, line, dict)
     category = meta.get("Category")
     if not isinstance(category, str) or not category:
         raise DataError(ctx.file, line, "Meta.Category", "expected a non-empty string")
-    images = _images(_get(row, "Image", ctx, line, (str, bytes, dict, list)), ctx, line, "Image")
+    images = read_images(get_field(row, "Image", ctx, line, (str, bytes, dict, list)), ctx, line, "Image")
     return PreferencePair(pair_id, images, question, r1, r2, 1 if better == "Output1" else 2, "mmrb",
                           mmrb_category(pair_id, category), {"original_id": pair_id, "mmrb_meta": meta})
 
 
-def _frames(folder: str) -> list[str]:
-    files = sorted(f for f in os.listdir(folder) if f.lower().endswith(_IMAGE_SUFFIXES))
-    if len(files) <= MAX_VIDEO_FRAMES:
-        return [os.path.join(folder, f) for f in files]
-    step = (len(files) - 1) / (MAX_VIDEO_FRAMES - 1)
-    return [os.path.join(folder, files[round(i * step)]) for i in range(MAX_VIDEO_FRAMES)]
-
-
-def _mmrlhf(row: dict, ctx: _Ctx, line: int) -> PreferencePair:
-    group_id = _as_id(row.get("id"), ctx, line, "id")
+def _mmrlhf(row: dict, ctx: Ctx, line: int) -> PreferencePair:
+    group_id = as_id(row.get("id"), ctx, line, "id")
     k, size = ctx.group_pos[group_id]
     ctx.group_pos[group_id] = (k + 1, size)
-    question, r1, r2 = (_get(row, key, ctx, line) for key in ("prompt", "chosen", "rejected"))
+    question, r1, r2 = (get_field(row, key, ctx, line) for key in ("prompt", "chosen", "rejected"))
+    question = strip_placeholders(question)   # the training file's prompts may carry LLaVA's <image>
     meta = {"original_id": group_id, "group_id": group_id, "group_index": k, "group_size": size,
             **{key: row[key] for key in ("chosen_reason", "rejected_reason") if row.get(key)}}
     if row.get("image") is not None:
         media_key = "image"
-        media = _get(row, "image", ctx, line, (str, bytes, dict, list))
-        images = _images(media, ctx, line, "image")
+        media = get_field(row, "image", ctx, line, (str, bytes, dict, list))
+        images = read_images(media, ctx, line, "image")
     elif row.get("video") is not None:
         media_key = "video"
-        media = _get(row, "video", ctx, line)
-        full = _resolve_path(media, ctx, line, "video")
+        media = get_field(row, "video", ctx, line)
+        full = resolve_path(media, ctx, line, "video")
         if os.path.isdir(full):
-            images = [_image(p, ctx, line, "video") for p in _frames(full)]
+            images = [read_image(p, ctx, line, "video") for p in folder_frames(full)]
         elif os.path.isfile(full):
             images = []
             meta["video"] = full
@@ -267,7 +183,9 @@ def _mmrlhf(row: dict, ctx: _Ctx, line: int) -> PreferencePair:
             raise DataError(ctx.file, line, "video", f"video file or frame folder not found: {full}")
     else:
         raise DataError(ctx.file, line, "image", "missing required field (expected 'image' or 'video')")
-    path_text = media if isinstance(media, str) else ""
+    # a list of images (train_dpo.py accepts one): the category comes from the first path
+    path_text = media if isinstance(media, str) else next((m for m in media if isinstance(m, str)), "") \
+        if isinstance(media, list) else ""
     meta["media"] = media_key
     meta["media_path"] = path_text
     return PreferencePair(f"{group_id}#{k}", images, question, r1, r2, 1, "mmrlhf",
@@ -279,8 +197,8 @@ _R1_PROMPT = re.compile(
     r"\s*#+\s*\[Response 2\]:?[ \t]*\n?(?P<r2>.*?)\s*(?:#+\s*\*\*Output Format.*)?\Z", re.S)
 
 
-def _r1reward(row: dict, ctx: _Ctx, line: int) -> PreferencePair:
-    message = _get(row, "message", ctx, line, (str, list))
+def _r1reward(row: dict, ctx: Ctx, line: int) -> PreferencePair:
+    message = get_field(row, "message", ctx, line, (str, list))
     if isinstance(message, str):
         try:
             message = json.loads(message)
@@ -297,25 +215,32 @@ def _r1reward(row: dict, ctx: _Ctx, line: int) -> PreferencePair:
                 texts.append(str(part.get("text", "")))
             elif isinstance(part, dict) and part.get("type") == "image":
                 image_values.append(part.get("image"))
+            elif isinstance(part, dict) and part.get("type") == "video":
+                # a video as a list of frame paths (how R1-Reward passes MM-RLHF's videos): evenly spaced frames
+                frames = part.get("video")
+                if not isinstance(frames, list) or not frames:
+                    raise DataError(ctx.file, line, "message.video", "expected a list of frame paths "
+                                                                     "(a video file cannot be judged; give its frames)")
+                image_values.extend(even_frames(frames))
     match = _R1_PROMPT.search("\n".join(texts))
     if not match:
         raise DataError(ctx.file, line, "message",
                         "user text lacks the R1-Reward judge prompt sections "
                         "'[Question]:', '[Response 1]:', '[Response 2]:'")
-    answer = _get(row, "answer", ctx, line, (str, list))
+    answer = get_field(row, "answer", ctx, line, (str, list))
     answer_text = " ".join(str(a) for a in answer) if isinstance(answer, list) else answer
     verdict = parse_verdict(answer_text).verdict
     if verdict is None:
         raise DataError(ctx.file, line, "answer", f"expected '<answer>1</answer>' or '<answer>2</answer>', "
                                                   f"got {answer!r}")
     question = row.get("question") if isinstance(row.get("question"), str) else match.group("q")
-    pair_id = _as_id(row["id"], ctx, line, "id") if row.get("id") is not None else f"r1reward-{line}"
-    return PreferencePair(pair_id, _images(image_values or None, ctx, line, "message.image"), question,
+    pair_id = as_id(row["id"], ctx, line, "id") if row.get("id") is not None else f"r1reward-{line}"
+    return PreferencePair(pair_id, read_images(image_values or None, ctx, line, "message.image"), question,
                           match.group("r1"), match.group("r2"), verdict, "r1reward", "",
                           {"original_id": row.get("id")} if row.get("id") is not None else {})
 
 
-def _label(value: Any, ctx: _Ctx, line: int, key: str) -> int:
+def _label(value: Any, ctx: Ctx, line: int, key: str) -> int:
     if isinstance(value, str) and value.strip() in ("1", "2"):
         return int(value)
     if isinstance(value, float) and value in (1.0, 2.0):
@@ -330,15 +255,53 @@ def _uses_chosen(row: dict, cmap: dict) -> bool:
     return "chosen" in cmap or ("response_1" not in cmap and "response_1" not in row and "chosen" in row)
 
 
-def _pairs(row: dict, ctx: _Ctx, line: int) -> PreferencePair:
+def _texts(row: dict, ctx: Ctx, line: int, question_col: str, r1_col: str, r2_col: str) -> tuple[str, str, str, dict]:
+    """Question and the two responses as plain text: strings as given (placeholders removed from the
+    question), chat turns by egt's one rule (egt.data.conversations). A response holding its whole
+    conversation (user turn included, as POVID's) also gives the question when no question column
+    exists; the two responses' prompt turns must then agree."""
+    r1_value = get_field(row, r1_col, ctx, line, (str, list, dict))
+    r2_value = get_field(row, r2_col, ctx, line, (str, list, dict))
+    r1, r2 = response_text(r1_value, ctx.file, line, r1_col), response_text(r2_value, ctx.file, line, r2_col)
+    meta: dict = {}
+    if question_col in row:
+        value = get_field(row, question_col, ctx, line, (str, list, dict))
+        question = prompt_text(value, ctx.file, line, question_col)
+        if is_conversation(value):
+            conversation = split_conversation(value, ctx.file, line, question_col)
+            meta = {"context_turns": conversation.context_turns, **({"system": conversation.system}
+                                                                     if conversation.system else {})}
+        return question, r1, r2, meta
+    question, meta = _question_from_responses(r1_value, r2_value, ctx, line, r1_col, r2_col)
+    return question, r1, r2, meta
+
+
+def _question_from_responses(r1_value, r2_value, ctx: Ctx, line: int, r1_col: str, r2_col: str) -> tuple[str, dict]:
+    if not is_conversation(r1_value):
+        raise DataError(ctx.file, line, r1_col, "no question: the row has no question column and the response "
+                                                "is not a conversation holding the user turn")
+    first = split_conversation(r1_value, ctx.file, line, r1_col)
+    if first.prompt is None:
+        raise DataError(ctx.file, line, r1_col, "no question: the row has no question column and the "
+                                                "conversation has no user turn")
+    if is_conversation(r2_value):
+        second = split_conversation(r2_value, ctx.file, line, r2_col)
+        if second.prompt_turns and second.prompt_turns != first.prompt_turns:
+            raise DataError(ctx.file, line, r2_col, f"the prompt turns differ from those of {r1_col} "
+                                                    "(the two responses must answer the same conversation)")
+    meta = {"context_turns": first.context_turns, **({"system": first.system} if first.system else {})}
+    return first.prompt, meta
+
+
+def _pairs(row: dict, ctx: Ctx, line: int) -> PreferencePair:
     cmap = ctx.column_map
     col = lambda name: cmap.get(name, name)  # noqa: E731 - tiny local alias
     if _uses_chosen(row, cmap):
-        r1, r2 = _get(row, col("chosen"), ctx, line), _get(row, col("rejected"), ctx, line)
-        label = 1
+        r1_col, r2_col, label = col("chosen"), col("rejected"), 1
     else:
-        r1, r2 = _get(row, col("response_1"), ctx, line), _get(row, col("response_2"), ctx, line)
-        label = _label(_get(row, col("label"), ctx, line, (int, float, str)), ctx, line, col("label"))
+        r1_col, r2_col = col("response_1"), col("response_2")
+        label = _label(get_field(row, col("label"), ctx, line, (int, float, str)), ctx, line, col("label"))
+    question, r1, r2, text_meta = _texts(row, ctx, line, col("question"), r1_col, r2_col)
     image_col = cmap.get("images") or cmap.get("image") or ("images" if "images" in row else "image")
     meta = row.get(col("meta")) or {}
     if isinstance(meta, str):
@@ -353,14 +316,15 @@ def _pairs(row: dict, ctx: _Ctx, line: int) -> PreferencePair:
     category = category if isinstance(category, str) else ""
     # a dataset without ids gets `pairs-<line>`; a mapped id column must be present
     pair_id = (f"pairs-{line}" if "id" not in cmap and "id" not in row
-               else _as_id(row.get(col("id")), ctx, line, col("id")))
-    return PreferencePair(pair_id,
-                          _images(row.get(image_col), ctx, line, image_col),
-                          _get(row, col("question"), ctx, line), r1, r2, label, source, category, meta)
+               else as_id(row.get(col("id")), ctx, line, col("id")))
+    return PreferencePair(pair_id, read_images(row.get(image_col), ctx, line, image_col),
+                          question, r1, r2, label, source, category, {**text_meta, **meta})
 
 
-_ADAPTERS: dict[str, Callable[[dict, _Ctx, int], PreferencePair]] = {
+_ADAPTERS: dict[str, Callable[[dict, Ctx, int], PreferencePair | list[PreferencePair]]] = {
     "vlrewardbench": _vlrewardbench, "mmrb": _mmrb, "mmrlhf": _mmrlhf, "r1reward": _r1reward, "pairs": _pairs,
+    "rlaifv": training_sets.rlaifv, "vlfeedback": training_sets.vlfeedback, "povid": training_sets.povid,
+    "unifiedreward": training_sets.unifiedreward,
 }
 # Fields that identify a format (any one set suffices); used to catch a wrong --format.
 _SIGNATURES = {
@@ -368,16 +332,21 @@ _SIGNATURES = {
     "mmrb": [("ID", "Text", "Output1", "Output2", "Better")],
     "mmrlhf": [("id", "prompt", "chosen", "rejected")],
     "r1reward": [("message", "answer")],
+    "rlaifv": [("question", "chosen", "rejected", "idx"), ("question", "chosen", "rejected", "image_path")],
+    "vlfeedback": [("id", "prompt", "completions")],
+    "povid": [("conversations", "rejected_conversations")],
+    "unifiedreward": [("conversations", "image"), ("conversations", "images")],
 }
 
 
-def _check_format(fmt: str, row: dict, ctx: _Ctx, line: int) -> None:
+def _check_format(fmt: str, row: dict, ctx: Ctx, line: int) -> None:
     if fmt == "pairs":
         cmap = ctx.column_map
-        wanted = [cmap.get(k, k) for k in ("question",)] + (
-            [cmap.get("chosen", "chosen"), cmap.get("rejected", "rejected")]
-            if _uses_chosen(row, cmap)
-            else [cmap.get(k, k) for k in ("response_1", "response_2", "label")])
+        responses = ([cmap.get("chosen", "chosen"), cmap.get("rejected", "rejected")] if _uses_chosen(row, cmap)
+                     else [cmap.get(k, k) for k in ("response_1", "response_2", "label")])
+        # a response that holds its whole conversation also gives the question
+        needs_question = "question" in cmap or not has_user_turn(row.get(responses[0]))
+        wanted = ([cmap.get("question", "question")] if needs_question else []) + responses
         missing = [c for c in wanted if c not in row]
         if missing:
             raise DataError(ctx.file, line, missing[0],
@@ -398,7 +367,8 @@ def _check_format(fmt: str, row: dict, ctx: _Ctx, line: int) -> None:
 # ------------------------------------------------------------------ entry point
 
 # The source's id field per format; mmrlhf numbers its groups itself (`_mmrlhf`).
-_ID_FIELDS = {"vlrewardbench": "id", "mmrb": "ID", "r1reward": "id"}
+_ID_FIELDS = {"vlrewardbench": "id", "mmrb": "ID", "r1reward": "id", "rlaifv": "idx", "vlfeedback": "id",
+              "povid": "id", "unifiedreward": "id"}
 
 
 def _id_field(fmt: str, column_map: dict) -> str | None:
@@ -426,7 +396,7 @@ def load_benchmark(format: str, input: str | Path, image_root: str | Path | None
     if image_root is not None and not Path(image_root).is_dir():
         raise DataError(str(image_root), None, None, "image root is not a folder")
     base = Path(image_root) if image_root is not None else (path if path.is_dir() else path.parent)
-    ctx = _Ctx(str(path), base.resolve(), allow_absolute_paths, dict(column_map or {}), [], limits=limits)
+    ctx = Ctx(str(path), base.resolve(), allow_absolute_paths, dict(column_map or {}), [], limits=limits)
     records = list(iter_records(path))
     if not records:
         raise DataError(str(path), None, None, "file is empty: no records")
@@ -443,7 +413,7 @@ def load_benchmark(format: str, input: str | Path, image_root: str | Path | None
                 sizes[str(row["id"])] = sizes.get(str(row["id"]), 0) + 1
         ctx.group_pos = {gid: (0, n) for gid, n in sizes.items()}
 
-    result = LoadResult(pairs=[], warnings=ctx.warnings)
+    result = LoadResult(pairs=[], warnings=ctx.warnings, dropped=ctx.dropped)
     seen: dict[str, int] = {}
     unit = "row" if path.is_dir() or path.suffix.lower() == ".parquet" or is_json_array(path) else "line"
     id_field = _id_field(format, ctx.column_map)
@@ -459,15 +429,17 @@ def load_benchmark(format: str, input: str | Path, image_root: str | Path | None
                 first = repeats.identical_to[line]
                 raise DataError(ctx.file, line, id_field, f"duplicate id '{row[id_field]}' (first at {unit} {first}): "
                                                           f"identical duplicate of {unit} {first}")
-            pair = adapter(row, ctx, line)
-            if line in repeats.index:
-                pair.meta = {**pair.meta, "original_id": pair.meta.get("original_id", pair.id)}
-                pair.id = f"{pair.id}#{repeats.index[line]}"
-            result.warnings.extend(pair.validate(ctx.file, line))
-            if pair.id in seen:
-                raise DataError(ctx.file, line, "id", f"duplicate id '{pair.id}' (first at {unit} {seen[pair.id]})")
-            seen[pair.id] = line
-            result.pairs.append(pair)
+            made = adapter(row, ctx, line)
+            made = made if isinstance(made, list) else [made]   # a row may give several pairs, or none (dropped)
+            for pair in made:
+                if line in repeats.index:
+                    pair.meta = {**pair.meta, "original_id": pair.meta.get("original_id", pair.id)}
+                    pair.id = f"{pair.id}#{repeats.index[line]}"
+                result.warnings.extend(pair.validate(ctx.file, line))
+                if pair.id in seen:
+                    raise DataError(ctx.file, line, "id", f"duplicate id '{pair.id}' (first at {unit} {seen[pair.id]})")
+            seen.update((pair.id, line) for pair in made)
+            result.pairs.extend(made)
         except DataError as exc:
             if on_error == "fail":
                 raise

@@ -362,6 +362,17 @@ def _make_trainer_class():
                 log.warning("%s: generation buffer unreadable (%s): sampling the generation again", path, exc)
                 return None
 
+        def _generate(self, prompts):
+            # TRL (1.16) marks a text-only prompt's images as None. When the same batch holds prompts with
+            # images, its processor call for the forward pass gets [[img, ...], None] and refuses it
+            # (transformers' fetch_images: "only a single or a list of entries"); an empty list is what the
+            # processor takes for a prompt without images. `_generate` returns (..., images, tool_images).
+            out = super()._generate(prompts)
+            images = out[-2]
+            if images is not None and any(entry is None for entry in images):
+                out = (*out[:-2], [entry if entry is not None else [] for entry in images], out[-1])
+            return out
+
         def _generate_and_score_completions(self, inputs):
             if self.model.training:
                 generate_every = self.args.steps_per_generation * self.num_iterations
