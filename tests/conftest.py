@@ -15,11 +15,17 @@ Fixtures (all session-scoped, built once per test run):
   (`<think>Response k is better.</think><answer>k</answer>`, k random), so its sampled judgements are well
   formed and split between the two responses (a judge for tests that need verdicts: GRPO in test_rl, the
   reward of test_judge_reward).
+- `served_vllm_judge` -> ServedJudge: `coin_judge_dir` served by vLLM's OpenAI server on 127.0.0.1 (tests marked
+  `vllm`; started once per session, stopped at its end): `.base_url`, `.model_dir`, `.vocab_size`.
+
+Tests marked `vllm` need vLLM (its CPU build: `make vllm-env`, run by `make test-vllm`): where it cannot be
+imported they are skipped with that reason, and under CI=1 they fail instead, so CI never passes without them.
 """
 
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -30,6 +36,21 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
     for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ.setdefault(_var, "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item):
+    if item.get_closest_marker("vllm") is None:
+        return
+    import importlib.util
+
+    if importlib.util.find_spec("vllm") is None:
+        reason = (f"vllm is not importable by {sys.executable}: build vLLM's CPU build with `make vllm-env` and run "
+                  "these tests with `make test-vllm`")
+        if os.environ.get("CI"):
+            pytest.fail(f"CI=1: {reason}", pytrace=False)
+        pytest.skip(reason)
+    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")   # GiB per engine; else sized from the machine's memory
 
 
 @pytest.fixture(scope="session")
@@ -114,3 +135,72 @@ def coin_judge_dir(tiny_model_dir, synth_pairs_path, tmp_path_factory) -> Path:
     model.save_pretrained(out)
     processor.save_pretrained(out)
     return out
+
+
+class ServedJudge:
+    """A judge folder served by vLLM's OpenAI-compatible server (`python -m vllm.entrypoints.openai.api_server`)."""
+
+    def __init__(self, model_dir: Path, port: int, log_path: Path):
+        import json
+
+        self.model_dir, self.port, self.log_path = model_dir, port, log_path
+        self.base_url = f"http://127.0.0.1:{port}/v1"
+        self.name = "judge"
+        self.vocab_size = json.loads((model_dir / "config.json").read_text()).get("vocab_size") or \
+            json.loads((model_dir / "config.json").read_text())["text_config"]["vocab_size"]
+
+    def log_tail(self, chars: int = 4000) -> str:
+        return self.log_path.read_text(errors="replace")[-chars:] if self.log_path.exists() else ""
+
+
+def start_vllm_server(model_dir: Path, log_path: Path, timeout_s: float = 600.0, extra_args=()):
+    """(process, ServedJudge) once /v1/models answers; pytest.fail with the server's log if it does not."""
+    import socket
+    import subprocess
+    import time
+    import urllib.request
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    served = ServedJudge(model_dir, port, log_path)
+    # `python -m vllm.entrypoints.openai.api_server`: the `vllm` console command fails on the CPU build (its
+    # distribution is vllm-cpu, so `vllm --version` finds no metadata). --max-logprobs 20: egt asks for the top 20.
+    command = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(model_dir),
+               "--served-model-name", served.name, "--host", "127.0.0.1", "--port", str(port),
+               "--max-logprobs", "20", "--seed", "0", "--dtype", "float32", *extra_args]   # float32 as local judges
+    env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": os.environ.get("VLLM_CPU_KVCACHE_SPACE", "1")}
+    log = open(log_path, "wb")
+    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            log.close()
+            pytest.fail(f"vLLM server exited with {process.returncode}:\n{served.log_tail()}", pytrace=False)
+        try:
+            with urllib.request.urlopen(f"{served.base_url}/models", timeout=5) as reply:
+                if reply.status == 200:
+                    return process, served
+        except OSError:
+            time.sleep(2)
+    process.kill()
+    log.close()
+    pytest.fail(f"vLLM server did not answer within {timeout_s:.0f} s:\n{served.log_tail()}", pytrace=False)
+
+
+def stop_process(process, grace_s: float = 30.0) -> None:
+    import subprocess
+
+    process.terminate()
+    try:
+        process.wait(timeout=grace_s)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+@pytest.fixture(scope="session")
+def served_vllm_judge(coin_judge_dir, tmp_path_factory):
+    process, served = start_vllm_server(coin_judge_dir, tmp_path_factory.mktemp("vllm_server") / "server.log")
+    yield served
+    stop_process(process)

@@ -104,3 +104,44 @@ def test_checker_accepts_good_files(tmp_path):
 def test_checker_rejects_bad_files(tmp_path, rel, text, message):
     with pytest.raises(AssertionError, match=re.escape(message)):
         check_config_file(_write(tmp_path, rel, text), tmp_path)
+
+
+# ---------------------------------------------------------------- installed with the package, disk stated
+
+def test_every_config_is_shipped_and_loads_by_its_egt_name():
+    from egt.core import shipped
+
+    assert shipped.names() == sorted(p.relative_to(CONFIGS).as_posix() for p in CONFIGS.rglob("*")
+                                     if p.suffix in (".yaml", ".yml", ".json"))
+    for name in shipped.names():
+        if name.endswith((".yaml", ".yml")) and not name.startswith("accelerate/"):
+            stage = _STAGES[_MARKER.search((CONFIGS / name).read_text())["stage"]]
+            cfg_cls = getattr(importlib.import_module(stage.module), stage.config)
+            load_config(cfg_cls, f"egt:{name}", {key: "POSITIONAL" for key in stage.positional})
+
+
+def test_the_package_list_names_every_package_and_data_folder():
+    import tomllib
+
+    pyproject = tomllib.loads((CONFIGS.parent / "pyproject.toml").read_text())["tool"]["setuptools"]
+    listed = set(pyproject["packages"])
+    src = CONFIGS.parent / "src"
+    packages = {".".join(p.parent.relative_to(src).parts) for p in src.rglob("__init__.py")}
+    data = {".".join(p.relative_to(src).parts) for p in (src / "egt" / "assets").iterdir() if p.is_dir()}
+    config_dirs = {f"egt.configs.{p.name}" for p in CONFIGS.iterdir() if p.is_dir() and p.name.isidentifier()}
+    assert packages | data | config_dirs | {"egt.configs"} == listed
+    assert pyproject["package-dir"]["egt.configs"] == "configs"
+
+
+def test_each_training_config_states_its_checkpoint_disk():
+    import sys
+
+    sys.path.insert(0, str(CONFIGS.parent / "benchmarks"))
+    import checkpoint_disk
+
+    stale = [name for name, disk in checkpoint_disk.rows()
+             if checkpoint_disk.yaml_comment_lines()[name] != [checkpoint_disk.comment(disk)]]
+    assert not stale, f"rewrite the `# Disk:` lines: python benchmarks/checkpoint_disk.py --write ({stale})"
+    totals = {name: disk for name, disk in checkpoint_disk.rows() if disk is not None}
+    assert set(totals) == {"sft_full_zero3.yaml", "sft_lora_1gpu.yaml", "rl_zero3_vllm.yaml"}
+    assert 200e9 < totals["sft_full_zero3.yaml"]["total"] < 300e9   # 2 ZeRO-3 checkpoints of a 7B + model/

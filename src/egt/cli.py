@@ -61,6 +61,12 @@ MODEL = [
     Stage("tiny", "egt.tiny.families", "Build a tiny judge of any model family (default Qwen2-VL).",
           config="TinyConfig", run="build"),
 ]
+CONFIGS = [
+    Stage("list", "egt.core.shipped", "List the configs shipped with egt.", config="ListConfig", run="list_configs"),
+    Stage("show", "egt.core.shipped", "Print a shipped config.", ("name",), config="ShowConfig", run="show_config"),
+    Stage("copy", "egt.core.shipped", "Copy a shipped config (a file, a folder or all) to a path.", ("name", "dest"),
+          config="CopyConfig", run="copy_config"),
+]
 TOP = [
     Stage("distill", "egt.stages.distill", "Stage 1: teacher reasoning traces with the fidelity filter."),
     Stage("sft", "egt.stages.sft", "Stage 1: supervised fine-tuning of the judge on the traces."),
@@ -157,6 +163,8 @@ def build_cli() -> click.Group:
                                             help="Show the full traceback of an error (else one line).")])
     root.add_command(_group("data", "Data: convert benchmarks, inspect files, synthesize pairs.", DATA))
     root.add_command(_group("model", "Models: build the embedded tiny judge.", MODEL))
+    root.add_command(_group("configs", "The configs shipped with egt: list, show, copy (or --config egt:NAME).",
+                            CONFIGS))
     for stage in TOP:
         root.add_command(StageCommand(stage))
     root = click.version_option(__import__("egt").__version__, "--version")(root)

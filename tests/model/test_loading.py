@@ -7,6 +7,7 @@ import shutil
 import pytest
 import torch
 
+from egt.core.errors import ConfigError
 from egt.core.prompts import TAGS, parse_verdict
 from egt.model.encoding import judge_batch_inputs, judge_prompts
 from egt.model.loading import count_parameters, load_judge
@@ -250,3 +251,81 @@ def test_dtype_names_are_checked(tiny_model_dir):
             load_config(cfg_cls, None, base + ["dtype=bfloat61"])
     with pytest.raises(ConfigError, match="dtype: must be one of"):
         load_judge(tiny_model_dir, dtype="flaot32")
+
+
+# ---------------------------------------------------------------- image-size caps, flash attention
+
+def _big_image_tokens(processor, px=(640, 480)) -> int:
+    from PIL import Image
+
+    out = processor(text=["<|vision_start|><|image_pad|><|vision_end|>x"], images=[Image.new("RGB", px, "red")],
+                    return_tensors="pt")
+    return int((out["input_ids"] == processor.image_token_id).sum())
+
+
+def test_max_pixels_caps_the_visual_tokens_of_a_qwen_judge(tiny_model_dir):
+    from egt.model.loading import load_judge, load_processor, processor_size_kwargs
+
+    assert processor_size_kwargs(tiny_model_dir) == {}
+    assert processor_size_kwargs(tiny_model_dir, 128 * 128, 32 * 32) == \
+        {"size": {"shortest_edge": 1024, "longest_edge": 16384}}
+    assert processor_size_kwargs(tiny_model_dir, 128 * 128) == {"size": {"shortest_edge": 4096, "longest_edge": 16384}}
+    assert processor_size_kwargs(tiny_model_dir, 128 * 128, for_vllm=True) == {"max_pixels": 16384}
+    # the tiny judge resizes every image to 64 x 64 (16 tokens); a 128 x 128 cap lets a 640 x 480 image keep more
+    # detail, and a 32 x 32 cap takes it down to 4: the cap decides the cost, not the image
+    default = _big_image_tokens(load_processor(tiny_model_dir))
+    larger = _big_image_tokens(load_processor(tiny_model_dir, max_pixels=128 * 128, min_pixels=32 * 32))
+    smaller = _big_image_tokens(load_processor(tiny_model_dir, max_pixels=32 * 32, min_pixels=16 * 16))
+    assert smaller < default < larger <= 128 * 128 // (16 * 16)
+    _, processor = load_judge(tiny_model_dir, max_pixels=32 * 32, min_pixels=16 * 16)
+    assert _big_image_tokens(processor) == smaller
+    with pytest.raises(ConfigError, match="processor_min_pixels=4096 is above processor_max_pixels=1024"):
+        processor_size_kwargs(tiny_model_dir, 1024, 4096)
+
+
+@pytest.mark.parametrize("arch, cap, expected", [
+    ("gemma3", dict(max_pixels=10_000), "nothing to cap"),
+    ("internvl", dict(max_pixels=10_000, min_pixels=100), "Qwen families only"),
+])
+def test_caps_that_a_family_has_not_are_errors(tiny_family_dir, arch, cap, expected):
+    from egt.model.loading import processor_size_kwargs
+
+    with pytest.raises(ConfigError, match=expected):
+        processor_size_kwargs(tiny_family_dir(arch), **cap)
+
+
+@pytest.mark.parametrize("arch", ["internvl", "smolvlm", "llava_onevision", "qwen2_5_vl", "qwen3_vl"])
+def test_each_family_gets_its_own_cap_and_its_processor_loads_with_it(tiny_family_dir, arch):
+    from egt.model.families import get_family
+    from egt.model.loading import load_processor, processor_size_kwargs
+
+    folder = tiny_family_dir(arch)
+    kwargs = processor_size_kwargs(folder, max_pixels=64 * 64)
+    kind = get_family(arch).image_size
+    expected = {"pixels": "size", "tiles": "max_patches", "longest_edge": "size",
+                "pinpoints": "image_grid_pinpoints"}[kind]
+    assert list(kwargs) == [expected]
+    image_processor = load_processor(folder, max_pixels=64 * 64).image_processor
+    if kind == "pixels":
+        assert image_processor.size["longest_edge"] == 64 * 64
+    elif expected == "max_patches":
+        assert image_processor.max_patches == kwargs["max_patches"] >= 1
+    elif kind == "longest_edge":
+        assert image_processor.size["longest_edge"] == kwargs["size"]["longest_edge"] <= 64
+    else:
+        assert [list(p) for p in image_processor.image_grid_pinpoints] == kwargs["image_grid_pinpoints"]
+
+
+def test_flash_attention_without_its_package_is_one_line_naming_the_extra(monkeypatch):
+    import importlib.util
+
+    from egt.core.errors import MissingDependency
+    from egt.model.loading import check_attention
+
+    check_attention(None)
+    check_attention("sdpa")
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "flash_attn" else real(name, *a))
+    with pytest.raises(MissingDependency, match=r"pip install 'egt\[flash\]'.*attn_implementation: sdpa") as error:
+        check_attention("flash_attention_2")
+    assert "\n" not in str(error.value)

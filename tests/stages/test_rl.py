@@ -437,3 +437,54 @@ def test_rl_two_processes_killed_rank_resumes_to_the_same_weights(sft_dir, curat
     differing = [k for k in ref if not torch.equal(ref[k], got[k])]
     assert not differing, f"{len(differing)} tensors differ, max abs " \
         f"{max((ref[k] - got[k]).abs().max().item() for k in differing)}"
+
+def test_vllm_prompts_have_one_placeholder_per_image_and_expand_to_the_training_prompt(tiny_model_dir,
+                                                                                      synth_pairs_list):
+    """What vLLM colocate gets (rl.unexpanded_prompt_ids): the image token once per image; the processor expands
+    that prompt to exactly the ids TRL trains on (its apply_chat_template(tokenize=True))."""
+    from transformers import AutoProcessor
+
+    processor = AutoProcessor.from_pretrained(tiny_model_dir)
+    pairs = synth_pairs_list[:3]
+    dataset = rl.build_dataset(pairs)
+    prompts = []
+    for row in dataset:
+        messages = json.loads(json.dumps(row["prompt"]))
+        messages[0]["content"][0] = {"type": "image", "image": row["images"][0]}
+        prompts.append(messages)
+    ids = rl.unexpanded_prompt_ids(processor, prompts)
+    expanded = processor.apply_chat_template(conversation=prompts, add_generation_prompt=True, tokenize=True,
+                                             return_dict=True)["input_ids"]
+    image_token = processor.image_token_id
+    for one, full, row in zip(ids, expanded, dataset):
+        assert one.count(image_token) == len(row["images"]) == 1
+        assert full.count(image_token) > 1
+        text = processor.tokenizer.decode(one)
+        assert list(processor(text=[text], images=[row["images"]])["input_ids"][0]) == list(full)
+
+
+def test_grpo_extra_unknown_key_and_deepspeed_without_its_package(sft_dir, curated, tmp_path, monkeypatch):
+    import importlib.util
+
+    from egt.core.errors import ConfigError, MissingDependency
+
+    curated_file, _ = curated
+    with pytest.raises(ConfigError, match=r"grpo_extra: unknown GRPOConfig key 'mask_truncated_completion' "
+                                          r"\(did you mean mask_truncated_completions"):
+        rl.run(_config(sft_dir, curated_file, tmp_path / "a", grpo_extra={"mask_truncated_completion": True}))
+    if importlib.util.find_spec("deepspeed") is None:
+        monkeypatch.setenv("ACCELERATE_USE_DEEPSPEED", "true")   # what accelerate launch sets with a DeepSpeed config
+        with pytest.raises(MissingDependency, match=r"pip install 'egt\[deepspeed\]'"):
+            rl.run(_config(sft_dir, curated_file, tmp_path / "b"))
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+def test_image_caps_that_vllm_would_not_see_are_refused(sft_dir, curated, tmp_path):
+    from egt.core.errors import ConfigError
+
+    curated_file, _ = curated
+    cfg = _config(sft_dir, curated_file, tmp_path / "c", processor_max_pixels=32 * 32, use_vllm=True)
+    with pytest.raises(ConfigError, match="vLLM reads the image sizes from"):
+        rl.capped_processor(cfg)
+    processor = rl.capped_processor(_config(sft_dir, curated_file, tmp_path / "c", processor_max_pixels=32 * 32))
+    assert processor.image_processor.size["longest_edge"] == 32 * 32 and processor.tokenizer.padding_side == "left"

@@ -298,6 +298,93 @@ def test_two_processes_train_like_one_at_the_same_global_batch(traces_path, tiny
         torch.testing.assert_close(resumed[name], got[name], rtol=1e-4, atol=1e-5)
 
 
+# ---------------------------------------------------------------- max_length, sft_extra, image caps
+
+def test_length_limit_refuses_truncates_or_drops_and_counts():
+    from egt.core.errors import ConfigError
+    from egt.stages.sft import apply_length_limit
+
+    lengths = [(90, 40), (120, 50), (150, 110), (100, 30)]   # (tokens, prompt tokens); limit 100
+    assert apply_length_limit(lengths, None, "error") == ([0, 1, 2, 3], {})
+    with pytest.raises(ConfigError, match=r"max_length=100: 2 of 4 examples are longer \(the longest has 150 tokens\)"):
+        apply_length_limit(lengths, 100, "error")
+    keep, counts = apply_length_limit(lengths, 100, "truncate")
+    assert keep == [0, 1, 3]   # example 2's prompt alone is over the limit: nothing of its trace would be left
+    assert counts == {"limit": 100, "policy": "truncate", "examples": 4, "too_long": 2, "longest_tokens": 150,
+                      "truncated": 1, "dropped": 1}
+    keep, counts = apply_length_limit(lengths, 100, "drop")
+    assert keep == [0, 3] and (counts["truncated"], counts["dropped"]) == (0, 2)
+    with pytest.raises(ConfigError, match="leaves no example"):
+        apply_length_limit(lengths, 10, "drop")
+
+
+def test_truncation_cuts_only_the_trace(traces_path, tiny_model_dir):
+    from transformers import AutoProcessor
+
+    from egt.stages.sft import prompt_length, truncate_example
+
+    processor = AutoProcessor.from_pretrained(tiny_model_dir)
+    pairs, traces = read_traces(sft_cfg(traces_path, tiny_model_dir, "unused", limit=2))
+    example = encode_examples(processor, pairs, traces)[0]
+    start, length = prompt_length(example), len(example["input_ids"])
+    cut = truncate_example(example, start + 3)
+    assert len(cut["input_ids"]) == len(cut["completion_mask"]) == start + 3 < length
+    assert int(cut["completion_mask"].sum()) == 3
+    assert torch.equal(cut["pixel_values"], example["pixel_values"])   # the image stays whole
+    assert torch.equal(cut["input_ids"], example["input_ids"][:start + 3])
+
+
+def test_sft_extra_is_checked_against_sftconfig(traces_path, tiny_model_dir, tmp_path):
+    from egt.core.errors import ConfigError
+    from egt.stages.sft import sft_args
+
+    cfg = sft_cfg(traces_path, tiny_model_dir, tmp_path / "x", sft_extra={"optim": "adafactor", "adam_epsilon": 1e-6})
+    args = sft_args(cfg, tmp_path / "x" / "checkpoints", "fp32")
+    assert args.optim == "adafactor" and args.adam_epsilon == 1e-6
+    with pytest.raises(ConfigError, match=r"sft_extra: unknown SFTConfig key 'adam_epsylon' \(did you mean adam_epsilon"):
+        run(sft_cfg(traces_path, tiny_model_dir, tmp_path / "y", sft_extra={"adam_epsylon": 1e-6}))
+    with pytest.raises(ConfigError, match="sft_extra.max_length: egt sets it itself"):
+        run(sft_cfg(traces_path, tiny_model_dir, tmp_path / "z", sft_extra={"max_length": 10}))
+    assert not (tmp_path / "y").exists() and not (tmp_path / "z").exists()   # refused before anything is written
+
+
+def test_flash_attention_config_fails_at_start_naming_the_extra(traces_path, tiny_model_dir, tmp_path):
+    import importlib.util
+
+    from egt.core.errors import EgtError
+
+    if importlib.util.find_spec("flash_attn") is not None and torch.cuda.is_available():
+        pytest.skip("flash-attn and a GPU are here")
+    with pytest.raises(EgtError, match=r"egt\[flash\]|needs a CUDA GPU"):
+        run(sft_cfg(traces_path, tiny_model_dir, tmp_path / "fa", attn_implementation="flash_attention_2"))
+    assert not (tmp_path / "fa").exists()
+
+
+@pytest.mark.slow
+def test_on_the_fly_features_truncate_at_max_length_and_the_caps_travel_with_the_model(traces_path, tiny_model_dir,
+                                                                                      tmp_path):
+    from transformers import AutoProcessor
+
+    from egt.model.loading import load_processor
+
+    caps = {"processor_max_pixels": 32 * 32, "processor_min_pixels": 16 * 16}
+    processor = load_processor(tiny_model_dir, 32 * 32, 16 * 16)   # the lengths the run sees
+    pairs, traces = read_traces(sft_cfg(traces_path, tiny_model_dir, "unused", limit=16))
+    lengths = sorted(len(ex["input_ids"]) for ex in encode_examples(processor, pairs, traces))
+    limit = lengths[len(lengths) // 2]   # about half of the examples are longer
+    with pytest.raises(Exception, match=f"max_length={limit}: "):
+        run(sft_cfg(traces_path, tiny_model_dir, tmp_path / "refused", limit=16, max_length=limit,
+                    cache_features=False, **caps))
+    out = run(sft_cfg(traces_path, tiny_model_dir, tmp_path / "sft", limit=16, max_steps=2, max_length=limit,
+                      too_long="truncate", cache_features=False, **caps))
+    counts = json.loads((out / TRAIN_SUMMARY).read_text())["max_length"]
+    over = sum(n > limit for n in lengths)
+    assert counts["too_long"] == over > 0 and counts["truncated"] + counts["dropped"] == over
+    assert counts["longest_tokens"] == lengths[-1] and counts["policy"] == "truncate"
+    saved = AutoProcessor.from_pretrained(out / "model").image_processor.size
+    assert (saved["shortest_edge"], saved["longest_edge"]) == (16 * 16, 32 * 32)
+
+
 # Runs `egt sft` and kills itself (SIGKILL) half-way through saving the final model (not a checkpoint).
 FINAL_SAVE_KILL_DRIVER = """
 import os, signal, sys

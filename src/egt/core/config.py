@@ -4,6 +4,7 @@ Every stage module defines `class Config(StageConfig)`. Unknown keys and wrong
 types are errors that name the key, the value and what was expected:
 
     egt score --config configs/demo/score.yaml samples=8 --temperature 0.7
+    egt score --config egt:qwen2.5-vl-7b/score.yaml     # a config shipped with egt (egt configs list)
 """
 
 from __future__ import annotations
@@ -122,6 +123,10 @@ def _format_validation_error(cls: type, exc: ValidationError, source: str) -> st
 
 
 def load_yaml(path: str | Path) -> dict:
+    if str(path).startswith("egt:"):   # a config shipped with egt (egt configs list)
+        from egt.core.shipped import config_path
+
+        path = config_path(path)
     path = Path(path)
     if not path.exists():
         raise ConfigError(f"config file not found: {path}")

@@ -37,18 +37,18 @@ class DataError(EgtError):
 class MissingDependency(EgtError):
     """An optional dependency (vllm, deepspeed, ...) is not installed."""
 
-    def __init__(self, package: str, extra: str, purpose: str):
+    def __init__(self, package: str, extra: str, purpose: str, hint: str | None = None):
         super().__init__(
             f"{purpose} needs the optional package '{package}'. "
-            f"Install it with: pip install 'egt[{extra}]'"
+            f"Install it with: pip install 'egt[{extra}]'" + (f"; {hint}" if hint else "")
         )
 
 
-def require(module: str, extra: str, purpose: str):
-    """Import an optional module lazily, with an actionable message if absent."""
+def require(module: str, extra: str, purpose: str, hint: str | None = None):
+    """Import an optional module lazily, with an actionable message if absent (`hint`: what else to do)."""
     import importlib
 
     try:
         return importlib.import_module(module)
     except ImportError as exc:  # pragma: no cover - depends on the environment
-        raise MissingDependency(module, extra, purpose) from exc
+        raise MissingDependency(module, extra, purpose, hint) from exc

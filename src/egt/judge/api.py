@@ -57,7 +57,7 @@ from egt.core.config import StageConfig
 from egt.core.errors import ConfigError
 from egt.core.images import ImageOptions
 from egt.core.records import ORDERS, ImageRef, Order, PreferencePair
-from egt.model.loading import TorchDtype
+from egt.model.loading import MAX_PIXELS_HELP, MIN_PIXELS_HELP, TorchDtype
 
 if TYPE_CHECKING:
     from egt.model.entropy import ScoredJudgement
@@ -80,6 +80,8 @@ class JudgeOptions(StageConfig, ImageOptions):
     sentence_agg: Literal["mean", "max"] = Field("mean", description="sentence entropy: mean or max over sentences")
     device: str = Field("auto", description="local: auto (cuda if available), cpu, cuda, cuda:1, ...")
     dtype: TorchDtype = Field("auto", description="local: auto, bfloat16, float16, float32 (or bf16, fp16, fp32)")
+    processor_max_pixels: int | None = Field(None, ge=1, description="local: " + MAX_PIXELS_HELP)
+    processor_min_pixels: int | None = Field(None, ge=1, description="local: " + MIN_PIXELS_HELP)
     served_model: str | None = Field(None, description="endpoint: the model name; None = the one the server lists")
     api_key_env: str | None = Field(None, description="endpoint: environment variable holding the API key")
     top_logprobs: int = Field(20, ge=0, le=20, description="endpoint: log-probs per token for entropy bounds "
@@ -271,14 +273,15 @@ class LocalBackend:
     entropy_kind = "exact"
 
     def __init__(self, path: str | Path, device: str = "auto", dtype: str = "auto", batch_size: int = 16,
-                 sentence_agg: str = "mean"):
+                 sentence_agg: str = "mean", max_pixels: int | None = None, min_pixels: int | None = None):
         from egt.model.loading import load_judge
 
         if device == "auto":
             import torch
 
             device = "cuda" if torch.cuda.is_available() else "cpu"
-        self.model, self.processor = load_judge(path, device=device, dtype=dtype)
+        self.model, self.processor = load_judge(path, device=device, dtype=dtype, max_pixels=max_pixels,
+                                                min_pixels=min_pixels)
         self.batch_size, self.sentence_agg = batch_size, sentence_agg
         self.name = str(path)
 
@@ -307,12 +310,18 @@ def build_backend(options: JudgeOptions, local_cls: type | None = None, endpoint
     if is_endpoint(options.model):
         from egt.judge.endpoint import EndpointBackend
 
-        return (endpoint_cls or EndpointBackend)(options.model, served_model=options.served_model, api_key_env=options.api_key_env,
-                               top_logprobs=options.top_logprobs, vocab_size=options.vocab_size,
-                               concurrency=options.concurrency, timeout_s=options.timeout_s,
-                               max_retries=options.max_retries, sentence_agg=options.sentence_agg)
-    return (local_cls or LocalBackend)(options.model, device=options.device, dtype=options.dtype, batch_size=options.batch_size,
-                        sentence_agg=options.sentence_agg)
+        if options.processor_max_pixels is not None or options.processor_min_pixels is not None:
+            raise ConfigError("processor_max_pixels / processor_min_pixels: a served judge resizes images on the "
+                              "server (vLLM: --mm-processor-kwargs '{\"max_pixels\": N}'); leave them unset here")
+
+        return (endpoint_cls or EndpointBackend)(
+            options.model, served_model=options.served_model, api_key_env=options.api_key_env,
+            top_logprobs=options.top_logprobs, vocab_size=options.vocab_size, concurrency=options.concurrency,
+            timeout_s=options.timeout_s, max_retries=options.max_retries, sentence_agg=options.sentence_agg)
+    return (local_cls or LocalBackend)(options.model, device=options.device, dtype=options.dtype,
+                                       batch_size=options.batch_size, sentence_agg=options.sentence_agg,
+                                       max_pixels=options.processor_max_pixels,
+                                       min_pixels=options.processor_min_pixels)
 
 
 # ---------------------------------------------------------------- the judge

@@ -120,7 +120,9 @@ def judge_fingerprint(cfg: JudgeOptions, inputs: dict, served_model: str | None 
     judging = {"samples": cfg.samples, "orders": cfg.orders, "max_new_tokens": cfg.max_new_tokens,
                "temperature": cfg.temperature if sampled else None, "top_p": cfg.top_p if sampled else None,
                "seed": cfg.seed if sampled else None, "sentence_agg": cfg.sentence_agg,
-               **image_settings(cfg.image_limits), **settings}
+               **image_settings(cfg.image_limits), **settings,
+               **{k: getattr(cfg, k) for k in ("processor_max_pixels", "processor_min_pixels")
+                  if getattr(cfg, k, None) is not None}}   # only when set: older folders still resume
     if is_endpoint(cfg.model):
         judging.update(endpoint=cfg.model.rstrip("/"), served_model=served_model or cfg.served_model,
                        top_logprobs=cfg.top_logprobs, vocab_size=cfg.vocab_size)

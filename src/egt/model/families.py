@@ -13,7 +13,9 @@ between them live here and nowhere else:
   `egt.model.encoding` can cut a batch into examples and put examples back together;
 - the token that closes a chat turn (`turn_end`: what SFT appends after a trace and
   where generation stops) where it is not the tokenizer's eos;
-- the classes a real checkpoint of the family uses and one checkpoint to start from.
+- the classes a real checkpoint of the family uses and one checkpoint to start from;
+- how its processor's image size is capped (`image_size`, egt.model.loading.processor_size_kwargs): what
+  `processor_max_pixels` / `processor_min_pixels` set, so a large image cannot cost thousands of tokens.
 
 The tiny judges of each family (`egt model tiny --arch X`) are built by egt.tiny.families.
 A model whose `model_type` is not here is refused with a one-line EgtError by the functions
@@ -42,6 +44,11 @@ class Family:
     pixel_rows: str
     turn_end: str                   # the token that closes a chat turn
     requires: tuple[str, ...] = ()  # optional packages its processor imports (all in the egt[families] extra)
+    # How the image processor's cost is capped (IMAGE_SIZE_CAPS): "pixels" = resized into [min_pixels,
+    # max_pixels] (Qwen); "tiles" = at most max_patches tiles (InternVL); "longest_edge" = the longest edge before
+    # splitting into tiles (SmolVLM); "pinpoints" = the anyres grid resolutions (LLaVA-OneVision); "fixed" =
+    # every image is resized to one size (Gemma 3: 896 x 896, 256 tokens), nothing to cap.
+    image_size: str = "pixels"
 
 
 _QWEN_TOWER = ("visual",)
@@ -56,16 +63,27 @@ FAMILIES: dict[str, Family] = {f.arch: f for f in (
     Family("qwen3_5", "Qwen3.5", "Qwen3_5ForConditionalGeneration", "Qwen3VLProcessor",
            "Qwen/Qwen3.5-27B", _QWEN_TOWER, ("visual.merger",), "grid", "<|im_end|>"),
     Family("gemma3", "Gemma 3", "Gemma3ForConditionalGeneration", "Gemma3Processor",
-           "google/gemma-3-4b-it", ("vision_tower",), ("multi_modal_projector",), "image", "<end_of_turn>"),
+           "google/gemma-3-4b-it", ("vision_tower",), ("multi_modal_projector",), "image", "<end_of_turn>",
+           image_size="fixed"),
     Family("smolvlm", "SmolVLM2", "SmolVLMForConditionalGeneration", "SmolVLMProcessor",
            "HuggingFaceTB/SmolVLM2-2.2B-Instruct", ("vision_model",), ("connector",), "example",
-           "<end_of_utterance>", requires=("num2words",)),
+           "<end_of_utterance>", requires=("num2words",), image_size="longest_edge"),
     Family("internvl", "InternVL3", "InternVLForConditionalGeneration", "InternVLProcessor",
-           "OpenGVLab/InternVL3-8B-hf", ("vision_tower",), ("multi_modal_projector",), "tokens", "<|im_end|>"),
+           "OpenGVLab/InternVL3-8B-hf", ("vision_tower",), ("multi_modal_projector",), "tokens", "<|im_end|>",
+           image_size="tiles"),
     Family("llava_onevision", "LLaVA-OneVision", "LlavaOnevisionForConditionalGeneration",
            "LlavaOnevisionProcessor", "llava-hf/llava-onevision-qwen2-7b-ov-hf", ("vision_tower",),
-           ("multi_modal_projector", "image_newline"), "image", "<|im_end|>"),
+           ("multi_modal_projector", "image_newline"), "image", "<|im_end|>", image_size="pinpoints"),
 )}
+
+# What processor_max_pixels / processor_min_pixels become, per Family.image_size (egt.model.loading).
+IMAGE_SIZE_CAPS = {
+    "pixels": "max_pixels / min_pixels: each image is resized so that its pixel count lies in [min, max]",
+    "tiles": "max_patches = max_pixels // (tile height x tile width), at least 1 (with crop_to_patches)",
+    "longest_edge": "size.longest_edge = the largest multiple of the tile edge whose square is <= max_pixels",
+    "pinpoints": "image_grid_pinpoints: only the grid resolutions of at most max_pixels (at least the smallest)",
+    "fixed": "none: every image is resized to the processor's one size",
+}
 
 # Keys of a processor batch that hold images, and what their first dimension counts.
 IMAGE_KEYS = {"pixel_values": "rows", "pixel_attention_mask": "rows", "image_grid_thw": "images",

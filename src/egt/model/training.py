@@ -289,6 +289,22 @@ def write_train_summary(out: str | Path, trainer, resumed_from: Path | None, wal
     return write_json(summary, Path(out) / TRAIN_SUMMARY)
 
 
+def check_deepspeed(purpose: str) -> None:
+    """MissingDependency naming the extra `deepspeed` when DeepSpeed is asked for and not installed."""
+    from egt.core.errors import require
+
+    require("deepspeed", "deepspeed", purpose)
+
+
+def check_deepspeed_launch() -> None:
+    """Under `accelerate launch` with a DeepSpeed config (accelerate sets ACCELERATE_USE_DEEPSPEED in every
+    process): DeepSpeed must be importable, else one line naming the extra instead of a trace from the Trainer."""
+    import os
+
+    if os.environ.get("ACCELERATE_USE_DEEPSPEED", "").lower() in ("1", "true"):
+        check_deepspeed("accelerate launch with a DeepSpeed config (configs/accelerate/zero3_8gpu.yaml)")
+
+
 # ---------------------------------------------------------------- run folder (egt.core.runfolder)
 
 def share_from_main(args):

