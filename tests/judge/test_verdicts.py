@@ -255,3 +255,44 @@ def test_judge_command_with_the_tiny_judge(tmp_path, tiny_model_dir, synth_pairs
     capsys.readouterr()
     assert main([*args[:2], str(model), *args[3:]]) == 1
     assert "model file model.safetensors: " in capsys.readouterr().err
+
+
+def test_shard_jobs_write_what_one_process_writes(tmp_path):
+    pairs = make_pairs(tmp_path, n=9)
+    with FakeOpenAIServer(FakeServedJudge()) as server:
+        assert main(args_for(server.base_url, pairs, tmp_path / "one", "--coverage", "0.5")) == 0
+        for i in range(3):
+            assert main(args_for(server.base_url, pairs, tmp_path / "split", "--coverage", "0.5",
+                                 "--shard", f"{i}/3")) == 0
+            assert (tmp_path / "split" / "verdicts.jsonl").exists() == (i == 2)
+        assert posts(server) == 2 * 18                                    # every pair judged once per run
+    one, split = tmp_path / "one", tmp_path / "split"
+    for name in (verdicts.LOG_NAME, "verdicts.jsonl"):
+        assert (split / name).read_bytes() == (one / name).read_bytes(), name
+    drop_wall = [{k: v for k, v in json.loads((d / "summary.json").read_text()).items() if k != "wall_s"}
+                 for d in (one, split)]
+    assert drop_wall[0] == drop_wall[1] and not (split / "shards").exists()
+
+
+@pytest.mark.heavy
+def test_tiny_judge_under_torchrun_equals_one_process(tmp_path, tiny_model_dir, synth_pairs_path):
+    """`egt judge` over the ranks of a torchrun world of 2 (gloo on CPU): the pairs' chunks split over the
+    ranks, rank 0 writes the outputs; they equal one process's (summary.json but its wall time)."""
+    import os
+    import subprocess
+    import sys
+
+    pairs = synth_pairs_path("test", 5)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
+    args = ["-m", "egt.cli", "judge", "--model", str(tiny_model_dir), "--pairs", str(pairs), "--max_new_tokens", "12",
+            "--batch_size", "4", "--coverage", "0.6", "--progress", "false"]
+    for out, launcher in (("one", []), ("world", ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"])):
+        proc = subprocess.run([sys.executable, *launcher, *args, "--output", str(tmp_path / out)], env=env,
+                              capture_output=True, text=True, timeout=600)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+    one, world = tmp_path / "one", tmp_path / "world"
+    for name in (verdicts.LOG_NAME, "verdicts.jsonl"):
+        assert (world / name).read_bytes() == (one / name).read_bytes(), name
+    summaries = [{k: v for k, v in json.loads((d / "summary.json").read_text()).items() if k != "wall_s"}
+                 for d in (one, world)]
+    assert summaries[0] == summaries[1]

@@ -332,3 +332,24 @@ def test_hf_backend_counts_attempts_of_a_local_teacher(synth_pairs_path, tiny_mo
     assert all(r["drop_reason"] == "unparsable" for r in dropped)
     stats = json.loads((out / "stats.json").read_text())
     assert stats["kept"] == 0 and 0 < stats["completion_tokens"] <= 4 * 2 * 6
+
+
+def test_shard_jobs_write_what_one_process_writes(synth_pairs_path, tmp_path):
+    """Three `--shard i/3` jobs on one folder (blocks of hf_chunk_pairs pairs each): the last writes
+    traces.parquet, dropped.parquet and the journal byte for byte as one process does."""
+    from egt.core.runfolder import StaleRunError
+
+    cfg = dict(pairs=synth_pairs_path("train", n=30, seed=2, noise="uniform:0.3"), backend="oracle",
+               oracle_wrong_rate=0.3, max_attempts=2, hf_chunk_pairs=4, progress=False)
+    one = run(Config(output=tmp_path / "one", **cfg))
+    split = tmp_path / "split"
+    for i in range(3):
+        run(Config(output=split, shard=f"{i}/3", **cfg))
+        assert (split / "traces.parquet").exists() == (i == 2)
+    for name in ("traces.parquet", "dropped.parquet", "journal.jsonl"):
+        assert (split / name).read_bytes() == (one / name).read_bytes(), name
+    stats = [{k: v for k, v in json.loads((d / "stats.json").read_text()).items() if k != "wall_time_s"}
+             for d in (one, split)]
+    assert stats[0] == stats[1]
+    with pytest.raises(StaleRunError, match="setting max_attempts: 2 -> 3"):   # jobs of other settings: refused
+        run(Config(output=split, shard="0/3", **{**cfg, "max_attempts": 3}))

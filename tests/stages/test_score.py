@@ -332,3 +332,87 @@ def test_vllm_backend_without_vllm_says_how_to_install(tiny_model_dir, synth_pai
                    progress=False))
     if not torch.cuda.is_available():   # the CUDA build would not run here: the message names the CPU build
         assert "make vllm-env" in str(error.value)
+
+
+# ---------------------------------------------------------------- independent jobs (egt.core.shards)
+
+TIMING_FIELDS = ("wall_s", "scoring_s", "pairs_per_s", "tokens_per_s")
+
+
+@pytest.mark.heavy
+def test_three_independent_shard_jobs_equal_one_process(tiny_model_dir, pairs6, reference_run, tmp_path):
+    """Three jobs started together on one folder, each told its slice another way (`--shard 0/3`, a SLURM
+    array task, torchrun's RANK / WORLD_SIZE without a process group): each scores only its shards, the last
+    to finish merges, and scores.parquet is byte for byte the one-process file."""
+    out = tmp_path / "jobs"
+    slurm = {"SLURM_ARRAY_TASK_ID": "2", "SLURM_ARRAY_TASK_MIN": "1", "SLURM_ARRAY_TASK_COUNT": "3"}   # --array=1-3
+    jobs = [("0/3", {}), ("slurm", slurm), ("env", {"RANK": "2", "WORLD_SIZE": "3"})]
+    procs = [subprocess.Popen(_score_cmd(tiny_model_dir, pairs6, out) + ["--shard", shard], env={**ENV, **extra},
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for shard, extra in jobs]
+    for proc in procs:
+        stdout, stderr = proc.communicate(timeout=300)
+        assert proc.returncode == 0, stderr[-3000:]
+    by_shard = {int(p.name.split("-")[1].split(".")[0]): json.loads(p.read_text()) for p in _markers(out)}
+    assert sorted(by_shard) == list(range(N_PAIRS))
+    assert (out / "scores.parquet").read_bytes() == (reference_run / "scores.parquet").read_bytes()
+    summaries = [{k: v for k, v in json.loads((d / "summary.json").read_text()).items() if k not in TIMING_FIELDS}
+                 for d in (out, reference_run)]
+    assert summaries[0] == summaries[1]
+    assert not list(out.glob(".egt*.lock"))   # every job let go of its slice
+
+
+@pytest.mark.heavy
+def test_a_shard_job_that_is_a_launched_world_splits_its_slice_over_its_ranks(tiny_model_dir, pairs6, reference_run,
+                                                                              tmp_path):
+    """Job 0/2 as two torchrun processes (its slice's shards split over its ranks) beside job 1/2 as one."""
+    out = tmp_path / "mixed"
+    world = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+             *_score_cmd(tiny_model_dir, pairs6, out)[1:], "--shard", "0/2"]
+    procs = [subprocess.Popen(cmd, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for cmd in (world, _score_cmd(tiny_model_dir, pairs6, out) + ["--shard", "1/2"])]
+    for proc in procs:
+        stdout, stderr = proc.communicate(timeout=300)
+        assert proc.returncode == 0, stderr[-3000:]
+    ranks = {json.loads(p.read_text())["shard"]: json.loads(p.read_text())["rank"] for p in _markers(out)}
+    assert {i: ranks[i] for i in (0, 2, 4)} == {0: 0, 2: 1, 4: 0}     # slot 0 + 2r of 4: shards 0, 4 | 2
+    assert (out / "scores.parquet").read_bytes() == (reference_run / "scores.parquet").read_bytes()
+
+
+def _children(pid: int) -> list[int]:
+    """The pids whose parent is `pid` (the ranks a torchrun launcher started)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(entry.name))
+    return found
+
+
+@pytest.mark.heavy
+def test_a_rank_killed_mid_run_then_a_rerun_of_another_size_equals_one_process(tiny_model_dir, pairs6, reference_run,
+                                                                                tmp_path):
+    """kill -9 of one rank of a torchrun world of 2 (the launcher then stops the other): the rerun, here one
+    process, redoes only the unfinished shards and merges the one-process file."""
+    out = tmp_path / "killed"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           *_score_cmd(tiny_model_dir, pairs6, out)[1:]]
+    launcher = subprocess.Popen(cmd, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 240
+    while len(_markers(out)) < 2:
+        assert launcher.poll() is None, launcher.stderr.read().decode()[-3000:]
+        assert time.monotonic() < deadline, "no shard finished within 240 s"
+        time.sleep(0.005)
+    ranks = _children(launcher.pid)
+    assert len(ranks) == 2
+    os.kill(max(ranks), signal.SIGKILL)
+    launcher.communicate(timeout=120)
+    assert launcher.returncode != 0
+    finished = {p.name: p.stat().st_mtime_ns for p in _markers(out)}
+    assert 2 <= len(finished) < N_PAIRS and not (out / "scores.parquet").exists()
+    _run(_score_cmd(tiny_model_dir, pairs6, out))
+    assert {p.name: p.stat().st_mtime_ns for p in _markers(out) if p.name in finished} == finished
+    assert (out / "scores.parquet").read_bytes() == (reference_run / "scores.parquet").read_bytes()

@@ -17,7 +17,7 @@ from egt.core.config import load_config
 from egt.core.records import read_pairs
 from egt.model.encoding import judge_batch_inputs
 from egt.model.loading import load_judge
-from egt.model.training import TRAIN_SUMMARY, last_checkpoint
+from egt.model.training import TRAIN_SUMMARY, last_checkpoint, read_consumed
 from egt.stages import distill
 from egt.stages.sft import Config, JudgeCollator, collate_examples, encode_examples, read_traces, run
 
@@ -154,6 +154,8 @@ def test_killed_run_resumes_from_its_last_checkpoint(traces_path, tiny_model_dir
     ref_params, got_params = _params(load_judge(ref / "model")[0]), _params(load_judge(out / "model")[0])
     for name in ref_params:
         torch.testing.assert_close(got_params[name], ref_params[name], rtol=1e-4, atol=1e-5)
+    # and the same batches: the lines after the checkpoint were dropped and replayed
+    assert read_consumed(out / "consumed.jsonl") == read_consumed(ref / "consumed.jsonl")
 
 
 def test_shipped_sft_configs_parse():
@@ -205,6 +207,95 @@ def test_missing_or_truncated_base_model_is_one_error_naming_it(traces_path, tin
     with pytest.raises(EgtError, match=r"model\.safetensors: not a readable safetensors file .*truncated or corrupt"):
         run(sft_cfg(traces_path, broken, tmp_path / "b"))
     assert not (tmp_path / "b").exists()
+
+
+# Two CPU processes against one at the same global batch: DDP sums the ranks' gradients in another order than
+# one process sums its batch (float addition is not associative) and Adam carries those last bits on. Measured
+# on the tiny judge (16 traces, 8 steps at lr 2e-3, weights moved up to 8.0e-3; machine C, one run each):
+# 2.1e-7 max abs with 2 processes (torchrun and accelerate alike), the same as one process with gradient
+# accumulation 2; the tolerance leaves room for other CPUs' kernels.
+TWO_PROCESS_TOLERANCE = 1e-5
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(entry.name))
+    return found
+
+
+@pytest.mark.heavy
+def test_two_processes_train_like_one_at_the_same_global_batch(traces_path, tiny_model_dir, tmp_path):
+    """torchrun, 2 CPU processes x per_device 2 against one process x per_device 4 (global batch 4, 16 traces,
+    2 epochs): each epoch the two ranks together consume every example exactly once, each global step the
+    examples the one process used; the final weights agree within TWO_PROCESS_TOLERANCE. Then one rank killed
+    with SIGKILL after a checkpoint (the launcher stops the other): the rerun resumes and ends with the
+    uninterrupted 2-process run's batches and weights, its model saved by save_final_model."""
+    import os
+
+    from safetensors.torch import load_file
+
+    common = dict(limit=16, num_train_epochs=2, max_steps=-1, learning_rate=2e-3, adam_beta2=0.98,
+                  freeze_vision_tower=False, save_steps=100, warmup_steps=0.0, lr_scheduler_type="constant",
+                  torch_threads=1)
+    one = run(sft_cfg(traces_path, tiny_model_dir, tmp_path / "one", per_device_train_batch_size=4, **common))
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
+
+    logs = []
+
+    def torchrun(out, **kw):
+        args = {**common, "traces": traces_path, "model": tiny_model_dir, "output": out, "logging_steps": 1,
+                "per_device_train_batch_size": 2, "progress": "false", **kw}
+        logs.append(tmp_path / f"torchrun{len(logs)}.log")
+        return subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node",
+                                 "2", "-m", "egt.cli", "sft", *[f"{k}={v}" for k, v in args.items()]], env=env,
+                                stdout=subprocess.DEVNULL, stderr=open(logs[-1], "w"))
+
+    def tail() -> str:
+        return logs[-1].read_text()[-3000:]
+
+    two = tmp_path / "two"
+    proc = torchrun(two)
+    assert proc.wait(timeout=600) == 0, tail()
+    lines, reference = read_consumed(two / "consumed.jsonl"), read_consumed(one / "consumed.jsonl")
+    ids = [pair.id for pair in read_pairs(traces_path)[:16]]
+    assert [len(line["ids_per_process"]) for line in lines] == [2] * 8
+    for epoch in (0, 1):
+        seen = [i for line in lines if line["epoch"] == epoch for rank in line["ids_per_process"] for i in rank]
+        assert sorted(seen) == sorted(ids)                       # every example exactly once per epoch
+    assert [sorted(i for rank in line["ids_per_process"] for i in rank) for line in lines] == \
+        [sorted(line["ids_per_process"][0]) for line in reference]   # the one process's batch, step by step
+    assert json.loads((two / TRAIN_SUMMARY).read_text())["processes"] == 2
+    base, ref, got = (load_file(str(d / "model.safetensors")) for d in (tiny_model_dir, one / "model", two / "model"))
+    assert max((ref[k] - base[k]).abs().max().item() for k in ref) > 1e-3          # it trained
+    assert max((ref[k] - got[k]).abs().max().item() for k in ref) <= TWO_PROCESS_TOLERANCE
+
+    killed = tmp_path / "killed"
+    launcher = torchrun(killed, save_steps=2)
+    deadline = time.time() + 300
+    while last_checkpoint(killed / "checkpoints") is None:
+        assert launcher.poll() is None, tail()
+        assert time.time() < deadline, "no checkpoint within 300 s"
+        time.sleep(0.01)
+    ranks = _children(launcher.pid)
+    assert len(ranks) == 2
+    os.kill(ranks[-1], signal.SIGKILL)
+    assert launcher.wait(timeout=120) != 0
+    assert not (killed / "model").exists()
+    proc = torchrun(killed, save_steps=2)
+    assert proc.wait(timeout=600) == 0, tail()
+    summary = json.loads((killed / TRAIN_SUMMARY).read_text())
+    assert summary["resumed_from"] and summary["global_step"] == 8
+    assert read_consumed(killed / "consumed.jsonl") == lines
+    resumed = load_file(str(killed / "model" / "model.safetensors"))
+    for name in got:
+        torch.testing.assert_close(resumed[name], got[name], rtol=1e-4, atol=1e-5)
 
 
 # ---------------------------------------------------------------- max_length, sft_extra, image caps

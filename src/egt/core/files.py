@@ -172,16 +172,17 @@ class Journal:
         self.key = key
         self._lock = threading.Lock()
 
-    def read(self) -> list[dict]:
-        """Every record in file order; a torn last line is cut off the file (it is redone)."""
-        return [record for _, record in self._numbered()]
+    def read(self, repair: bool = True) -> list[dict]:
+        """Every record in file order; a torn last line is cut off the file (it is redone). `repair=False`
+        leaves the file alone (another process's journal, which it may be appending to right now)."""
+        return [record for _, record in self._numbered(repair)]
 
-    def load(self) -> dict[str, dict]:
-        """Records by their `key` field (the journal must have been opened with one)."""
+    def load(self, repair: bool = True) -> dict[str, dict]:
+        """Records by their `key` field (the journal must have been opened with one); `repair` as `read`."""
         if self.key is None:
             raise ValueError("Journal.load needs the key field given to Journal(path, key=...)")
         out: dict[str, dict] = {}
-        for lineno, record in self._numbered():
+        for lineno, record in self._numbered(repair):
             value = record.get(self.key)
             if not isinstance(value, str):
                 raise DataError(str(self.path), lineno, self.key,
@@ -189,7 +190,7 @@ class Journal:
             out[value] = record
         return out
 
-    def _numbered(self) -> list[tuple[int, dict]]:
+    def _numbered(self, repair: bool = True) -> list[tuple[int, dict]]:
         if not self.path.exists():
             return []
         raw = self.path.read_bytes()
@@ -212,7 +213,7 @@ class Journal:
                                 "corrupt journal record (not a JSON object); delete the file to redo the work")
             records.append((lineno, record))
             good_end += len(line)
-        if good_end < len(raw):
+        if good_end < len(raw) and repair:
             with open(self.path, "r+b") as handle:
                 handle.truncate(good_end)
                 handle.flush()

@@ -67,6 +67,8 @@ class StaleRunError(EgtError):
 class RunLocked(EgtError):
     """Another live process holds the run folder's lock."""
 
+    holder: dict | None = None   # the holder's lock info, when it could be read
+
 
 # ---------------------------------------------------------------- fingerprints
 
@@ -282,32 +284,50 @@ class RunLock:
 
     Re-entrant within a process: taking a folder's lock that this process already holds nests
     (the stage functions can then be called from a caller that holds it, e.g. `egt eval`'s run
-    around evaluate_pairs).
+    around evaluate_pairs). `name`: the lock file (`.egt.lock`, or a shard job's own
+    `.egt.shard-<i>-of-<n>.lock`, egt.core.shards). `purpose`: "run" (held for the whole run) or
+    "claim" (held for a moment, to check a claim or merge): a process that finds a "claim" holder
+    waits for it (`acquire(wait_s=...)`) instead of being refused. `clean`: remove the temp files a
+    killed writer left once the lock is taken (never while shard jobs may be writing their own).
     """
 
-    def __init__(self, out: str | Path, stage: str):
+    def __init__(self, out: str | Path, stage: str, name: str = LOCK, purpose: str = "run", clean: bool = True,
+                 info: dict | None = None):
         self.out = Path(out)
-        self.path = self.out / LOCK
+        self.path = self.out / name
         self.stage = stage
+        self.purpose, self.clean, self.info = purpose, clean, dict(info or {})
         self.fd: int | None = None
         self.took_over: dict | None = None   # the stale holder this lock replaced, if any
         self._nested_in: RunLock | None = None
 
-    def acquire(self) -> "RunLock":
+    def acquire(self, wait_s: float = 10.0) -> "RunLock":
+        """Take the lock; wait up to `wait_s` for a holder that holds it only for a moment (purpose
+        "claim"), else RunLocked naming the holder."""
         self.out.mkdir(parents=True, exist_ok=True)
-        key = str(self.out.resolve())
+        key = str(self.path.resolve())
         held = _HELD.get(key)
         if held is not None and held.fd is not None:
             self._nested_in, self.fd = held, -2
             return self
-        self._acquire()
+        deadline = time.monotonic() + wait_s
+        while True:
+            try:
+                self._acquire()
+                break
+            except RunLocked as exc:
+                brief = exc.holder is None or exc.holder.get("purpose") == "claim"
+                if not brief or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
         _HELD[key] = self
         return self
 
     def _acquire(self) -> "RunLock":
         import fcntl
 
-        me = {"pid": os.getpid(), "host": socket.gethostname(), "stage": self.stage, "started": time.time()}
+        me = {"pid": os.getpid(), "host": socket.gethostname(), "stage": self.stage, "started": time.time(),
+              "purpose": self.purpose, **self.info}
         for _ in range(20):
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
             try:
@@ -315,9 +335,12 @@ class RunLock:
             except OSError as exc:
                 os.close(fd)
                 if exc.errno in (errno.EAGAIN, errno.EACCES):
-                    raise RunLocked(f"{self.out}: in use by {_holder_text(_read_holder(self.path))} "
-                                    f"(two runs must not write one folder: wait for it to finish, or use "
-                                    f"another output folder)") from None
+                    holder = _read_holder(self.path)
+                    error = RunLocked(f"{self.out}: in use by {_holder_text(holder)} "
+                                      f"(two runs must not write one folder: wait for it to finish, or use "
+                                      f"another output folder)")
+                    error.holder = holder
+                    raise error from None
                 if exc.errno in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS):
                     return self._acquire_by_pid(me)
                 raise
@@ -336,7 +359,8 @@ class RunLock:
             os.pwrite(fd, (json_text(me, indent=None) + "\n").encode("utf-8"), 0)
             os.fsync(fd)
             self.fd = fd
-            remove_temp_files(self.out)
+            if self.clean:
+                remove_temp_files(self.out)
             return self
         raise RunLocked(f"{self.out}: could not take {self.path.name} (it keeps changing)")
 
@@ -353,13 +377,16 @@ class RunLock:
                     self.path.unlink(missing_ok=True)
                     continue
                 hint = "" if same_host else f"; if that process is gone, delete {self.path}"
-                raise RunLocked(f"{self.out}: in use by {_holder_text(holder)} (wait for it to finish, "
-                                f"or use another output folder{hint})") from None
+                error = RunLocked(f"{self.out}: in use by {_holder_text(holder)} (wait for it to finish, "
+                                  f"or use another output folder{hint})")
+                error.holder = holder
+                raise error from None
             os.write(fd, (json_text(me, indent=None) + "\n").encode("utf-8"))
             os.fsync(fd)
             os.close(fd)
             self.fd = -1
-            remove_temp_files(self.out)
+            if self.clean:
+                remove_temp_files(self.out)
             return self
         raise RunLocked(f"{self.out}: could not take {self.path.name}")
 
@@ -369,7 +396,7 @@ class RunLock:
         if self._nested_in is not None:
             self.fd, self._nested_in = None, None
             return
-        _HELD.pop(str(self.out.resolve()), None)
+        _HELD.pop(str(self.path.resolve()), None)
         with contextlib.suppress(OSError):
             self.path.unlink()   # while still locked: a waiting process then retries on a new file
         if self.fd >= 0:
@@ -381,6 +408,49 @@ class RunLock:
 
     def __exit__(self, *exc) -> None:
         self.release()
+
+
+# ---------------------------------------------------------------- shard jobs (egt.core.shards)
+
+SHARD_LOCK = ".egt.shard-{tag}.lock"
+
+
+def shard_lock_name(shard) -> str:
+    return SHARD_LOCK.format(tag=shard.tag)
+
+
+def live_shard_jobs(out: str | Path) -> list[dict]:
+    """The holders of the shard locks under `out` that a live process holds (their lock info: pid,
+    host, shard "i/n", ...); a lock file left by a dead job is not listed (and is removed)."""
+    import fcntl
+
+    live = []
+    for path in sorted(Path(out).glob(SHARD_LOCK.format(tag="*"))):
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except OSError:
+            continue
+        try:
+            # A shared probe: it fails while a job holds the lock (exclusively); a job that tries to take
+            # the lock during the probe's microseconds retries (RunLock.acquire's wait).
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except OSError as exc:
+            if exc.errno in (errno.EAGAIN, errno.EACCES):
+                live.append(_read_holder(path) or {"shard": path.name})
+            elif exc.errno in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS):
+                holder = _read_holder(path)
+                same_host = holder is not None and holder.get("host") == socket.gethostname()
+                if holder is not None and not (same_host and isinstance(holder.get("pid"), int)
+                                               and not _pid_alive(holder["pid"])):
+                    live.append(holder)
+        finally:
+            os.close(fd)
+    return live
+
+
+def _jobs_text(jobs: list[dict]) -> str:
+    return ", ".join(f"shard {j.get('shard', '?')} ({_holder_text(j).removeprefix('egt ')})" for j in jobs[:4]) \
+        + (f" and {len(jobs) - 4} more" if len(jobs) > 4 else "")
 
 
 @contextlib.contextmanager
@@ -406,7 +476,7 @@ def run_lock(out: str | Path, stage: str, enabled: bool = True) -> Iterator[RunL
 def open_run_folder(out: str | Path, stage: str, *, fingerprint: dict | Callable[[], dict] | None = None,
                     owned: Iterable[str] = (), has_results: Callable[[], bool] | bool = False,
                     overwrite: bool = False, main: bool = True,
-                    share: Callable[[str | None], str | None] | None = None) -> Iterator[str | None]:
+                    share: Callable[[str | None], str | None] | None = None, shard=None) -> Iterator[str | None]:
     """Hold `out`'s lock for the block, after checking its fingerprint: THE preamble of every stage.
 
     `fingerprint`: this run's (`fingerprint(...)`), or a callable that computes it (hashing runs on the
@@ -416,19 +486,36 @@ def open_run_folder(out: str | Path, stage: str, *, fingerprint: dict | Callable
     verdict (None, or the refusal's message) from rank 0 to every rank and returns it there, so no rank
     works in a folder that was refused. Yields the claim's status on the main process ("new", "same",
     "replaced", "overwritten"; None without a fingerprint) and None on the other ranks.
+
+    `shard` (an egt.core.shards.Shard): an independent job owning one slice of the folder. It holds the
+    folder's lock only while it claims (the fingerprint is hashed before, so jobs starting together do
+    not queue behind each other's hashing), then its own `.egt.shard-<i>-of-<n>.lock` for the block: a
+    second job of the same slice, or a job splitting the folder into another number of slices while
+    others run, is refused. `overwrite` then discards only results of OTHER inputs or settings, and only
+    when no other job is live: results with this run's fingerprint may be another job's. Without
+    `shard`, a run is refused while shard jobs hold the folder.
     """
     lock, status, error = None, None, None
     if main:
         try:
-            lock = RunLock(out, stage).acquire()
-            if lock.took_over:
-                import logging
+            if shard is not None:
+                lock, status = _claim_shard(out, stage, shard, fingerprint, owned, has_results, overwrite)
+            else:
+                lock = RunLock(out, stage, clean=False).acquire()
+                jobs = live_shard_jobs(out)
+                if jobs:
+                    raise RunLocked(f"{out}: in use by shard jobs: {_jobs_text(jobs)} (wait for them to finish, or "
+                                    f"run this one as a shard job too, with --shard)")
+                remove_temp_files(out)
+                if lock.took_over:
+                    import logging
 
-                logging.getLogger(__name__).warning("%s: took over the lock of %s, which is no longer running",
-                                                    out, _holder_text(lock.took_over))
-            if fingerprint is not None:
-                current = fingerprint() if callable(fingerprint) else fingerprint
-                status = claim(out, current, stage=stage, owned=owned, has_results=has_results, overwrite=overwrite)
+                    logging.getLogger(__name__).warning("%s: took over the lock of %s, which is no longer "
+                                                        "running", out, _holder_text(lock.took_over))
+                if fingerprint is not None:
+                    current = fingerprint() if callable(fingerprint) else fingerprint
+                    status = claim(out, current, stage=stage, owned=owned, has_results=has_results,
+                                   overwrite=overwrite)
         except EgtError as exc:
             if lock is not None:
                 lock.release()
@@ -445,3 +532,47 @@ def open_run_folder(out: str | Path, stage: str, *, fingerprint: dict | Callable
     finally:
         if lock is not None:
             lock.release()
+
+
+def _claim_shard(out, stage: str, shard, fingerprint, owned, has_results, overwrite: bool):
+    """(the job's own shard lock, claim status) for shard job `shard` (see open_run_folder)."""
+    current = fingerprint() if callable(fingerprint) else fingerprint   # before the lock: see open_run_folder
+    with RunLock(out, stage, purpose="claim", clean=False).acquire(wait_s=600):
+        jobs = live_shard_jobs(out)
+        other = [j for j in jobs if j.get("shard_count") not in (None, shard.count)]
+        if other:
+            raise RunLocked(f"{out}: split into {other[0]['shard_count']} slices by live shard jobs "
+                            f"({_jobs_text(other)}); this job asks for slice {shard.label}: use the same n")
+        status = None
+        if current is not None:
+            stale = read_fingerprint(out) not in (None, current)
+            if stale and jobs:
+                raise RunLocked(f"{out}: shard jobs of other inputs or settings are running ({_jobs_text(jobs)}); "
+                                f"wait for them, or use another output folder")
+            status = claim(out, current, stage=stage, owned=owned, has_results=has_results,
+                           overwrite=overwrite and stale)
+        mine = RunLock(out, stage, name=shard_lock_name(shard), clean=False,
+                       info={"shard": shard.label, "shard_count": shard.count})
+        deadline = time.monotonic() + 1.0
+        while True:
+            try:
+                mine.acquire(wait_s=0)
+                break
+            except RunLocked as exc:
+                if time.monotonic() > deadline:   # not a probe's moment: a live job holds this slice
+                    raise RunLocked(f"{out}: slice {shard.label} is already being run by "
+                                    f"{_holder_text(exc.holder)} (each shard job needs its own i)") from None
+                time.sleep(0.05)
+        if not jobs:
+            remove_temp_files(out)   # no other job is writing: what a killed writer left can go
+        return mine, status
+
+
+@contextlib.contextmanager
+def merge_lock(out: str | Path, stage: str) -> Iterator[RunLock]:
+    """The folder's lock for a merge by a shard job (held for a moment; others wait for it)."""
+    lock = RunLock(out, stage, purpose="claim", clean=False).acquire(wait_s=3600)
+    try:
+        yield lock
+    finally:
+        lock.release()

@@ -4,6 +4,8 @@
     egt judge --model runs/sft/model --pairs pairs.jsonl --output runs/verdicts --coverage 0.8
     egt judge --model http://localhost:8000/v1 --api_key_env JUDGE_KEY --pairs pairs.parquet \\
               --output runs/verdicts --abstain_above 0.4 --abstain_metric max
+    torchrun --nproc_per_node 8 -m egt.cli judge --model runs/sft/model ...   # 8 processes, rank 0 writes
+    egt judge ... --shard 2/8                                              # independent job 2 of 8
 
 Input: an egt pairs file (`id`, `images`, `question`, `response_1`, `response_2`; `label` is
 optional: where every row has one, the summary reports accuracy). Each pair is compared by
@@ -17,7 +19,7 @@ entropy counts as the highest. With an endpoint the entropies are upper bounds (
 endpoint that returns no log-probs leaves only `abstain_metric=vote` (the vote entropy of the
 choices: order disagreement, and sampled disagreement with samples > 1).
 
-Output folder (a run folder, egt.core.runfolder: one writer at a time, `.egt.lock`):
+Output folder (a run folder, egt.core.runfolder: one writer at a time, `.egt.lock`, or one per shard slice):
 - fingerprint.json  what the comparisons depend on: the SHA-256 of the pairs file and of every file of
   the model folder -- for an endpoint, its URL and served model name, as the weights behind a URL
   cannot be hashed -- and the judging settings (samples, orders, decoding, seed, dtype, image root). A
@@ -26,13 +28,20 @@ Output folder (a run folder, egt.core.runfolder: one writer at a time, `.egt.loc
 - judgements.jsonl  append-only (egt.core.files.Journal), one comparison per pair with its traces, by
   id, written after every chunk; a rerun skips the chunks it holds whole and judges a chunk a kill left
   partly written again whole (egt.core.files.batches_to_run), so its entropies equal an uninterrupted
-  run's to the bit.
+  run's to the bit. Split runs (below) write `shards/judgements.<slot>-of-<count>.jsonl` instead, folded
+  into judgements.jsonl in input order by the process that writes the outputs.
 - verdicts.jsonl    one row per pair, input order: `id`, `verdict` (1, 2 or null), `decision` (the
   verdict, "abstain", or null without a verdict), `confidence` (the winner's vote share),
   `vote_share`, `orders_agree`, `entropies` (nats), `entropy_kind`, `entropies_lower` (endpoint),
   `uncertainty` (the abstention metric's value), and `label`, `correct` when the input has labels.
 - summary.json      counts, abstention threshold and coverage reached, accuracy on all and on
   the kept pairs when labelled.
+
+Several processes: the pairs are cut into chunks of about batch_size judgements, in input order;
+rank r of a launched world judges chunks b % w == r, an independent job (`shard=i/n`, `slurm`,
+`env`; egt.core.shards) chunks b % n == i, each into its own `shards/judgements.<slot>-of-<count>.jsonl`;
+rank 0 (of shard jobs: the last to finish) folds them into judgements.jsonl and writes the outputs,
+equal to one process's (summary.json but its wall time).
 """
 
 from __future__ import annotations
@@ -45,14 +54,16 @@ from pydantic import Field, model_validator
 
 from egt.core import runfolder, selective
 from egt.core.errors import DataError, EgtError
-from egt.core.files import Journal, batches_to_run, check_unique_ids, write_json
+from egt.core.files import Journal, check_unique_ids, write_json
 from egt.core.images import DEFAULT_LIMITS, ImageLimits, image_settings
 from egt.core.records import PreferencePair, image_root_of, read_rows, write_rows
+from egt.core.shards import ALL, SHARD_HELP, Shard, blocks, fold_journals, load_all, parse_shard, slot_journal
+from egt.core.shards import slot_journals, wants_process_group
 from egt.judge.api import Judge, JudgeOptions, build_backend, is_endpoint, orders_for
 
 LOG_NAME = "judgements.jsonl"
 # What `egt judge` writes in its folder (judge_settings.json: what egt wrote before run folders had fingerprints).
-OWNED = (LOG_NAME, "verdicts.jsonl", "summary.json", "judge_settings.json")
+OWNED = (LOG_NAME, "verdicts.jsonl", "summary.json", "judge_settings.json", "shards")
 AbstainMetric = Literal["answer", "sentence", "mean", "max", "vote"]
 
 
@@ -67,6 +78,7 @@ class Config(JudgeOptions):
                                                       "(default: the pairs file's folder)")
     allow_absolute_paths: bool = Field(False, description="read absolute image paths outside image_root")
     overwrite: bool = Field(False, description="discard judgements of another pairs file, model or settings in output")
+    shard: str | None = Field(None, description=SHARD_HELP)
     progress: bool = True
 
     @model_validator(mode="after")
@@ -140,23 +152,38 @@ def has_journal_records(path: Path) -> bool:
     return path.exists() and bool(Journal(path).read())
 
 
+def _has_judgements(out: Path) -> bool:
+    """The folder holds judgements: its journal, or a split run's journals under shards/."""
+    return has_journal_records(out / LOG_NAME) or any(has_journal_records(p) for p in slot_journals(out, LOG_NAME))
+
+
 def chunk_size(cfg: JudgeOptions) -> int:
     """Pairs per chunk: about batch_size judgements."""
     return max(1, cfg.batch_size // (cfg.samples * len(orders_for(cfg.orders))))
 
 
-def judge_pending(pairs: list[PreferencePair], judge: Judge | None, cfg: Config, log: Journal) -> dict[str, dict]:
-    """Judge the chunks not yet (wholly) in the log, a chunk at a time; `judge`: None until first needed."""
+def pair_blocks(pairs: list[PreferencePair], cfg: Config) -> list[range]:
+    """The pairs' chunks (egt.core.shards.blocks): one process judges chunk b in one compare_many call, and
+    chunk b belongs to slot b % count of a split run, so a split run judges the same batches."""
+    return blocks(len(pairs), chunk_size(cfg))
+
+
+def judge_pending(pairs: list[PreferencePair], judge: Judge | None, cfg: Config, log: Journal,
+                  slot: Shard = ALL, done: dict[str, dict] | None = None) -> dict[str, dict]:
+    """Judge `slot`'s chunks that `done` (default: `log`'s records) does not hold whole, appending each chunk
+    to `log`; returns `done` with them. Chunks are fixed (`pair_blocks`): one a kill left partly written is
+    judged again whole (as egt.core.files.batches_to_run), so its entropies equal an uninterrupted run's to
+    the bit. `judge`: None until first needed."""
     from tqdm.auto import tqdm
 
-    done = log.load()
-    chunks = batches_to_run([p.id for p in pairs], done, chunk_size(cfg))
-    todo = sum(len(chunk) for chunk in chunks)
-    with tqdm(total=len(pairs), initial=len(pairs) - todo, desc="judge", unit="pair",
+    done = log.load() if done is None else done
+    mine = [block for b, block in enumerate(pair_blocks(pairs, cfg)) if slot.owns(b)]
+    chunks = [[pairs[i] for i in block] for block in mine if not all(pairs[i].id in done for i in block)]
+    total, todo = sum(len(block) for block in mine), sum(len(chunk) for chunk in chunks)
+    with tqdm(total=total, initial=total - todo, desc="judge", unit="pair",
               disable=not cfg.progress, dynamic_ncols=True) as bar:
         per_pair = cfg.samples * len(orders_for(cfg.orders))
-        for positions in chunks:
-            chunk = [pairs[i] for i in positions]
+        for chunk in chunks:
             judge = judge or Judge(build_backend(cfg), cfg)
             shown = bar.n
             results = judge.compare_many(chunk, on_batch=lambda n: bar.update(n / per_pair))
@@ -226,8 +253,13 @@ def summarize(rows: list[dict], cfg: Config, values: list, labelled: bool) -> di
 # ---------------------------------------------------------------- the command
 
 def run(cfg: Config) -> Path:
+    """Judge the pairs this process owns (all of them, one process), then (rank 0) write the outputs."""
+    from egt.core.processes import Processes
+    from egt.core.runfolder import merge_lock, open_run_folder
+
     started = time.perf_counter()
     out = Path(cfg.output)
+    job = parse_shard(cfg.shard)   # an independent job's slice (egt.core.shards), or None
     pairs, labelled = read_judge_pairs(cfg.pairs, cfg.image_root, cfg.allow_absolute_paths, cfg.image_limits)
     if not pairs:
         raise DataError(str(cfg.pairs), None, None, "no pairs to judge")
@@ -235,19 +267,41 @@ def run(cfg: Config) -> Path:
     for pair in pairs:
         pair.check_images(sizes=True)   # inside the root and within the pixel cap, before any work
     judge = open_judge_early(cfg)
+    procs = Processes(cfg.device, group=wants_process_group(cfg.shard))
+    if judge is None:   # a local checkpoint, loaded when something is left: on this rank's device
+        cfg = cfg.model_copy(update={"device": str(procs.device(cfg.device))})
 
     def fingerprint() -> dict:
         return judge_fingerprint(cfg, {"pairs": cfg.pairs}, judge.backend.model if judge else None,
                                  **image_root_settings(cfg.image_root, cfg.allow_absolute_paths))
 
-    with runfolder.open_run_folder(out, "judge", fingerprint=fingerprint, owned=OWNED, overwrite=cfg.overwrite,
-                                   has_results=lambda: has_journal_records(out / LOG_NAME)):
-        done = judge_pending(pairs, judge, cfg, Journal(out / LOG_NAME, key="key"))
-        return _write_verdicts(cfg, out, pairs, done, labelled, started)
+    with open_run_folder(out, "judge", fingerprint=fingerprint, owned=OWNED, overwrite=cfg.overwrite,
+                         has_results=lambda: _has_judgements(out), main=procs.is_main, share=procs.from_main,
+                         shard=job):
+        split = job is not None or procs.world > 1
+        slot = (job or ALL).within(procs.rank, procs.world)
+        log = Journal(slot_journal(out, LOG_NAME, slot) if split else out / LOG_NAME, key="key")
+        judge_pending(pairs, judge, cfg, log, slot, load_all(out, LOG_NAME, "key", own=log.path))
+        procs.barrier()
+        if not procs.is_main:
+            return out
+        done = load_all(out, LOG_NAME, "key", own=None if job is None else log.path)
+        if job is not None:
+            left = sum(p.id not in done for p in pairs)
+            if left:
+                print(f"egt judge: shard job {job.label} finished its pairs; {left} of {len(pairs)} are left to "
+                      f"other jobs (the last to finish writes the outputs)")
+                return out
+            with merge_lock(out, "judge"):
+                return write_outputs(pairs, load_all(out, LOG_NAME, "key", own=log.path), cfg, labelled, started)
+        return write_outputs(pairs, done, cfg, labelled, started)
 
 
-def _write_verdicts(cfg: Config, out: Path, pairs: list[PreferencePair], done: dict[str, dict], labelled: bool,
-                    started: float) -> Path:
+def write_outputs(pairs: list[PreferencePair], done: dict[str, dict], cfg: Config, labelled: bool,
+                  started: float) -> Path:
+    """Fold the split runs' journals into judgements.jsonl (if any); write verdicts.jsonl and summary.json."""
+    out = Path(cfg.output)
+    fold_journals(out, LOG_NAME, "key", [p.id for p in pairs])
     rows, summary = verdict_rows(pairs, done, cfg, labelled)
     write_rows(rows, out / "verdicts.jsonl")
     summary["wall_s"] = round(time.perf_counter() - started, 3)

@@ -25,6 +25,9 @@
   rerun of a finished run with the same fingerprint does nothing (`overwrite=true` trains again).
   A run killed anywhere before it -- while `model/` was written included -- resumes from its
   last complete checkpoint and ends with the uninterrupted run's weights.
+- `read_consumed` / `truncate_consumed`: `<output>/consumed.jsonl`, the examples each optimizer step
+  used (an egt.core.files.Journal: SFT and RL write one line per batch / generation, main process
+  only); a resume drops the lines after its checkpoint's step, which are replayed.
 - `share_from_main`: the run folder's verdict (egt.core.runfolder.open_run_folder) from rank 0 to
   every rank of the Trainer's world; `has_training_results`: what counts as results to overwrite.
 """
@@ -39,7 +42,7 @@ from pathlib import Path
 from typing import Literal
 
 from egt.core.errors import ConfigError
-from egt.core.files import write_json
+from egt.core.files import Journal, write_json
 from egt.model.families import family_of, vision_module_names, vision_part
 
 log = logging.getLogger(__name__)
@@ -193,6 +196,21 @@ class ResumeMixin:
         dtype = next(model.parameters()).dtype
         loaded = AutoModelForImageTextToText.from_pretrained(str(ckpt), dtype=dtype)
         model.load_state_dict(loaded.state_dict(), strict=True)
+
+
+def read_consumed(path: Path) -> list[dict]:
+    """Lines of consumed.jsonl; a torn last line (a kill while writing) is cut off."""
+    return Journal(path).read()
+
+
+def truncate_consumed(path: Path, last_step: int) -> int:
+    """Keep the lines whose examples entered training by `last_step`; return how many were dropped."""
+    journal = Journal(path)
+    lines = journal.read()
+    kept = [line for line in lines if line["global_step"] <= last_step]
+    if len(kept) != len(lines):
+        journal.rewrite(kept)
+    return len(lines) - len(kept)
 
 
 # ---------------------------------------------------------------- saving

@@ -56,7 +56,13 @@ a URL cannot be hashed, and endpoints may be added or replaced between runs to s
 over) and the settings that change the traces; a rerun with any of them changed is refused, naming
 it, while the journal holds work (`overwrite=true` starts over). Limits, concurrency, prices and the
 budget are not in it: they change how pairs are sent, not what a trace is. One process writes a
-folder at a time.
+folder at a time (shard jobs: one per slice, below).
+
+Independent jobs (`shard=i/n`, `slurm` or `env`; egt.core.shards): job i of n distils the blocks
+of `hf_chunk_pairs` pairs b % n == i into its own `shards/journal.<i>-of-<n>.jsonl`, holding only its
+slice's lock; the folder's fingerprint (above) refuses jobs of other pairs, teachers or settings;
+the last job to finish folds the journals into journal.jsonl and writes the outputs, byte for byte a
+one-process run's (stats.json but its wall time and this run's counts).
 
 Swap augmentation (`orders: both`): pairwise judges learn position shortcuts, and
 the standard remedy (JudgeLM, PandaLM) is to train on both orders. Each pair is
@@ -131,6 +137,8 @@ class Config(StageConfig, ImageOptions):
                            "(`<id>::swap`, label flipped), each order with its own attempts and filter")
     seed: int = 0
     progress: bool = True
+    shard: str | None = Field(None, description="i/n, slurm or env: this independent job's slice of the pairs "
+                                                "(egt.core.shards; the last job to finish writes the outputs)")
     dry_run: bool = Field(False, description="print what would be sent and the cost estimate, send nothing")
     retry_failed: bool = Field(False, description="also re-send pairs whose final verdict involved a teacher "
                                                   "failure (refusals, old journals' drops with errors)")
@@ -458,15 +466,17 @@ def fingerprint(cfg: Config) -> dict:
 def run(cfg: Config) -> Path:
     from egt.core.runfolder import open_run_folder
 
+    if cfg.shard is not None:
+        return _run_shard_job(cfg)
     journal = Path(cfg.output) / JOURNAL
     # one writer; a folder holding traces of other pairs, another teacher or settings is refused
-    with open_run_folder(cfg.output, "distill", fingerprint=lambda: fingerprint(cfg), owned=OWNED,
+    with open_run_folder(cfg.output, "distill", fingerprint=lambda: fingerprint(cfg), owned=(*OWNED, "shards"),
                          overwrite=cfg.overwrite,
                          has_results=lambda: journal.exists() and bool(Journal(journal).read())):
         return _run(cfg)
 
 
-def _run(cfg: Config) -> Path:
+def _run(cfg: Config, job=None) -> Path:
     t0 = time.perf_counter()
     out = Path(cfg.output)
     out.mkdir(parents=True, exist_ok=True)
@@ -481,13 +491,13 @@ def _run(cfg: Config) -> Path:
         pairs = [q for p in pairs for q in (p, p.swapped())]
         check_unique_ids([p.id for p in pairs], cfg.pairs)  # an input id may already end in ::swap
 
-    journal = Journal(out / JOURNAL, key="id")
-    done = journal.load()
-    todo = [p for p in pairs if needs_sending(done.get(p.id), cfg)]
+    journal = Journal(_journal_path(out, job), key="id")
+    done = _load_journals(out, journal)
+    todo = [p for p in _owned(pairs, cfg, job) if needs_sending(done.get(p.id), cfg)]
     if cfg.dry_run:
         _dry_run(cfg, pairs, todo, done)
         return out
-    save_config(cfg, out / "distill_config.yaml")  # holds the env var NAME only, never the key
+    save_config(cfg.model_copy(update={"shard": None}), out / "distill_config.yaml")  # the env var NAME only
     if cfg.backend == "openai" and todo:
         from egt.stages.teacher import Spend, estimate_cost, format_estimate
 
@@ -513,7 +523,16 @@ def _run(cfg: Config) -> Path:
                 finish(teacher.results(chunk) if teacher else _oracle_results(chunk, cfg))
     finally:
         progress.close()
-    stats = _write_outputs(cfg, out, pairs, journal.load(), time.perf_counter() - t0, run_info)
+    if job is not None:
+        return _finish_shard_job(cfg, out, pairs, job, journal, time.perf_counter() - t0, run_info, stop)
+    _fold_shard_journals(out, pairs)   # what shard jobs left in this folder, if any
+    return _write_and_report(cfg, out, pairs, journal.load(), time.perf_counter() - t0, run_info, stop)
+
+
+def _write_and_report(cfg: Config, out: Path, pairs: list[PreferencePair], done: dict[str, dict], wall_s: float,
+                      run_info: dict, stop: BaseException | None) -> Path:
+    """Write the outputs, print the summary table, and exit 75 if the run is unfinished."""
+    stats = _write_outputs(cfg, out, pairs, done, wall_s, run_info)
     if cfg.backend == "openai" or cfg.progress:
         print(format_summary(stats, out), file=sys.stderr)
     _raise_if_unfinished(cfg, stats, stop)
@@ -653,3 +672,73 @@ def format_summary(stats: dict, out: Path) -> str:
     if any(extras):
         lines.append("  " + "; ".join(e for e in extras if e))
     return "\n".join(lines)
+
+
+# ------------------------------------------------------------------ independent jobs (--shard i/n)
+
+def _journal_path(out: Path, job) -> Path:
+    from egt.core.shards import slot_journal
+
+    return out / JOURNAL if job is None else slot_journal(out, JOURNAL, job)
+
+
+def _load_journals(out: Path, journal: Journal) -> dict[str, dict]:
+    """This folder's pairs: the journal and the shard jobs' journals (egt.core.shards.load_all)."""
+    from egt.core.shards import load_all
+
+    return load_all(out, JOURNAL, "id", own=journal.path)
+
+
+def _fold_shard_journals(out: Path, pairs: list[PreferencePair]) -> None:
+    from egt.core.shards import fold_journals
+
+    fold_journals(out, JOURNAL, "id", [p.id for p in pairs])
+
+
+def _owned(pairs: list[PreferencePair], cfg: Config, job) -> list[PreferencePair]:
+    """The pairs of `job`'s blocks of hf_chunk_pairs (all pairs without a job)."""
+    from egt.core.shards import blocks
+
+    if job is None:
+        return pairs
+    return [pairs[i] for b, block in enumerate(blocks(len(pairs), cfg.hf_chunk_pairs)) if job.owns(b) for i in block]
+
+
+def _finish_shard_job(cfg: Config, out: Path, pairs: list[PreferencePair], job, journal: Journal, wall_s: float,
+                      run_info: dict, stop: BaseException | None) -> Path:
+    """A shard job's end: the last job to finish (every pair has a record in some journal) folds the journals
+    and writes the outputs; another says what is left. Either exits 75 when its own slice is unfinished."""
+    from egt.core.runfolder import merge_lock
+
+    if stop is not None:
+        raise stop
+    done = _load_journals(out, journal)
+    left = sum(p.id not in done for p in pairs)
+    if not left:
+        with merge_lock(out, "distill"):
+            _fold_shard_journals(out, pairs)
+            return _write_and_report(cfg, out, pairs, Journal(out / JOURNAL, key="id").load(), wall_s, run_info, None)
+    print(f"egt distill: shard job {job.label} finished its pairs; {left} of {len(pairs)} are left to other "
+          f"jobs (the last to finish writes the outputs)", file=sys.stderr)
+    unfinished = sum(needs_sending(done.get(p.id), cfg) for p in _owned(pairs, cfg, job))
+    if unfinished:
+        raise RunIncomplete(f"shard job {job.label}: {unfinished} of its pairs have no verdict yet; rerun the same "
+                            f"command to retry them")
+    return out
+
+
+def _run_shard_job(cfg: Config) -> Path:
+    """One independent job's slice (egt.core.shards): the folder's fingerprint claim (`fingerprint`, as a
+    one-process run's) refuses jobs of other pairs, teachers or settings, and each job holds its slice's lock."""
+    from egt.core.runfolder import open_run_folder
+    from egt.core.shards import parse_shard
+
+    job = parse_shard(cfg.shard)
+    out = Path(cfg.output)
+
+    def has_results() -> bool:
+        return (out / JOURNAL).exists() or (out / "shards").exists()
+
+    with open_run_folder(out, "distill", shard=job, overwrite=False, has_results=has_results,
+                         fingerprint=lambda: fingerprint(cfg), owned=(*OWNED, "shards")):
+        return _run(cfg, job)

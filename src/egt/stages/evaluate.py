@@ -4,6 +4,9 @@
              --model runs/x/rl/model --output runs/x/eval/vlrb          # both orders, greedy
     egt eval ... --orders chosen-first                                   # the public scripts' protocol
     egt eval ... --samples 5 --temperature 1.0                           # voting@5
+    egt eval ... --model http://localhost:8000/v1 --served_model judge   # a served judge (vllm serve)
+    torchrun --nproc_per_node 8 -m egt.cli eval ...                      # 8 processes, rank 0 writes
+    egt eval ... --shard 2/8                                             # independent job 2 of 8, one folder
     egt compare runs/a/eval/vlrb runs/b/eval/vlrb                        # side-by-side table (egt.stages.compare)
 
 Benchmarks: vlrewardbench, mmrb (Multimodal RewardBench), mmrlhf
@@ -40,6 +43,19 @@ Output folder:
   coverage per view and entropy metric, egt.stages.abstention).
 - risk_coverage.json, risk_coverage_<view>.png   the risk-coverage curves.
 
+Several processes. The units (pair, order) are cut into blocks of batch_size / samples, in the
+order one process judges them; one process generates each block as one batch. Under a launcher
+(accelerate launch, torchrun) rank r of w judges blocks b % w == r; an independent job
+(`shard=i/n`, `slurm`, `env`: egt.core.shards) blocks b % n == i (over its ranks when it is a
+world). Each writes its own journal `shards/judgements.<slot>-of-<count>.jsonl`; rank 0 (of a
+shard job: the last job to finish) folds them into judgements.jsonl in the one-process order and
+writes the outputs, so they equal a one-process run's byte for byte (tested on CPU: torchrun with
+2 processes, 3 shard jobs).
+
+A served judge (`model=http(s)://...`, egt.judge.endpoint, as `egt judge`): one request per
+judgement; the stored entropies are UPPER bounds from the server's top `top_logprobs` log-probs
+(`vocab_size` sets the bound), what abstention then ranks by.
+
 Every judgement's entropies (answer, sentence, mean, max; egt.model.entropy) are
 computed from the raw logits while it is generated (greedy too) and stored in
 judgements.jsonl (`entropies_nats`); a log written before egt stored them has
@@ -58,15 +74,18 @@ import sys
 from pathlib import Path
 from typing import Callable, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from egt.core import runfolder
 from egt.core.config import StageConfig, save_config
 from egt.core.errors import DataError, EgtError
-from egt.core.files import Journal, batches_to_run, check_unique_ids, write_json, write_text
+from egt.core.files import Journal, check_unique_ids, write_json, write_text
 from egt.core.images import ImageOptions, image_settings
 from egt.core.records import PreferencePair, read_pairs, write_rows
-from egt.core.runfolder import open_run_folder
+from egt.core.runfolder import merge_lock, open_run_folder
+from egt.core.shards import ALL, SHARD_HELP, Shard, blocks, fold_journals, load_all, parse_shard, slot_journal
+from egt.core.shards import slot_journals, wants_process_group
+from egt.judge.api import is_endpoint
 from egt.model.loading import MAX_PIXELS_HELP, MIN_PIXELS_HELP, TorchDtype, check_model_folder
 from egt.reporting.tables import markdown_table
 from egt.stages import metrics as M
@@ -89,7 +108,8 @@ class Config(StageConfig, ImageOptions):
                                                       "stays inside (default: the data file's folder)")
     allow_absolute_paths: bool = Field(False, description="read absolute image paths outside image_root")
     overwrite: bool = Field(False, description="discard judgements of other inputs or settings in output")
-    model: Path | None = Field(None, description="judge checkpoint folder (HF format)")
+    model: str | None = Field(None, description="judge checkpoint folder (HF format), or the http(s) URL of an "
+                                                "OpenAI-compatible server (e.g. http://localhost:8000/v1)")
     orders: Literal["chosen-first", "both", "random"] = Field(
         "both", description="chosen-first: public-script protocol; both: each pair twice; random: seeded per pair")
     samples: int = Field(1, ge=1, description="judgements per order; K > 1 samples and takes the majority vote")
@@ -109,6 +129,20 @@ class Config(StageConfig, ImageOptions):
                                                                   "skip and count")
     progress: bool = True
     output: Path | None = Field(None, description="run folder")
+    shard: str | None = Field(None, description=SHARD_HELP)
+    # a served judge (model = http(s) URL; egt.judge.endpoint)
+    served_model: str | None = Field(None, description="endpoint: the model name; None = the one the server lists")
+    api_key_env: str | None = Field(None, description="endpoint: environment variable holding the API key")
+    top_logprobs: int = Field(20, ge=0, le=20, description="endpoint: log-probs per token for entropy bounds")
+    vocab_size: int = Field(152064, ge=2, description="endpoint: the judge's vocabulary size, for the upper bound")
+    concurrency: int = Field(8, ge=1, description="endpoint: requests in flight")
+    timeout_s: float = Field(120.0, gt=0, description="endpoint: per-request timeout")
+    max_retries: int = Field(2, ge=0, description="endpoint: retries of a failed request")
+
+    @field_validator("model", mode="before")
+    @classmethod
+    def _path_as_text(cls, value):
+        return str(value) if isinstance(value, Path) else value   # a folder given as a Path, as before URLs
 
     @model_validator(mode="after")
     def _needs_inputs(self):
@@ -193,16 +227,27 @@ def fingerprint(cfg: Config) -> dict:
                 "allow_absolute_paths": cfg.allow_absolute_paths, **image_settings(cfg.image_limits)}
     settings.update({k: getattr(cfg, k) for k in ("processor_max_pixels", "processor_min_pixels")
                      if getattr(cfg, k) is not None})   # only when set: older folders still resume
+    if is_endpoint(cfg.model):
+        # What a served judge's judgements and entropy bounds depend on; its URL and served model name stand for
+        # its weights, which cannot be hashed (as egt judge's egt.judge.verdicts.judge_fingerprint).
+        settings.update(endpoint=cfg.model.rstrip("/"), served_model=cfg.served_model, top_logprobs=cfg.top_logprobs,
+                        vocab_size=cfg.vocab_size)
+        return runfolder.fingerprint(inputs={"data": cfg.data}, settings=settings)
     return runfolder.fingerprint(inputs={"data": cfg.data}, models={"model": cfg.model}, settings=settings)
 
 
-def open_eval_folder(cfg: Config):
+def _has_judgements(out: Path) -> bool:
+    return any(path.exists() and path.stat().st_size > 0 for path in [out / LOG_NAME, *slot_journals(out, LOG_NAME)])
+
+
+def open_eval_folder(cfg: Config, main: bool = True, share=None, shard: Shard | None = None):
     """The eval folder, locked and claimed (egt.core.runfolder.open_run_folder): a folder holding
-    judgements of other inputs or settings is refused (see the module docstring)."""
+    judgements of other inputs or settings is refused (see the module docstring). `main`, `share`: the
+    ranks of a launched world; `shard`: an independent job's slice (egt.core.shards)."""
     out = Path(cfg.output)
-    log_path = out / LOG_NAME
-    return open_run_folder(out, "eval", fingerprint=lambda: fingerprint(cfg), owned=OWNED, overwrite=cfg.overwrite,
-                           has_results=lambda: bool(judgement_log(log_path).read()) if log_path.exists() else False)
+    return open_run_folder(out, "eval", fingerprint=lambda: fingerprint(cfg), owned=(*OWNED, "shards"),
+                           overwrite=cfg.overwrite, has_results=lambda: _has_judgements(out), main=main, share=share,
+                           shard=shard)
 
 
 # ------------------------------------------------------------------ judging
@@ -211,13 +256,29 @@ def open_eval_folder(cfg: Config):
 JudgeFn = Callable[[list], list]
 
 
-def model_judge_fn(cfg: Config) -> JudgeFn:
-    """generation.judge on the loaded checkpoint, with this run's decoding settings and per-judgement
-    entropies (egt.judge.api.LocalBackend: one generation path for eval and the judge API)."""
-    from egt.judge.api import LocalBackend
+def endpoint_backend(cfg: Config):
+    """The served judge's backend (egt.judge.endpoint); without `served_model` it asks the server for its one
+    model's name."""
+    from egt.judge.endpoint import EndpointBackend
 
-    backend = LocalBackend(cfg.model, device=cfg.device, dtype=cfg.dtype, batch_size=cfg.batch_size,
-                           max_pixels=cfg.processor_max_pixels, min_pixels=cfg.processor_min_pixels)
+    return EndpointBackend(cfg.model, served_model=cfg.served_model, api_key_env=cfg.api_key_env,
+                           top_logprobs=cfg.top_logprobs, vocab_size=cfg.vocab_size, concurrency=cfg.concurrency,
+                           timeout_s=cfg.timeout_s, max_retries=cfg.max_retries)
+
+
+def model_judge_fn(cfg: Config, device=None) -> JudgeFn:
+    """generation.judge on the loaded checkpoint, with this run's decoding settings and per-judgement
+    entropies (egt.judge.api.LocalBackend: one generation path for eval and the judge API); for an
+    http(s) URL, the served judge (egt.judge.endpoint: entropies are the upper bounds from its top-k
+    log-probs). `device`: this process's device (a rank of a launched world), else cfg.device."""
+    if is_endpoint(cfg.model):
+        backend = endpoint_backend(cfg)
+    else:
+        from egt.judge.api import LocalBackend
+
+        backend = LocalBackend(cfg.model, device=str(device) if device is not None else cfg.device, dtype=cfg.dtype,
+                               batch_size=cfg.batch_size, max_pixels=cfg.processor_max_pixels,
+                               min_pixels=cfg.processor_min_pixels)
 
     def judge_fn(requests):
         return backend.run(requests, temperature=cfg.temperature, top_p=cfg.top_p,
@@ -240,30 +301,44 @@ def _needs_judging(record: dict | None) -> bool:
     return record is None or "entropies_nats" not in record
 
 
-def judge_pending(pairs: list[PreferencePair], cfg: Config, judge_fn: JudgeFn, log_path: Path) -> dict[str, dict]:
-    """Judge every (pair, order) not yet in the log, appending a batch at a time."""
+def eval_units(pairs: list[PreferencePair], cfg: Config) -> list[tuple[PreferencePair, str]]:
+    """Every judged (pair, order), in the order one process judges them."""
+    return [(pair, order) for pair in pairs for order in orders_of(pair.id, cfg.orders, cfg.seed)]
+
+
+def unit_blocks(units: list, cfg: Config) -> list[range]:
+    """The units' batches (egt.core.shards.blocks): one process judges block b as one batch, and block b
+    belongs to slot b % count of a split run, so a split run generates the same batches."""
+    return blocks(len(units), max(1, cfg.batch_size // cfg.samples))
+
+
+def judge_pending(pairs: list[PreferencePair], cfg: Config, judge_fn: JudgeFn, log_path: Path,
+                  slot: Shard = ALL, journal: Path | None = None) -> dict[str, dict]:
+    """Judge every (pair, order) of `slot`'s blocks not yet in the logs, appending a batch at a time to
+    `journal` (default `log_path`); returns every record of the folder's logs by key."""
     from tqdm.auto import tqdm
 
     from egt.model.entropy import as_scored
     from egt.model.generation import JudgeRequest, judgement_seed
 
-    log = judgement_log(log_path)
-    done = log.load()
-    units = [(pair, order) for pair in pairs for order in orders_of(pair.id, cfg.orders, cfg.seed)]
+    journal = Path(journal or log_path)
+    log = judgement_log(journal)
+    done = load_all(log_path.parent, log_path.name, "key", own=journal)
+    units = eval_units(pairs, cfg)
     keys = [unit_key(p.id, o) for p, o in units]
     stale = sum(key in done and _needs_judging(done[key]) for key in keys)
     if stale:
         print(f"egt eval: {stale} judgement(s) in {log_path} predate per-judgement entropies; judging them again",
               file=sys.stderr)
     k = cfg.samples
-    # Fixed batches of the whole unit list: a batch a kill left partly written is judged again whole, so the
-    # resumed run's batches (hence padding, hence entropies to the last bit) are an uninterrupted run's.
-    batches = batches_to_run(keys, {key for key in keys if not _needs_judging(done.get(key))},
-                             max(1, cfg.batch_size // k))
-    bar = tqdm(total=len(units), initial=len(units) - sum(len(b) for b in batches), desc="eval", unit="pair-order",
-               disable=not cfg.progress)
-    for positions in batches:
-        batch = [units[i] for i in positions]
+    mine = [block for b, block in enumerate(unit_blocks(units, cfg)) if slot.owns(b)]
+    # Fixed batches (unit_blocks): a batch a kill left partly written is judged again whole, so the resumed
+    # run's batches (hence padding, hence entropies to the last bit) are an uninterrupted run's
+    # (as egt.core.files.batches_to_run, over this slot's blocks).
+    batches = [[units[i] for i in block] for block in mine if any(_needs_judging(done.get(keys[i])) for i in block)]
+    total, todo = sum(len(block) for block in mine), sum(len(batch) for batch in batches)
+    bar = tqdm(total=total, initial=total - todo, desc="eval", unit="pair-order", disable=not cfg.progress)
+    for batch in batches:
         requests = [JudgeRequest(p.chosen_at(CHOSEN_POSITION[o]),
                                  None if k == 1 else judgement_seed(cfg.seed, unit_key(p.id, o), i))
                     for p, o in batch for i in range(k)]
@@ -414,15 +489,18 @@ def metrics_markdown(result: dict) -> str:
 
 def evaluate_pairs(pairs: list[PreferencePair], judge_fn: JudgeFn, cfg: Config, n_skipped: int = 0) -> Path:
     """Judge (resuming), then write predictions.jsonl, metrics.json and metrics.md, in the locked and
-    claimed output folder (`open_eval_folder`)."""
+    claimed output folder (`open_eval_folder`); one process."""
     with open_eval_folder(cfg):
-        return _evaluate_in_folder(pairs, judge_fn, cfg, n_skipped)
+        log = judge_pending(pairs, cfg, judge_fn, Path(cfg.output) / LOG_NAME)
+        return write_outputs(pairs, log, cfg, n_skipped)
 
 
-def _evaluate_in_folder(pairs: list[PreferencePair], judge_fn: JudgeFn, cfg: Config, n_skipped: int) -> Path:
+def write_outputs(pairs: list[PreferencePair], log: dict[str, dict], cfg: Config, n_skipped: int) -> Path:
+    """Fold the split runs' journals into judgements.jsonl (if any), then write config.yaml,
+    predictions.jsonl, metrics.json, metrics.md and the risk-coverage files (holding the folder's lock)."""
     out = Path(cfg.output)
-    save_config(cfg, out / "config.yaml")
-    log = judge_pending(pairs, cfg, judge_fn, out / LOG_NAME)
+    fold_journals(out, LOG_NAME, "key", [unit_key(p.id, o) for p, o in eval_units(pairs, cfg)])
+    save_config(cfg.model_copy(update={"shard": None}), out / "config.yaml")   # how the work was split is no result
     rows = build_predictions(pairs, log, cfg)
     write_rows(rows, out / "predictions.jsonl")
     result = compute_metrics(rows, cfg, n_skipped)
@@ -434,14 +512,41 @@ def _evaluate_in_folder(pairs: list[PreferencePair], judge_fn: JudgeFn, cfg: Con
 
 
 def run(cfg: Config) -> Path:
-    check_model_folder(cfg.model)
+    """Judge the units this process owns (all of them, one process), then (rank 0) write the outputs."""
+    job = parse_shard(cfg.shard)   # an independent job's slice (egt.core.shards), or None
+    if not is_endpoint(cfg.model):
+        check_model_folder(cfg.model)
+    elif cfg.served_model is None:   # the name the server lists is part of the fingerprint
+        cfg = cfg.model_copy(update={"served_model": endpoint_backend(cfg).model})
     pairs, skipped = load_pairs(cfg)
     if not pairs:
         raise EgtError(f"{cfg.data}: no pairs to evaluate")
-    with open_eval_folder(cfg):  # a mismatched folder is refused before the model loads
-        needed = {unit_key(p.id, o) for p in pairs for o in orders_of(p.id, cfg.orders, cfg.seed)}
-        done = judgement_log(Path(cfg.output) / LOG_NAME).load()
+    from egt.core.processes import Processes
+
+    procs = Processes(cfg.device, group=wants_process_group(cfg.shard))
+    out = Path(cfg.output)
+    # a mismatched folder is refused before the model loads; rank 0 decides, the other ranks follow
+    with open_eval_folder(cfg, main=procs.is_main, share=procs.from_main, shard=job):
+        split = job is not None or procs.world > 1
+        slot = (job or ALL).within(procs.rank, procs.world)
+        journal = slot_journal(out, LOG_NAME, slot) if split else out / LOG_NAME
+        units = eval_units(pairs, cfg)
+        done = load_all(out, LOG_NAME, "key", own=journal)
+        mine = [units[i] for b, block in enumerate(unit_blocks(units, cfg)) if slot.owns(b) for i in block]
         # Load the model only when something is left to judge (a finished run just recomputes metrics).
-        left = any(_needs_judging(done.get(key)) for key in needed)
-        judge_fn = model_judge_fn(cfg) if left else (lambda requests: [])
-        return _evaluate_in_folder(pairs, judge_fn, cfg, n_skipped=len(skipped))
+        left = any(_needs_judging(done.get(unit_key(p.id, o))) for p, o in mine)
+        judge_fn = model_judge_fn(cfg, procs.device(cfg.device)) if left else (lambda requests: [])
+        judge_pending(pairs, cfg, judge_fn, out / LOG_NAME, slot=slot, journal=journal)
+        procs.barrier()
+        if not procs.is_main:
+            return out
+        log = load_all(out, LOG_NAME, "key", own=None if job is None else journal)
+        if job is None:
+            return write_outputs(pairs, log, cfg, n_skipped=len(skipped))
+        left = sum(_needs_judging(log.get(unit_key(p.id, o))) for p, o in units)
+        if left:
+            print(f"egt eval: shard job {job.label} finished its units; {left} of {len(units)} are left to other "
+                  f"jobs (the last to finish writes the outputs)")
+            return out
+        with merge_lock(out, "eval"):
+            return write_outputs(pairs, load_all(out, LOG_NAME, "key", own=journal), cfg, n_skipped=len(skipped))

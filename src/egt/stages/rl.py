@@ -95,11 +95,13 @@ from egt.model.training import (
     freeze_vision,
     has_training_results,
     lora_config,
+    read_consumed,
     resolve_precision,
     resolve_resume,
     run_finished,
     save_final_model,
     share_from_main,
+    truncate_consumed,
     write_train_summary,
 )
 from egt.stages.curriculum import sequence_by_order
@@ -222,21 +224,6 @@ def build_dataset(pairs: list[PreferencePair]):
 # ---------------------------------------------------------------- consumption log
 
 
-def read_consumed(path: Path) -> list[dict]:
-    """Lines of consumed.jsonl; a torn last line (a kill while writing) is cut off."""
-    return Journal(path).read()
-
-
-def truncate_consumed(path: Path, last_step: int) -> int:
-    """Keep the lines whose pairs entered training by `last_step`; return how many were dropped."""
-    journal = Journal(path)
-    lines = journal.read()
-    kept = [line for line in lines if line["global_step"] <= last_step]
-    if len(kept) != len(lines):
-        journal.rewrite(kept)
-    return len(lines) - len(kept)
-
-
 def run_lengths(ids: list[str]) -> tuple[list[str], list[int]]:
     """['a','a','b','b'] -> (['a','b'], [2, 2])."""
     heads, sizes = [], []
@@ -356,8 +343,13 @@ def _make_trainer_class():
                             "current generation is sampled again, so the weights will differ slightly from an "
                             "uninterrupted run", checkpoint)
                 return None
+            device = self.accelerator.device
+            # CPU processes of a launch run on device "cpu:0", and their tensors are saved tagged so: torch.load
+            # restores the tag "cpu" only (given "cpu:0" it failed, and every resumed 2-process run sampled its
+            # generation again, on other weights than the uninterrupted run's).
+            location = "cpu" if device.type == "cpu" else str(device)
             try:
-                return torch.load(path, map_location=self.accelerator.device, weights_only=True)
+                return torch.load(path, map_location=location, weights_only=True)
             except Exception as exc:  # a file we cannot trust: regenerate instead
                 log.warning("%s: generation buffer unreadable (%s): sampling the generation again", path, exc)
                 return None
@@ -392,6 +384,7 @@ def _make_trainer_class():
 
 
 def _grpo_args(cfg: Config, checkpoints: Path, bf16: bool, reward_weights: list[float]):
+    import torch
     from trl import GRPOConfig
 
     args = dict(
@@ -411,6 +404,8 @@ def _grpo_args(cfg: Config, checkpoints: Path, bf16: bool, reward_weights: list[
         log_completions=cfg.log_completions, shuffle_dataset=False, remove_unused_columns=False,
         model_init_kwargs={"dtype": "bfloat16" if bf16 else "float32"}, reward_weights=reward_weights,
     )
+    # Without CUDA the Trainer sets up no process group unless told it runs on the CPU (as egt sft).
+    args["use_cpu"] = not torch.cuda.is_available()
     unknown = [key for key in cfg.grpo_extra if key not in GRPOConfig.__dataclass_fields__]
     if unknown:
         import difflib

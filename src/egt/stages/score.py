@@ -1,8 +1,10 @@
 """`egt score` — stage 2: K sampled judgements per pair and their entropies.
 
     egt score --model runs/sft/model --pairs runs/pool.parquet --output runs/score --samples 8
-    accelerate launch --num_processes 8 -m egt.cli score --config configs/score.yaml   # one shard set, N processes
-    egt score --output runs/score --merge                                               # only merge finished shards
+    accelerate launch --multi_gpu --num_processes 8 -m egt.cli score --config configs/score.yaml  # N processes
+    egt score --config configs/score.yaml --shard 2/8      # independent job 2 of 8 on the same folder
+    egt score --config configs/score.yaml shard=slurm      # a SLURM array task (docs/examples/score_array.sbatch)
+    egt score --output runs/score --merge                  # only merge finished shards
 
 For each pair the judge writes K judgements (temperature T, top-p 1 and no top-k by
 default, so the entropy is the model's own); `egt.model.generation.judge` records the entropy of
@@ -26,15 +28,20 @@ The folder's fingerprint (egt.core.runfolder: the input's and every model file's
 settings in FINGERPRINT_KEYS) is checked first: a rerun with any of them changed is refused,
 naming what changed, while the folder holds finished shards (`overwrite=true` discards them); a
 run that failed before finishing a shard leaves nothing that blocks its corrected rerun. One
-process writes a folder at a time (`<output>/.egt.lock`; a second run is refused). Images stay
-inside `image_root` (default: the pairs file's folder; egt.core.records.resolve_image_path).
+run writes a folder at a time (`<output>/.egt.lock`; a second run is refused), except shard jobs.
+Images stay inside `image_root` (default: the pairs file's folder; egt.core.records.resolve_image_path).
 
 Distributed. Under `accelerate launch` process r scores shards i with i % world == r and
-writes them itself; rank 0 waits at a gloo barrier (its own group, with a long timeout, so
-uneven shards never time out, on CPU and GPU alike) and merges. The folder must be shared.
-CPU-only machines: `accelerate launch --multi_gpu --num_processes N -m egt.cli score ...` (or
-`torchrun --nproc_per_node N -m egt.cli score ...`); accelerate 1.x's `--cpu` starts ONE
+writes them itself; rank 0 waits at a gloo barrier (egt.core.processes: its own group, with a long
+timeout, so uneven shards never time out, on CPU and GPU alike) and merges. The folder must be
+shared. CPU-only machines: `accelerate launch --multi_gpu --num_processes N -m egt.cli score ...`
+(or `torchrun --nproc_per_node N -m egt.cli score ...`); accelerate 1.x's `--cpu` starts ONE
 process unless mpirun is configured. Without CUDA, egt score sets up gloo CPU processes.
+
+Independent jobs (`shard=i/n`, `slurm` or `env`; egt.core.shards): job i owns the shards j with
+j % n == i (split over its ranks when the job is itself a launched world), holds only its slice's
+lock, and the last job to finish merges; the fingerprint claim refuses a job of other inputs or
+settings. `--merge` is only needed when the last job could not merge (it died after its shards).
 
 Teacher-forced mode (`mode=teacher_forced`): score the given completions in
 `response_column` (a string or a list of strings per pair, e.g. the distilled `trace`) with
@@ -61,7 +68,6 @@ from __future__ import annotations
 import json
 import math
 import time
-from datetime import timedelta
 from pathlib import Path
 from typing import Any, Literal
 
@@ -74,7 +80,9 @@ from egt.core.errors import ConfigError, DataError, EgtError
 from egt.core.files import write_json
 from egt.core.images import ImageOptions, image_settings
 from egt.core.records import read_pairs, read_rows, write_rows
-from egt.core.runfolder import open_run_folder
+from egt.core.processes import Processes
+from egt.core.runfolder import merge_lock, open_run_folder
+from egt.core.shards import ALL, SHARD_HELP, parse_shard, wants_process_group
 from egt.core.score_columns import ENTROPY_COLUMNS, LOWER_BOUND_COLUMNS
 from egt.model.loading import MAX_PIXELS_HELP, MIN_PIXELS_HELP, TorchDtype, check_model_folder, processor_size_kwargs
 
@@ -109,6 +117,7 @@ class Config(StageConfig, ImageOptions):
     sentence_agg: Literal["mean", "max"] = Field("mean", description="sentence entropy: mean or max over sentences")
     dump_tokens: bool = Field(False, description="also write tokens.parquet (per-token entropies)")
     merge: bool = Field(False, description="only merge the finished shards of output into scores.parquet")
+    shard: str | None = Field(None, description=SHARD_HELP)
     device: str = Field("auto", description="auto | cpu | cuda | cuda:N (auto under accelerate: the process's device)")
     dtype: TorchDtype = Field("auto", description="auto | float32 | bfloat16 | float16 (or fp32, bf16, fp16)")
     backend: Literal["hf", "vllm"] = "hf"
@@ -318,54 +327,6 @@ class _VLLMScorer:
                                  lower if cfg.vllm_entropy == "topk" else None)
 
 
-# ---------------------------------------------------------------- processes
-
-class _Processes:
-    """Rank, world size and a barrier; torch.distributed is set up by accelerate's PartialState."""
-
-    def __init__(self, device: str = "auto"):
-        import torch
-        from accelerate import PartialState
-
-        # accelerate only sets up CPU process groups (gloo) when asked for the CPU explicitly.
-        self.state = PartialState(cpu=device == "cpu" or not torch.cuda.is_available())
-        self.rank, self.world = self.state.process_index, self.state.num_processes
-        self._group = None
-        if self.world > 1:
-            import torch.distributed as dist
-
-            # A gloo group of its own: works beside NCCL, and a long timeout so rank 0 can wait
-            # for the slowest rank (uneven shards on a resume) without the default 30 min limit.
-            self._group = dist.new_group(backend="gloo", timeout=timedelta(days=7))
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-    def device(self, wanted: str):
-        import torch
-
-        if wanted == "auto" or (wanted == "cuda" and self.state.device.type == "cuda"):
-            return self.state.device
-        return torch.device(wanted)
-
-    def barrier(self) -> None:
-        if self._group is not None:
-            import torch.distributed as dist
-
-            dist.barrier(group=self._group)
-
-    def from_main(self, value):
-        """Rank 0's `value` on every rank (a picklable object)."""
-        if self._group is None:
-            return value
-        import torch.distributed as dist
-
-        box = [value]
-        dist.broadcast_object_list(box, src=0, group=self._group)
-        return box[0]
-
-
 # ---------------------------------------------------------------- shards, fingerprint, merge
 
 def _shard_path(out: Path, index: int, kind: str = "parquet") -> Path:
@@ -463,9 +424,10 @@ def run(cfg: Config) -> Path:
             return merge_shards(out)
     if cfg.model is None or cfg.pairs is None:
         raise ConfigError("egt score needs --model and --pairs (or --merge to only merge finished shards)")
+    job = parse_shard(cfg.shard)   # an independent job's slice (egt.core.shards), or None
     if cfg.backend == "hf":
         check_model_folder(cfg.model)
-    procs = _Processes(cfg.device)
+    procs = Processes(cfg.device, group=wants_process_group(cfg.shard))
     if cfg.backend == "vllm":
         check_vllm_settings(cfg, procs.world)
     device = procs.device(cfg.device)
@@ -478,21 +440,38 @@ def run(cfg: Config) -> Path:
         first_line = 1 if Path(cfg.pairs).suffix.lower() in (".jsonl", ".json", ".ndjson") else 0  # as read_pairs counts
         for i, pair in enumerate(pairs):
             _completions_of(pair, cfg.response_column, str(cfg.pairs), i + first_line)
-    # Rank 0 holds the folder's lock and checks its fingerprint; the other ranks follow its verdict.
+    # Rank 0 holds the folder's lock (a shard job: its slice's lock) and checks its fingerprint; the
+    # other ranks follow its verdict.
     with open_run_folder(out, "score", fingerprint=lambda: fingerprint(cfg, len(pairs), device.type), owned=OWNED,
                          has_results=lambda: _has_results(out), overwrite=cfg.overwrite, main=procs.is_main,
-                         share=procs.from_main):
+                         share=procs.from_main, shard=job):
         n_shards = math.ceil(len(pairs) / cfg.shard_size)
-        mine = [i for i in range(n_shards) if i % procs.world == procs.rank and not _shard_done(out, i)]
+        slot = (job or ALL).within(procs.rank, procs.world)
+        mine = [i for i in range(n_shards) if slot.owns(i) and not _shard_done(out, i)]
         if mine:
             _score_shards(cfg, pairs, mine, out, procs, device)
         procs.barrier()
         if procs.is_main:
-            merge_shards(out, wall_s=time.perf_counter() - started)
+            if job is None:
+                merge_shards(out, wall_s=time.perf_counter() - started)
+            else:
+                _merge_if_last(out, n_shards, job, started)
     return out
 
 
-def _score_shards(cfg: Config, pairs, shard_ids: list[int], out: Path, procs: _Processes, device) -> None:
+def _merge_if_last(out: Path, n_shards: int, job, started: float) -> None:
+    """A shard job's end: merge when every shard of the folder is finished (egt.core.shards: the last
+    job to finish merges; two finishing together merge one after the other, to the same file)."""
+    left = sum(not _shard_done(out, i) for i in range(n_shards))
+    if left:
+        print(f"egt score: shard job {job.label} finished its shards; {left} of {n_shards} shards of {out} are "
+              f"left to other jobs (the last to finish merges them)")
+        return
+    with merge_lock(out, "score"):
+        merge_shards(out, wall_s=time.perf_counter() - started)
+
+
+def _score_shards(cfg: Config, pairs, shard_ids: list[int], out: Path, procs: Processes, device) -> None:
     from tqdm.auto import tqdm
 
     S = cfg.shard_size

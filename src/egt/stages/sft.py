@@ -49,7 +49,10 @@ any other TRL SFTConfig key (checked against SFTConfig's fields: an unknown key 
 
 from __future__ import annotations
 
+import json
+import logging
 import math
+import os
 import time
 from pathlib import Path
 from typing import Any, Literal
@@ -59,6 +62,7 @@ from pydantic import Field
 from egt.core import runfolder
 from egt.core.config import StageConfig, save_config
 from egt.core.errors import ConfigError, DataError
+from egt.core.files import Journal
 from egt.core.images import ImageOptions, image_settings
 from egt.core.records import PreferencePair, read_pairs
 from egt.core.runfolder import open_run_folder
@@ -88,11 +92,15 @@ from egt.model.training import (
     save_final_model,
     share_from_main,
     torch_dtype,
+    truncate_consumed,
     write_train_summary,
 )
 
 # What `egt sft` writes in its folder (removed by overwrite, or when a failed run is replaced).
-OWNED = ("checkpoints", "model", "adapter", TRAIN_SUMMARY, "sft_config.yaml", *STAGING_FOLDERS)
+OWNED = ("checkpoints", "model", "adapter", TRAIN_SUMMARY, "sft_config.yaml", "consumed.jsonl",
+         *STAGING_FOLDERS)
+# The batch key the collator puts the examples' indices under; the trainer takes it out before the forward.
+EXAMPLE_INDEX = "egt_example_index"
 # Config keys that do not change the trained weights (left out of the fingerprint).
 NOT_FINGERPRINTED = ("traces", "model", "output", "resume", "progress", "logging_steps", "save_steps",
                      "save_total_limit", "report_to", "dataloader_num_workers", "torch_threads", "cache_features",
@@ -187,6 +195,9 @@ def sft_args(cfg: Config, checkpoints: Path, precision: str):
         save_total_limit=cfg.save_total_limit, report_to=cfg.report_to, disable_tqdm=not cfg.progress,
         remove_unused_columns=False, dataset_kwargs={"skip_prepare_dataset": True}, max_length=None,
         dataloader_num_workers=cfg.dataloader_num_workers, dataloader_pin_memory=torch.cuda.is_available(),
+        # Without CUDA the Trainer sets up no process group unless told it runs on the CPU: under a launcher
+        # every process would then train alone (gloo on CPU: egt.core.processes).
+        use_cpu=not torch.cuda.is_available(),
         train_sampling_strategy="group_by_length" if cfg.group_by_length else "random",
     )
     fields = SFTConfig.__dataclass_fields__
@@ -298,21 +309,43 @@ class JudgeCollator:
                 for ex in examples]
 
     def __call__(self, rows: list[dict]) -> dict:
+        import torch
+
         idx = [row["idx"] for row in rows]
         if self.examples is not None:
-            return collate_examples(self._cut([self.examples[i] for i in idx]), self.pad_token_id)
-        encoded = encode_examples(self.processor, [self.pairs[i] for i in idx], [self.traces[i] for i in idx])
-        return collate_examples(self._cut(encoded), self.pad_token_id)
+            batch = collate_examples(self._cut([self.examples[i] for i in idx]), self.pad_token_id)
+        else:
+            encoded = encode_examples(self.processor, [self.pairs[i] for i in idx], [self.traces[i] for i in idx])
+            batch = collate_examples(self._cut(encoded), self.pad_token_id)
+        batch[EXAMPLE_INDEX] = torch.tensor(idx, dtype=torch.long)   # what this batch holds: consumed.jsonl
+        return batch
 
 
 # ------------------------------------------------------------------ model
 
 def _trainer_class():
+    from accelerate.utils import gather_object
     from trl import SFTTrainer
 
     class _JudgeSFTTrainer(ResumeMixin, SFTTrainer):
         """SFTTrainer whose resume reloads full-model weights and trains no further from the last step
-        (egt.model.training.ResumeMixin)."""
+        (egt.model.training.ResumeMixin), and that logs the examples of every batch to consumed.jsonl
+        (a hook TRL lacks: the Trainer never sees which examples a batch holds)."""
+
+        def __init__(self, *args, example_ids: list[str], consumed_path: Path, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.example_ids, self.consumed = example_ids, Journal(consumed_path)
+
+        def training_step(self, model, inputs, num_items_in_batch=None):
+            index = inputs.pop(EXAMPLE_INDEX, None)
+            if index is not None:
+                mine = [self.example_ids[i] for i in index.tolist()]
+                # One list per process, in rank order: every rank calls this in step (one gather per batch).
+                per_rank = gather_object([mine]) if self.accelerator.num_processes > 1 else [mine]
+                if self.accelerator.is_main_process:
+                    self.consumed.append([{"global_step": self.state.global_step + 1,
+                                           "epoch": math.floor(self.state.epoch or 0), "ids_per_process": per_rank}])
+            return super().training_step(model, inputs, num_items_in_batch)
 
     return _JudgeSFTTrainer
 
@@ -381,13 +414,24 @@ def _train(cfg: Config, args, model_kwargs: dict, pairs, traces, out: Path, chec
 
     peft_config = lora_config(cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout, cfg.lora_target_modules) \
         if cfg.lora else None
+    consumed_path = out / "consumed.jsonl"
     collator = JudgeCollator(processor, pairs, traces, examples, cfg.max_length)
     trainer = _trainer_class()(model=model, args=args, train_dataset=train_dataset, processing_class=processor,
-                               data_collator=collator, peft_config=peft_config)
+                               data_collator=collator, peft_config=peft_config,
+                               example_ids=[pair.id for pair in pairs], consumed_path=consumed_path)
+    if os.environ.get("ACCELERATE_USE_FSDP", "").lower() == "true" and not trainer.is_fsdp_enabled \
+            and trainer.is_world_process_zero():
+        # accelerate turns FSDP on only for GPU-like worlds: CPU processes silently train as DDP.
+        logging.getLogger(__name__).warning("the accelerate config asks for FSDP, but accelerate does not shard "
+                                            "CPU processes: this run trains with DDP (full weights per process)")
     resume_from = resolve_resume(cfg.resume, checkpoints, clean=trainer.is_world_process_zero())
     if trainer.is_world_process_zero():
         out.mkdir(parents=True, exist_ok=True)
         save_config(cfg, out / "sft_config.yaml")
+        if resume_from is None:
+            consumed_path.unlink(missing_ok=True)
+        else:   # the lines after the checkpoint's step are replayed by the resumed run
+            truncate_consumed(consumed_path, json.loads((resume_from / "trainer_state.json").read_text())["global_step"])
     t0 = time.perf_counter()
     result = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
     wall_s = time.perf_counter() - t0
