@@ -128,7 +128,8 @@ def test_the_package_list_names_every_package_and_data_folder():
     src = CONFIGS.parent / "src"
     packages = {".".join(p.parent.relative_to(src).parts) for p in src.rglob("__init__.py")}
     data = {".".join(p.relative_to(src).parts) for p in (src / "egt" / "assets").iterdir() if p.is_dir()}
-    config_dirs = {f"egt.configs.{p.name}" for p in CONFIGS.iterdir() if p.is_dir() and p.name.isidentifier()}
+    config_dirs = {f"egt.configs.{p.name}" for p in CONFIGS.iterdir()
+                   if p.is_dir() and p.name.isidentifier() and p.name != "__pycache__"}  # bytecode once imported
     assert packages | data | config_dirs | {"egt.configs"} == listed
     assert pyproject["package-dir"]["egt.configs"] == "configs"
 
