@@ -262,6 +262,9 @@ def test_shard_jobs_write_what_one_process_writes(tmp_path):
     with FakeOpenAIServer(FakeServedJudge()) as server:
         assert main(args_for(server.base_url, pairs, tmp_path / "one", "--coverage", "0.5")) == 0
         for i in range(3):
+            if i == 1:   # a job cutting the pairs into other chunks would own other pairs: refused, naming it
+                assert main(args_for(server.base_url, pairs, tmp_path / "split", "--coverage", "0.5",
+                                     "--shard", "1/3", "--batch_size", "2")) == 1
             assert main(args_for(server.base_url, pairs, tmp_path / "split", "--coverage", "0.5",
                                  "--shard", f"{i}/3")) == 0
             assert (tmp_path / "split" / "verdicts.jsonl").exists() == (i == 2)

@@ -591,7 +591,7 @@ def test_served_judge_split_into_shard_jobs_writes_what_one_process_writes(tmp_p
     with FakeOpenAIServer(FakeServedJudge()) as server:
         def cfg(out, **kw):
             return E.Config(benchmark="pairs", data=str(data), model=server.base_url, vocab_size=10, top_logprobs=2,
-                            output=str(out), batch_size=4, progress=False, **{"served_model": "judge-x", **kw})
+                            output=str(out), progress=False, **{"served_model": "judge-x", "batch_size": 4, **kw})
 
         def posts():
             return sum(r[0] == "POST" for r in server.requests)
@@ -604,6 +604,9 @@ def test_served_judge_split_into_shard_jobs_writes_what_one_process_writes(tmp_p
         assert metrics["model"] == server.base_url and metrics["overall"]["accuracy"] == pytest.approx(8 / 12)  # hard: wrong
         split = tmp_path / "split"
         for i in range(3):
+            if i == 1:   # a job cutting the pairs into other batches would own other pairs: refused, naming it
+                with pytest.raises(EgtError, match="setting batch_size: 4 -> 2"):
+                    E.run(cfg(split, shard="1/3", batch_size=2))
             E.run(cfg(split, shard=f"{i}/3"))
             assert (split / "predictions.jsonl").exists() == (i == 2)   # the last job writes the outputs
         assert posts() == 48

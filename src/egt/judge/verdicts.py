@@ -272,7 +272,10 @@ def run(cfg: Config) -> Path:
         cfg = cfg.model_copy(update={"device": str(procs.device(cfg.device))})
 
     def fingerprint() -> dict:
+        # chunk_pairs: which pairs are judged as one batch and which job owns them (egt.core.shards); a job or
+        # rerun cutting them otherwise would judge other batches and, as a shard job, overlap another's slice
         return judge_fingerprint(cfg, {"pairs": cfg.pairs}, judge.backend.model if judge else None,
+                                 chunk_pairs=chunk_size(cfg),
                                  **image_root_settings(cfg.image_root, cfg.allow_absolute_paths))
 
     with open_run_folder(out, "judge", fingerprint=fingerprint, owned=OWNED, overwrite=cfg.overwrite,

@@ -224,7 +224,10 @@ def fingerprint(cfg: Config) -> dict:
                 "temperature": cfg.temperature if sampled else None, "top_p": cfg.top_p if sampled else None,
                 "seed": cfg.seed if sampled else None, "dtype": cfg.dtype,
                 "image_root": None if cfg.image_root is None else str(Path(cfg.image_root).resolve()),
-                "allow_absolute_paths": cfg.allow_absolute_paths, **image_settings(cfg.image_limits)}
+                "allow_absolute_paths": cfg.allow_absolute_paths, **image_settings(cfg.image_limits),
+                # which pairs are judged as one batch and which shard job owns them (egt.core.shards): a rerun or a
+                # job cutting them otherwise would judge other batches and, as a shard job, overlap another's slice
+                "batch_size": cfg.batch_size}
     settings.update({k: getattr(cfg, k) for k in ("processor_max_pixels", "processor_min_pixels")
                      if getattr(cfg, k) is not None})   # only when set: older folders still resume
     if is_endpoint(cfg.model):
