@@ -290,3 +290,46 @@ def http(method: str, url: str, body=None, headers: dict | None = None, raw: byt
         return status, json.loads(payload), got
     except ValueError:
         return status, payload.decode("utf-8", "replace"), got
+
+
+def kill_once_journalled(cmd: list[str], log, lines: int, timeout_s: float = 120, env: dict | None = None) -> int:
+    """Start `cmd`, SIGKILL it once its journal `log` holds `lines` complete lines; the lines it holds then.
+    Fails (with the command's stderr) if it exits first or nothing is journalled in time."""
+    import os
+    import signal
+    import subprocess
+    import time
+
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + timeout_s
+    while not (log.exists() and log.read_bytes().count(b"\n") >= lines):
+        assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
+        assert time.monotonic() < deadline, f"{log}: fewer than {lines} lines after {timeout_s} s"
+        time.sleep(0.005)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    return log.read_bytes().count(b"\n")
+
+
+def child_pids(pid: int) -> list[int]:
+    """The pids whose parent is `pid` (the ranks a torchrun launcher started), from /proc."""
+    from pathlib import Path
+
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(entry.name))
+    return found
+
+
+def folder_state(out) -> dict[str, str]:
+    """Every file under `out` (the lock file aside) with its SHA-256: two states are equal when nothing changed."""
+    import hashlib
+
+    files = sorted(p for p in out.rglob("*") if p.is_file() and p.name != ".egt.lock")
+    return {str(p.relative_to(out)): hashlib.sha256(p.read_bytes()).hexdigest() for p in files}

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
-from helpers import SLOW_SERVED_JUDGE, FakeOpenAIServer, FakeServedJudge
+from helpers import SLOW_SERVED_JUDGE, FakeOpenAIServer, FakeServedJudge, kill_once_journalled
 from PIL import Image
 
 from egt.cli import main
@@ -98,11 +98,8 @@ def test_edited_candidates_are_refused_not_reused(tmp_path, capsys):
 def test_killed_rerank_resumes_to_the_uninterrupted_result(tmp_path):
     """kill -9 half-way, then a torn line: the rerun judges the chunks left (the partly written one again whole)
     and ends with the uninterrupted run's matches and rankings."""
-    import os
-    import signal
     import subprocess
     import sys
-    import time
 
     cands = write_candidates(tmp_path, n=5, questions=4)
     server = subprocess.Popen([sys.executable, "-c", SLOW_SERVED_JUDGE, str(Path(__file__).parents[1])],
@@ -118,14 +115,7 @@ def test_killed_rerank_resumes_to_the_uninterrupted_result(tmp_path):
         assert subprocess.run(cmd(tmp_path / "ref"), capture_output=True, timeout=300).returncode == 0
         out = tmp_path / "killed"
         log = out / rerank.LOG_NAME
-        proc = subprocess.Popen(cmd(out), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        deadline = time.monotonic() + 120
-        while not (log.exists() and log.read_bytes().count(b"\n") >= 6):
-            assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
-            assert time.monotonic() < deadline
-            time.sleep(0.005)
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait()
+        kill_once_journalled(cmd(out), log, 6)
         lines = log.read_bytes().splitlines(keepends=True)
         assert 6 <= len(lines) < 40, "the run was not interrupted mid-way"
         log.write_bytes(b"".join(lines[:-1]) + lines[-1][:30])     # and its last line torn

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
-from helpers import FakeOpenAIServer, FakeServedJudge
+from helpers import FakeOpenAIServer, FakeServedJudge, kill_once_journalled
 from PIL import Image
 
 from egt.cli import main
@@ -150,11 +150,8 @@ def test_two_judges_cannot_write_one_folder(tmp_path, capsys):
 def test_killed_judge_resumes_to_the_uninterrupted_result(tmp_path):
     """kill -9 half-way, then a torn line: the rerun judges the chunks left (the partly written one again whole)
     and ends with the uninterrupted run's judgements and verdicts."""
-    import os
-    import signal
     import subprocess
     import sys
-    import time
 
     from helpers import SLOW_SERVED_JUDGE
 
@@ -170,14 +167,7 @@ def test_killed_judge_resumes_to_the_uninterrupted_result(tmp_path):
         assert subprocess.run(cmd(tmp_path / "ref"), capture_output=True, timeout=300).returncode == 0
         out = tmp_path / "killed"
         log = out / verdicts.LOG_NAME
-        proc = subprocess.Popen(cmd(out), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        deadline = time.monotonic() + 120
-        while not (log.exists() and log.read_bytes().count(b"\n") >= 4):
-            assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
-            assert time.monotonic() < deadline
-            time.sleep(0.005)
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait()
+        kill_once_journalled(cmd(out), log, 4)
         lines = log.read_bytes().splitlines(keepends=True)
         assert 4 <= len(lines) < 24, "the run was not interrupted mid-way"
         log.write_bytes(b"".join(lines[:-1]) + lines[-1][:30])     # and its last line torn

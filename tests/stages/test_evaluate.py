@@ -529,10 +529,10 @@ def test_changed_model_weights_are_refused_not_reused(tmp_path, tiny_model_dir, 
 @pytest.mark.slow
 def test_sigkill_then_rerun_equals_an_uninterrupted_run(tmp_path, tiny_model_dir, synth_pairs_path):
     import os
-    import signal
     import subprocess
     import sys
-    import time
+
+    from helpers import kill_once_journalled
 
     data = synth_pairs_path("test", 16)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
@@ -545,15 +545,7 @@ def test_sigkill_then_rerun_equals_an_uninterrupted_run(tmp_path, tiny_model_dir
     assert subprocess.run(cmd(tmp_path / "ref"), env=env, capture_output=True, timeout=300).returncode == 0
     out = tmp_path / "killed"
     log = out / E.LOG_NAME
-    proc = subprocess.Popen(cmd(out), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 240
-    while not (log.exists() and log.read_bytes().count(b"\n") >= 4):
-        assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
-        assert time.monotonic() < deadline
-        time.sleep(0.005)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
-    judged = log.read_bytes().count(b"\n")
+    judged = kill_once_journalled(cmd(out), log, 4, timeout_s=240, env=env)
     assert 4 <= judged < 32, "the run was not interrupted mid-way"
     with open(log, "ab") as handle:
         handle.write(b'{"key": "torn')                  # and a line cut off by a kill

@@ -8,6 +8,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+from helpers import folder_state
 
 from egt.core.config import load_config
 from egt.core.errors import DataError
@@ -336,7 +337,6 @@ def test_finished_rl_run_is_not_trained_again_and_a_kill_during_the_final_save_e
                                                                                            tmp_path):
     """A rerun of a finished run changes nothing (no step 3, no checkpoint-3, no third consumed line); a run killed
     while its final model/ is written ends, when rerun, with the uninterrupted run's weights, bit for bit (CPU)."""
-    import hashlib
     import os
     import signal
     import subprocess
@@ -356,16 +356,12 @@ def test_finished_rl_run_is_not_trained_again_and_a_kill_during_the_final_save_e
         assert proc.returncode == (-signal.SIGKILL if driver else 0), proc.stderr[-3000:]
         return proc
 
-    def state(out):
-        files = sorted(p for p in out.rglob("*") if p.is_file() and p.name != ".egt.lock")
-        return {str(p.relative_to(out)): hashlib.sha256(p.read_bytes()).hexdigest() for p in files}
-
     ref = tmp_path / "ref"
     egt_rl(ref)
-    finished = state(ref)
+    finished = folder_state(ref)
     assert sorted(p.name for p in (ref / "checkpoints").glob("checkpoint-*")) == ["checkpoint-1", "checkpoint-2"]
     assert "finished already" in egt_rl(ref).stderr   # a rerun of the finished run: nothing changes
-    assert state(ref) == finished
+    assert folder_state(ref) == finished
     assert len(rl.read_consumed(ref / "consumed.jsonl")) == 2
 
     out = tmp_path / "killed"

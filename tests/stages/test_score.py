@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import child_pids
 
 from egt.core.errors import DataError, EgtError
 from egt.core.records import read_rows, write_pairs
@@ -64,8 +65,8 @@ def test_teacher_forced_columns_match_an_independent_forward_pass(tiny_model_dir
     from egt.data.synth import oracle_trace
     from egt.model.encoding import judge_batch_inputs
     from egt.model.entropy import response_entropies, token_entropy
-    from egt.model.spans import token_char_spans
     from egt.model.loading import load_judge
+    from egt.model.spans import token_char_spans
     from egt.stages.score import Config, run
 
     pairs = copy.deepcopy(synth_pairs_list[:3])  # the fixture's pairs are shared: never mutate them
@@ -378,19 +379,6 @@ def test_a_shard_job_that_is_a_launched_world_splits_its_slice_over_its_ranks(ti
     assert (out / "scores.parquet").read_bytes() == (reference_run / "scores.parquet").read_bytes()
 
 
-def _children(pid: int) -> list[int]:
-    """The pids whose parent is `pid` (the ranks a torchrun launcher started)."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
-                found.append(int(entry.name))
-    return found
-
 
 @pytest.mark.heavy
 def test_a_rank_killed_mid_run_then_a_rerun_of_another_size_equals_one_process(tiny_model_dir, pairs6, reference_run,
@@ -406,7 +394,7 @@ def test_a_rank_killed_mid_run_then_a_rerun_of_another_size_equals_one_process(t
         assert launcher.poll() is None, launcher.stderr.read().decode()[-3000:]
         assert time.monotonic() < deadline, "no shard finished within 240 s"
         time.sleep(0.005)
-    ranks = _children(launcher.pid)
+    ranks = child_pids(launcher.pid)
     assert len(ranks) == 2
     os.kill(max(ranks), signal.SIGKILL)
     launcher.communicate(timeout=120)

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import child_pids, folder_state
 
 from egt.core import prompts
 from egt.core.config import load_config
@@ -217,18 +218,6 @@ def test_missing_or_truncated_base_model_is_one_error_naming_it(traces_path, tin
 TWO_PROCESS_TOLERANCE = 1e-5
 
 
-def _children(pid: int) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
-                found.append(int(entry.name))
-    return found
-
 
 @pytest.mark.heavy
 def test_two_processes_train_like_one_at_the_same_global_batch(traces_path, tiny_model_dir, tmp_path):
@@ -283,7 +272,7 @@ def test_two_processes_train_like_one_at_the_same_global_batch(traces_path, tiny
         assert launcher.poll() is None, tail()
         assert time.time() < deadline, "no checkpoint within 300 s"
         time.sleep(0.01)
-    ranks = _children(launcher.pid)
+    ranks = child_pids(launcher.pid)
     assert len(ranks) == 2
     os.kill(ranks[-1], signal.SIGKILL)
     assert launcher.wait(timeout=120) != 0
@@ -411,7 +400,6 @@ def test_finished_run_is_not_trained_again_and_a_kill_during_the_final_save_ends
                                                                                          tmp_path):
     """A rerun of a finished run changes nothing (it trained one step more before: transformers resumed at
     max_steps); killed while writing model/, the rerun trains no further and saves the uninterrupted run's weights."""
-    import hashlib
     import os
 
     from safetensors.torch import load_file
@@ -429,15 +417,11 @@ def test_finished_run_is_not_trained_again_and_a_kill_during_the_final_save_ends
         assert proc.returncode == (-signal.SIGKILL if driver else 0), proc.stderr[-3000:]
         return proc
 
-    def state(out):
-        files = sorted(p for p in out.rglob("*") if p.is_file() and p.name != ".egt.lock")
-        return {str(p.relative_to(out)): hashlib.sha256(p.read_bytes()).hexdigest() for p in files}
-
     ref = tmp_path / "ref"
     egt_sft(ref)
-    finished = state(ref)
+    finished = folder_state(ref)
     assert "finished already" in egt_sft(ref).stderr
-    assert state(ref) == finished and not (ref / "checkpoints" / "checkpoint-3").exists()
+    assert folder_state(ref) == finished and not (ref / "checkpoints" / "checkpoint-3").exists()
 
     out = tmp_path / "killed"
     egt_sft(out, driver=FINAL_SAVE_KILL_DRIVER)
