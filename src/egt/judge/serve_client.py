@@ -209,15 +209,22 @@ def _client(egt_url: str | None = None, **options) -> ServeClient:
     return _CLIENTS[key]
 
 
+def label_object(label):
+    """A ground truth / label as given: an object as it is, a string holding a JSON object decoded, any other
+    string as {"reference": the text}; anything else as it is (the caller refuses it). The server's
+    OpenRLHF labels (egt.judge.serve_inputs) read labels the same way."""
+    if not isinstance(label, str):
+        return label
+    try:
+        parsed = json.loads(label)
+    except json.JSONDecodeError:
+        parsed = None
+    return parsed if isinstance(parsed, dict) else {"reference": label}
+
+
 def reference_fields(ground_truth) -> dict:
     """{"reference", "question", "images"} from a ground truth / label: an object, a JSON string of one, or the text."""
-    value = ground_truth
-    if isinstance(value, str):
-        try:
-            parsed = json.loads(value)
-        except json.JSONDecodeError:
-            parsed = None
-        value = parsed if isinstance(parsed, dict) else {"reference": value}
+    value = label_object(ground_truth)
     if not isinstance(value, dict) or not isinstance(value.get("reference"), str):
         raise ValueError("egt serve: ground_truth must be the reference response, or an object with a "
                          f"'reference' string (got {type(ground_truth).__name__})")

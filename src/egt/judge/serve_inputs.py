@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
 import re
 from pathlib import Path
 from typing import Any, Literal
@@ -270,13 +269,9 @@ def prompt_question(prompt: str) -> str:
 
 def openrlhf_label(label: Any, where: str) -> dict:
     """{"reference", "question" (or None), "images" (list)} from one OpenRLHF label."""
-    value = label
-    if isinstance(label, str):
-        try:
-            parsed = json.loads(label)
-        except json.JSONDecodeError:
-            parsed = None
-        value = parsed if isinstance(parsed, dict) else {"reference": label}
+    from egt.judge.serve_client import label_object
+
+    value = label_object(label)
     if not isinstance(value, dict):
         raise RequestError(422, where, "a label must be a JSON object {\"reference\", \"question\", \"images\"} "
                                        "(or a string of one), or the reference text")
